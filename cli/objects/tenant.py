@@ -1,0 +1,31 @@
+"""qvd-admin tenant add|del|list|block|unblock."""
+from sqlalchemy import select
+
+from qvd.db.models import Tenant
+
+from ..grammar import check_keys
+from ..selection import ObjectView
+from ..verbs import object_group, verb
+from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
+
+group = object_group("tenant", "Tenants: separate sets of users, OSFs and VMs.")
+
+VIEW = ObjectView("tenant", {"id": Tenant.id, "name": Tenant.name, "blocked": Tenant.blocked,
+                             "description": Tenant.description},
+                  select(Tenant).where(Tenant.id >= 1))
+
+
+@verb(group, "add", "Add a tenant: name=NAME [description=TEXT].")
+def add(admin, call):
+    check_keys(call.args, ("name", "description"), ("name",))
+    with admin.session() as s:
+        tenant = Tenant(name=call.args["name"], description=call.args.get("description"))
+        s.add(tenant)
+        s.flush()
+        admin.audit(s, "tenant", "add", call, [tenant.id])
+    print(f"tenant {tenant.id} '{tenant.name}' added")
+
+
+add_delete_verb(group, VIEW, Tenant, " (they must be empty)")
+add_list_verb(group, VIEW)
+add_block_verbs(group, VIEW, Tenant.blocked, "their users cannot log in")

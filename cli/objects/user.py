@@ -1,0 +1,97 @@
+"""qvd-admin user add|del|list|passwd|block|unblock|propset|propget|propdel."""
+import sys
+
+import click
+from sqlalchemy import func, select, update
+
+from qvd.db.models import Tenant, User, Vm
+from qvd.db.passwords import hash_password
+
+from ..errors import UserError, usage
+from ..grammar import check_keys
+from ..selection import ObjectView
+from ..verbs import object_group, verb
+from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
+from .properties import add_property_verbs
+
+group = object_group("user", "Users who own desktops.")
+
+_vm_count = select(func.count(Vm.id)).where(Vm.user_id == User.id).scalar_subquery()
+VIEW = ObjectView("user", {"id": User.id, "tenant": Tenant.name, "login": User.login,
+                           "blocked": User.blocked, "vms": _vm_count,
+                           "created": User.created_at},
+                  select(User).join(Tenant, Tenant.id == User.tenant_id), tenant=Tenant.name)
+
+
+def split_login(value: str, tenant: str | None) -> tuple[str, str | None]:
+    """login@tenant or login#tenant (QVD's forms); -t is used when the login names none."""
+    for separator in ("@", "#"):
+        if separator in value:
+            login, _, named = value.rpartition(separator)
+            if tenant is not None and named != tenant:
+                raise usage(f"'{value}' names tenant '{named}' but -t says '{tenant}'")
+            return login, named
+    return value, tenant
+
+
+def find_user(admin, s, value: str, tenant: str | None) -> User:
+    login, tenant = split_login(value, tenant)
+    tenant_id = admin.tenant_id(s, tenant)
+    user = s.scalar(select(User).where(User.login == login, User.tenant_id == tenant_id))
+    if user is None:
+        raise UserError(f"unknown user '{login}' in tenant '{tenant or 'default'}'")
+    return user
+
+
+@verb(group, "add", "Add a user: login=LOGIN[@TENANT] [password=PASSWORD] [blocked=0|1].")
+def add(admin, call):
+    check_keys(call.args, ("login", "password", "blocked"), ("login",))
+    login, tenant = split_login(call.args["login"], call.tenant)
+    if not login:
+        raise usage("login must not be empty")
+    password = call.args.get("password")
+    with admin.session() as s:
+        tenant_id = admin.tenant_id(s, tenant)
+        user = User(tenant_id=tenant_id, login=login,
+                    password=hash_password(password) if password else None,
+                    blocked=call.args.get("blocked", "0") in ("1", "true", "yes"))
+        s.add(user)
+        s.flush()
+        admin.audit(s, "user", "add", call, [user.id], tenant_id)
+    print(f"user {user.id} '{login}' added")
+
+
+def read_new_password() -> str:
+    """From the terminal (asked twice) or, when stdin is not a terminal, its first line."""
+    if sys.stdin.isatty():
+        return click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+@verb(group, "passwd", "Set the password of the user chosen by -f or login=LOGIN[@TENANT]; "
+                       "it is read from the terminal or standard input.")
+def passwd(admin, call):
+    check_keys(call.args, ("login",))
+    if bool(call.filters) == bool(call.args.get("login")):
+        raise usage("choose the user with either login=LOGIN or -f")
+    with admin.session() as s:
+        if call.filters:
+            ids = VIEW.ids(s, call)
+            if len(ids) != 1:
+                raise UserError(f"the filter matches {len(ids)} users; passwd changes one")
+            user_id = ids[0]
+        else:
+            user_id = find_user(admin, s, call.args["login"], call.tenant).id
+        password = read_new_password()
+        if not password:
+            raise UserError("the new password is empty; nothing changed")
+        s.execute(update(User).where(User.id == user_id).values(password=hash_password(password)))
+        admin.audit(s, "user", "passwd", call, [user_id])
+    print(f"password of user {user_id} changed")
+
+
+add_delete_verb(group, VIEW, User, " (their VMs must be deleted first)")
+add_list_verb(group, VIEW)
+add_block_verbs(group, VIEW, User.blocked, "they cannot log in")
+add_property_verbs(group, VIEW)

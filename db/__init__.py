@@ -1,0 +1,1 @@
+"""Database layer: models, engine, configuration, embedded PostgreSQL, notifications."""

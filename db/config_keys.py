@@ -1,0 +1,148 @@
+"""Every configuration key with its built-in default, its type and what it means.
+
+Layering (later wins): these defaults < the node file (QVD_CONFIG, default /etc/qvd/node.conf)
+< DB `configs` rows of the global tenant (-1) < DB `configs` rows of the user's tenant.
+Keys keep QVD's names where QVD has one. Timeouts are in seconds, memory in MiB.
+
+Scopes:
+  node    only in the node file (how to reach the database, who this node is, local paths);
+  any     node file or database.
+Keys under an open prefix (OPEN_PREFIXES) are free-form: admin hooks and custom properties.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    default: str | None
+    type: str          # str | int | float | bool | ip | port | path | enum:<a>|<b>...
+    doc: str
+    scope: str = "any"  # "node" or "any"
+
+
+def _k(name, default, type_, doc, scope="any"):
+    return Key(name, None if default is None else str(default), type_, doc, scope)
+
+
+KEYS: list[Key] = [
+    # --- who this node is and where it keeps its state --------------------------------------
+    _k("nodename", None, "str", "Name of this node's row in `hosts`; required by qvd-hkd.", "node"),
+    _k("path.home", "/var/lib/qvd", "path",
+       "QVD_HOME: private state of this node (embedded PostgreSQL under pg/, logs, pid files). "
+       "The environment variable QVD_HOME overrides it.", "node"),
+    _k("path.storage.root", "/var/lib/qvd/storage", "path",
+       "Root of images/, basefs/, overlayfs/, rootfs/, homefs/ and homes/.", "node"),
+    _k("path.run", "/var/run/qvd", "path", "Runtime files: lock files, sockets.", "node"),
+    _k("path.log", "/var/log/qvd", "path", "Log files of the node's daemons.", "node"),
+    # --- the database ------------------------------------------------------------------------
+    _k("database.host", None, "str",
+       "PostgreSQL host name, address or Unix socket directory. Unset: the embedded cluster "
+       "under $QVD_HOME/pg is used.", "node"),
+    _k("database.port", 5432, "port", "PostgreSQL port.", "node"),
+    _k("database.name", "qvd", "str", "Database name.", "node"),
+    _k("database.user", "qvd", "str", "Database role.", "node"),
+    _k("database.password", "", "str", "Database password.", "node"),
+    _k("database.connect_timeout", 5, "int", "Seconds to wait for a database connection.", "node"),
+    # --- node daemon (qvd-hkd) --------------------------------------------------------------
+    _k("hkd.lease.interval", 2, "float", "Seconds between two renewals of the node's lease."),
+    _k("hkd.lease.fence_timeout", 10, "float",
+       "A node that could not renew its lease for this long stops its own VMs (self-fencing)."),
+    _k("hkd.cluster.node_timeout", 15, "float",
+       "Another node whose lease is older than this is declared lost and its VMs released. "
+       "Must exceed hkd.lease.fence_timeout."),
+    _k("hkd.poll.interval", 30, "float",
+       "Safety-net poll for commands whose notification was lost."),
+    _k("internal.hkd.max_heavy", 10, "int", "VM starts/stops running at once on one node."),
+    _k("hkd.vm.max_failed_starts", 3, "int",
+       "Consecutive failed starts after which a VM is blocked, with the reason recorded."),
+    _k("internal.hkd.timeout.vm.state.starting", 120, "float",
+       "Seconds a VM may take from start to a VMA that answers."),
+    _k("internal.hkd.timeout.vm.state.stopping_shutdown", 30, "float",
+       "Seconds to wait after asking the VMA to power off."),
+    _k("internal.hkd.timeout.vm.state.stopping_stop", 20, "float",
+       "Seconds to wait after asking the backend to stop the VM, before killing it."),
+    _k("internal.hkd.timeout.vm.state.zombie_retry", 10, "float",
+       "Seconds between two cleanup attempts of a zombie VM."),
+    _k("internal.hkd.vma.ping.interval", 5, "float", "Seconds between two VMA pings."),
+    _k("internal.hkd.vma.ping.interval_after_failure", 2, "float",
+       "Seconds between VMA pings after one failed."),
+    _k("internal.hkd.vma.failures.starting", 40, "int",
+       "Failed pings after which a starting VM is dead (together with the time threshold)."),
+    _k("internal.hkd.vma.failures.running", 6, "int",
+       "Failed pings after which a running VM is dead (together with the time threshold)."),
+    _k("internal.hkd.vma.dead_after.starting", 120, "float",
+       "Seconds since last seen alive after which a starting VM is dead."),
+    _k("internal.hkd.vma.dead_after.running", 30, "float",
+       "Seconds since last seen alive after which a running VM is dead."),
+    _k("internal.hkd.cluster.node.timeout", 15, "float",
+       "QVD's name for hkd.cluster.node_timeout; kept for old node files."),
+    # --- layer-7 router ---------------------------------------------------------------------
+    _k("l7r.address", "0.0.0.0", "str", "Address the HTTPS acceptor listens on."),
+    _k("l7r.port", 8443, "port", "Port the HTTPS acceptor listens on."),
+    _k("l7r.use_ssl", 1, "bool", "Serve TLS (1) or plain HTTP (0, tests only)."),
+    _k("l7r.auth.plugins", "default", "str",
+       "Comma-separated authentication chain: default (database), ldap, token."),
+    _k("l7r.max_connections", 500, "int", "Concurrent client connections per node."),
+    _k("l7r.limits.header_size", 16384, "int", "Largest request head in bytes."),
+    _k("l7r.limits.header_count", 100, "int", "Most request headers."),
+    _k("l7r.limits.request_line", 8192, "int", "Longest request line in bytes."),
+    _k("l7r.timeout.handshake", 10, "float", "Seconds allowed for the TLS handshake."),
+    _k("l7r.timeout.idle", 60, "float", "Seconds a connection may sit idle between requests."),
+    _k("l7r.auth.backoff.max_failures", 5, "int",
+       "Failed logins per login or client address before back-off starts."),
+    _k("l7r.auth.backoff.seconds", 30, "float", "Back-off after too many failed logins."),
+    _k("l7r.auth.token.lifetime", 86400, "int", "Seconds an auth token stays valid."),
+    _k("l7r.loadbalancer.plugin", "default", "str", "Host placement plugin."),
+    _k("l7r.loadbalancer.plugin.default.weight.ram", 1, "float", "Weight of free RAM."),
+    _k("l7r.loadbalancer.plugin.default.weight.cpu", 1, "float", "Weight of free CPU."),
+    _k("l7r.loadbalancer.plugin.default.weight.random", 1, "float", "Weight of chance."),
+    _k("internal.l7r.timeout.vm_start", 270, "float", "Seconds a client waits for its VM."),
+    _k("internal.l7r.timeout.takeover", 30, "float",
+       "Seconds to take a desktop over from another connection."),
+    _k("internal.l7r.timeout.x_start", 10, "float",
+       "Seconds to wait for the desktop session to listen."),
+    _k("internal.l7r.short_session", 120, "int", "Sessions shorter than this count as short."),
+    _k("auth.ldap.host", "", "str", "LDAP URI(s), e.g. ldap://127.0.0.1:389."),
+    _k("auth.ldap.base", "", "str", "Search base."),
+    _k("auth.ldap.filter", "(uid=%u)", "str", "Search filter; %u is the login."),
+    _k("auth.ldap.binddn", "", "str", "DN for the search bind (empty: anonymous)."),
+    _k("auth.ldap.bindpass", "", "str", "Password for the search bind."),
+    _k("auth.ldap.dn_pattern", "", "str", "Bind directly as this DN; %u is the login."),
+    _k("auth.ldap.starttls", 0, "bool", "Upgrade the LDAP connection with StartTLS."),
+    _k("auth.ldap.autocreate", 0, "bool", "Create the user on first successful login."),
+    _k("auth.ldap.autocreate.osf", "", "str", "OSF of the VM created for a new LDAP user."),
+    # --- VMs --------------------------------------------------------------------------------
+    _k("vm.hypervisor", "lxc", "enum:lxc|kvm|process", "Backend that runs this node's VMs."),
+    _k("vm.network.bridge", "qvdnet", "str", "Bridge the VMs are plugged into."),
+    _k("vm.network.ip.start", "10.0.0.100", "ip", "First address given to VMs."),
+    _k("vm.network.netmask", "255.255.0.0", "ip", "Netmask of the VM network."),
+    _k("vm.network.gateway", "", "str", "Gateway given to VMs (empty: none)."),
+    _k("vm.network.use_dhcp", 0, "bool", "Give VMs their address with dnsmasq static leases."),
+    _k("vm.network.firewall.protect_host", 1, "bool", "VMs may not open connections to nodes."),
+    _k("vm.network.firewall.protect_vms", 1, "bool", "VMs may not reach each other."),
+    _k("vm.network.firewall.nat", 0, "bool", "Masquerade VM traffic leaving the bridge."),
+    _k("vm.overlay.persistent", 0, "bool", "Keep a VM's overlay across restarts."),
+    _k("vm.lxc.home.per.user", 0, "bool", "One home volume per user instead of per VM."),
+    _k("vm.kvm.accel", "auto", "enum:auto|kvm|tcg", "KVM acceleration or QEMU's TCG."),
+    _k("vm.kvm.uri", "qemu:///system", "str", "libvirt connection URI."),
+    _k("internal.vm.port.vma", 3030, "port", "Port of the VMA inside each VM."),
+    _k("internal.vm.port.x", 4100, "port", "Port of the desktop session inside each VM."),
+    # --- agent inside the VM ------------------------------------------------------------------
+    _k("vma.session.type", "vnc", "enum:nx|vnc", "Desktop protocol of the session."),
+    _k("vma.x_session", "", "str", "Command that runs the user's session (empty: an xterm)."),
+    _k("vma.timeout.listening", 10, "float", "A listening session without a client is killed."),
+    _k("vma.timeout.suspending", 20, "float", "Seconds a session may take to suspend."),
+    _k("vma.timeout.stopping", 20, "float", "Seconds a session may take to stop."),
+    _k("qvd.vm.user.name", "qvd", "str", "Account the desktop runs as inside the VM."),
+    _k("qvd.vm.user.uid", 1000, "int", "Its uid when LDAP gives none."),
+    _k("qvd.vm.user.home", "/home", "path", "Parent of the users' home directories."),
+    _k("qvd.vm.user.shell", "/bin/bash", "path", "The account's shell."),
+]
+
+# Keys under these prefixes are not listed above but are valid (admin hooks, custom values).
+OPEN_PREFIXES = ("vma.on_action.", "vma.on_state.", "custom.")
+
+BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}

@@ -1,0 +1,53 @@
+"""Nodes of the cluster: definition, lease and state, counters."""
+from datetime import datetime
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer,
+                        Text)
+from sqlalchemy.dialects.postgresql import INET
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..states import HOST_CMDS, HOST_STATES
+from .base import FALSE, TRUE, ZERO, Base, in_list
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    address: Mapped[str] = mapped_column(INET, unique=True)
+    frontend: Mapped[bool] = mapped_column(Boolean, server_default=TRUE)
+    backend: Mapped[bool] = mapped_column(Boolean, server_default=TRUE)
+    __table_args__ = (CheckConstraint("name <> ''", name="name_not_empty"),)
+
+
+class HostRuntime(Base):
+    """The node's lease: ok_ts is renewed with the DB clock; epoch guards every renewal, so a
+    node declared lost (epoch bumped by another node) learns it was fenced."""
+    __tablename__ = "host_runtimes"
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    ok_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    epoch: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    usable_ram: Mapped[int | None] = mapped_column(Integer)  # MiB
+    usable_cpu: Mapped[float | None] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(Text, server_default="stopped")
+    blocked: Mapped[bool] = mapped_column(Boolean, server_default=FALSE)
+    cmd: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (CheckConstraint(in_list("state", HOST_STATES), name="state"),
+                      CheckConstraint(in_list("cmd", HOST_CMDS), name="cmd"))
+
+
+class HostCounter(Base):
+    __tablename__ = "host_counters"
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    http_requests: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    auth_attempts: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    auth_ok: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    auth_failed: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    connection_attempts: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    connection_ok: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    short_sessions: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)

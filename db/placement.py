@@ -1,0 +1,40 @@
+"""Choosing the node that runs a VM: QVD's score, but only among nodes the VM's memory fits.
+
+score = (w_ram * free_ram + w_cpu * free_cpu) / (vms_on_host + 1) + random() * w_random
+A node qualifies when it is a running, unblocked backend whose lease is fresh (by the
+database's clock) and whose free memory (usable_ram minus the OSF memory of its VMs) holds
+the VM's OSF memory.
+"""
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from .config import Config
+
+CANDIDATES = text("""
+SELECT h.id, h.name,
+       hr.usable_ram - COALESCE(load.memory, 0) AS free_ram,
+       COALESCE(hr.usable_cpu, 0) AS free_cpu,
+       COALESCE(load.vms, 0) AS vms
+FROM hosts h
+JOIN host_runtimes hr ON hr.host_id = h.id
+LEFT JOIN (SELECT vr.host_id, sum(o.memory) AS memory, count(*) AS vms
+           FROM vm_runtimes vr JOIN vms v ON v.id = vr.vm_id JOIN osfs o ON o.id = v.osf_id
+           WHERE vr.host_id IS NOT NULL GROUP BY vr.host_id) load ON load.host_id = h.id
+WHERE h.backend AND hr.state = 'running' AND NOT hr.blocked
+  AND hr.ok_ts > now() - make_interval(secs => :node_timeout)
+  AND hr.usable_ram - COALESCE(load.memory, 0) >= :memory
+ORDER BY (:w_ram * (hr.usable_ram - COALESCE(load.memory, 0)) + :w_cpu * COALESCE(hr.usable_cpu, 0))
+         / (COALESCE(load.vms, 0) + 1) + random() * :w_random DESC
+LIMIT 1
+""")
+
+
+def choose_host(session: Session, cfg: Config, memory: int) -> int | None:
+    prefix = "l7r.loadbalancer.plugin.default.weight."
+    row = session.execute(CANDIDATES, {
+        "node_timeout": cfg.get_float("hkd.cluster.node_timeout"), "memory": memory,
+        "w_ram": cfg.get_float(prefix + "ram"), "w_cpu": cfg.get_float(prefix + "cpu"),
+        "w_random": cfg.get_float(prefix + "random")}).first()
+    return row.id if row else None
