@@ -29,8 +29,15 @@ class Call:
 
 class Admin:
     def __init__(self) -> None:
-        self.cfg = qconfig.load()
+        self._cfg = None
         self._engine = None
+
+    @property
+    def cfg(self) -> qconfig.Config:
+        """Loaded on first use, so that `system start` can write the node file first."""
+        if self._cfg is None:
+            self._cfg = qconfig.load()
+        return self._cfg
 
     @property
     def engine(self):

@@ -3,7 +3,6 @@ import click
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from qvd.db import migrate
 from qvd.db.engine import connection_params, describe, embedded_cluster, make_engine, uses_embedded
 
 from ..errors import UserError
@@ -52,6 +51,7 @@ def create_database(admin) -> bool:
 
 
 def init_database(admin) -> list[str]:
+    from qvd.db import migrate  # alembic is slow to import: only the db verbs need it
     said = []
     if uses_embedded(admin.cfg):
         said.append(ensure_embedded_running(admin))
@@ -84,6 +84,7 @@ def stop(admin):
 @_command("status", "Say where the database is, whether it answers and its schema revision; "
                     "exit 1 when it does not answer or needs an upgrade.")
 def status(admin):
+    from qvd.db import migrate
     if uses_embedded(admin.cfg):
         cluster = embedded_cluster(admin.cfg)
         if not cluster.running():
@@ -106,6 +107,7 @@ def init(admin):
 
 @_command("upgrade", "Bring the schema to the latest revision.")
 def upgrade(admin):
+    from qvd.db import migrate
     before = migrate.current_revision(admin.engine)
     migrate.upgrade(admin.engine)
     click.echo(f"schema at revision {migrate.current_revision(admin.engine)} (was {before})")

@@ -1,0 +1,120 @@
+"""qvd-admin system start|stop|status: a whole single-node system (what `make run` uses).
+
+Everything lives under QVD_HOME: node.conf, the embedded PostgreSQL, the image store.
+Starting again while it is up changes nothing but restarts any part that died.
+"""
+import io
+import os
+import socket
+import sys
+import tarfile
+
+import click
+from sqlalchemy import select
+
+from qvd.db.engine import embedded_cluster, uses_embedded
+from qvd.db.models import Tenant, User
+
+from ..verbs import CONTEXT
+from .db import init_database
+
+group = click.Group("system", help="A single-node system under QVD_HOME (make run / make stop).",
+                    context_settings=CONTEXT)
+
+DEMO = {"tenant": "demo", "login": "demo", "password": "demo", "osf": "desktop", "vm": "demo"}
+
+NODE_CONF = """\
+# Written by `qvd-admin system start` (make run). Every key: etc/node.conf in the sources.
+nodename = {nodename}
+path.home = {home}
+path.storage.root = {home}/storage
+path.run = {home}/run
+path.log = {home}/log
+# No database.* keys: the embedded PostgreSQL under path.home/pg is used.
+"""
+
+
+def _home() -> str:
+    return os.path.abspath(os.environ.get("QVD_HOME") or ".qvd")
+
+
+def write_node_conf(home: str) -> str:
+    path = os.path.join(home, "node.conf")
+    if not os.path.exists(path):
+        os.makedirs(home, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(NODE_CONF.format(nodename=socket.gethostname().split(".")[0], home=home))
+    os.environ["QVD_CONFIG"] = path
+    os.environ["QVD_HOME"] = home
+    return path
+
+
+def demo_image(home: str) -> str:
+    """A placeholder image (a README in a tarball) until a real desktop image is built."""
+    path = os.path.join(home, "demo-image.tar")
+    if not os.path.exists(path):
+        text = b"QVD demo image placeholder: replaced by a real desktop image by later issues.\n"
+        with tarfile.open(path, "w") as tar:
+            info = tarfile.TarInfo("README")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+    return path
+
+
+def create_demo(admin, home: str) -> list[str] | None:
+    """The demo objects, once: nothing is done when the demo user exists already."""
+    from ..main import run  # the CLI itself, so demo objects get the same checks and audit log
+    with admin.session() as s:
+        exists = s.scalar(select(User.id).join(Tenant, Tenant.id == User.tenant_id)
+                          .where(Tenant.name == DEMO["tenant"], User.login == DEMO["login"]))
+    if exists:
+        return None
+    t = ["-t", DEMO["tenant"]]
+    steps = [
+        ["tenant", "add", f"name={DEMO['tenant']}"],
+        ["user", "add", *t, f"login={DEMO['login']}", f"password={DEMO['password']}"],
+        ["osf", "add", *t, f"name={DEMO['osf']}", "memory=256", "user_storage=64"],
+        ["di", "add", *t, f"path={demo_image(home)}", f"osf={DEMO['osf']}"],
+        ["vm", "add", *t, f"name={DEMO['vm']}", f"user={DEMO['login']}", f"osf={DEMO['osf']}"],
+        ["host", "add", f"name={admin.cfg.get('nodename')}", "address=127.0.0.1"],
+    ]
+    for step in steps:
+        if run(step) != 0:
+            raise click.ClickException(f"creating the demo failed at: qvd-admin {' '.join(step)}")
+    return steps
+
+
+@group.command("start", context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, hidden=True)
+@click.pass_obj
+def start(admin, debug):
+    """Bring the system up under QVD_HOME (default ./.qvd) and create the demo once."""
+    home = _home()
+    conf = write_node_conf(home)
+    for line in init_database(admin):
+        click.echo(line)
+    steps = create_demo(admin, home)
+    click.echo("demo objects created" if steps else "demo objects already there")
+    qvd_admin = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-admin")
+    click.echo(f"""
+QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.
+Demo: tenant '{DEMO['tenant']}', user '{DEMO['login']}@{DEMO['tenant']}' (password '{DEMO['password']}'), \
+OSF '{DEMO['osf']}', VM '{DEMO['vm']}'.
+
+Go on with:
+  export QVD_CONFIG={conf}
+  {qvd_admin} vm list
+  {qvd_admin} user add login=alice password=secret -t {DEMO['tenant']}
+  {qvd_admin} vm add name=desk user=alice osf={DEMO['osf']} -t {DEMO['tenant']}
+  make stop""")
+
+
+@group.command("stop", context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, hidden=True)
+@click.pass_obj
+def stop(admin, debug):
+    """Stop everything `system start` started."""
+    write_node_conf(_home())
+    if uses_embedded(admin.cfg):
+        stopped = embedded_cluster(admin.cfg).stop()
+        click.echo("embedded PostgreSQL " + ("stopped" if stopped else "was not running"))

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what qvd needs on Debian 12: Debian packages (only the missing ones), then a .venv
+# with the package in editable mode. Safe to run again; make run and make test call it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(postgresql ca-certificates)
+python3 -c 'import venv, ensurepip' 2>/dev/null || DEBS+=(python3-venv)
+
+missing=()
+for pkg in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: missing Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

@@ -1,0 +1,175 @@
+"""Shared fixtures: one real PostgreSQL cluster per run, a fresh database per test.
+
+The cluster is the embedded one (qvd.db.embedded) in a temporary directory, tuned for speed
+(no fsync). The schema is migrated once into a template database; each test gets a copy
+(CREATE DATABASE ... TEMPLATE), which takes a few milliseconds.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.pool import NullPool
+
+from qvd.db import migrate
+from qvd.db.embedded import Cluster
+from qvd.db.engine import make_engine
+from qvd.db.models import Base
+
+QVD_ADMIN = os.path.join(os.path.dirname(sys.executable), "qvd-admin")
+TEMPLATE = "qvd_template"
+DEMO_TEMPLATE = "qvd_demo_template"
+_numbers = itertools.count(1)
+
+
+@dataclass
+class PgServer:
+    cluster: Cluster
+    params: dict
+
+    def maintenance(self):
+        return psycopg.connect(**dict(self.params, dbname="postgres"), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    root = tempfile.mkdtemp(prefix="qvd-test-")
+    os.chmod(root, 0o755)  # the server may run as another account than the tests
+    cluster = Cluster(os.path.join(root, "pg"))
+    cluster.create({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+    cluster.start()
+    server = PgServer(cluster, cluster.connection_params())
+    with server.maintenance() as conn:
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    engine = make_engine(dict(server.params, dbname=TEMPLATE), poolclass=NullPool)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield server
+    cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class QvdEnv:
+    """A fresh database plus a node.conf pointing at it; runs the real qvd-admin."""
+
+    def __init__(self, server: PgServer, dbname: str, home: str):
+        self.server = server
+        self.dbname = dbname
+        self.home = home
+        self.params = dict(server.params, dbname=dbname)
+        self.storage = os.path.join(home, "storage")
+        self.conf = os.path.join(home, "node.conf")
+        self.write_conf()
+        self.engine = make_engine(self.params, poolclass=NullPool)
+
+    def write_conf(self, extra: str = "") -> None:
+        p = self.params
+        with open(self.conf, "w", encoding="utf-8") as handle:
+            handle.write(f"nodename = testnode\npath.home = {self.home}\n"
+                         f"path.storage.root = {self.storage}\n"
+                         f"database.host = {p['host']}\ndatabase.port = {p['port']}\n"
+                         f"database.user = {p['user']}\ndatabase.password = {p['password']}\n"
+                         f"database.name = {self.dbname}\n{extra}")
+
+    def env(self, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QVD_")}
+        env.update(QVD_CONFIG=self.conf, QVD_HOME=self.home, **extra)
+        return env
+
+    def cli(self, *args: str, input: str | None = None, env: dict | None = None):
+        return subprocess.run([QVD_ADMIN, *args], capture_output=True, text=True, input=input,
+                              env=env or self.env(), timeout=60)
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        """Run qvd-admin and require success; return its stdout."""
+        result = self.cli(*args, input=input)
+        assert result.returncode == 0, f"qvd-admin {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def sql(self, query: str, **params):
+        with self.engine.begin() as conn:
+            result = conn.execute(text(query), params)
+            return result.all() if result.returns_rows else None
+
+    def snapshot(self) -> dict:
+        """Every row of every table, to prove a failed command changed nothing."""
+        with self.engine.connect() as conn:
+            return {table.name: sorted(map(repr, conn.execute(table.select()).all()))
+                    for table in Base.metadata.sorted_tables}
+
+    def listen(self, *channels: str) -> psycopg.Connection:
+        conn = psycopg.connect(**self.params, autocommit=True)
+        for channel in channels:
+            conn.execute(f"LISTEN {channel}")
+        return conn
+
+
+def _copy_database(server: PgServer, template: str) -> str:
+    dbname = f"test_{next(_numbers)}"
+    with server.maintenance() as conn:
+        conn.execute(f"CREATE DATABASE {dbname} TEMPLATE {template}")
+    return dbname
+
+
+@contextmanager
+def _environment(server: PgServer, template: str, home: str):
+    env = QvdEnv(server, _copy_database(server, template), home)
+    try:
+        yield env
+    finally:
+        env.engine.dispose()
+        with server.maintenance() as conn:
+            conn.execute(f"DROP DATABASE {env.dbname} WITH (FORCE)")
+
+
+@pytest.fixture
+def qvd(pg_server, tmp_path):
+    """An empty, migrated database."""
+    with _environment(pg_server, TEMPLATE, str(tmp_path)) as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def demo_template(pg_server, tmp_path_factory):
+    """Built once with the real CLI: tenant acme, user alice (password secret), OSF desktop
+    (512 MiB) with DI v1, VM desk, node node1. Tests get copies of it."""
+    home = str(tmp_path_factory.mktemp("demo"))
+    with _environment(pg_server, TEMPLATE, home) as env:
+        image = os.path.join(home, "image.tar")
+        with open(image, "wb") as handle:
+            handle.write(b"image v1")
+        env.ok("tenant", "add", "name=acme")
+        env.ok("user", "add", "-t", "acme", "login=alice", "password=secret")
+        env.ok("osf", "add", "-t", "acme", "name=desktop", "memory=512")
+        env.ok("di", "add", "-t", "acme", f"path={image}", "osf=desktop", "version=v1")
+        env.ok("vm", "add", "-t", "acme", "name=desk", "user=alice", "osf=desktop")
+        env.ok("host", "add", "name=node1", "address=127.0.0.2")
+        with pg_server.maintenance() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {DEMO_TEMPLATE}")
+            conn.execute(f"CREATE DATABASE {DEMO_TEMPLATE} TEMPLATE {env.dbname}")
+    return env.storage
+
+
+@pytest.fixture
+def demo(pg_server, demo_template, tmp_path):
+    """A copy of the demo template database, with its own copy of the image store."""
+    with _environment(pg_server, DEMO_TEMPLATE, str(tmp_path)) as env:
+        shutil.copytree(demo_template, env.storage)
+        yield env
+
+
+def make_host_running(qvd, name: str, ram: int = 4096) -> int:
+    """What a live qvd-hkd does to its row: running, a fresh lease, its usable RAM."""
+    (host_id,), = qvd.sql("SELECT id FROM hosts WHERE name = :n", n=name)
+    qvd.sql("UPDATE host_runtimes SET state = 'running', ok_ts = now(), usable_ram = :ram "
+            "WHERE host_id = :id", ram=ram, id=host_id)
+    return host_id
