@@ -60,6 +60,15 @@ def _free_port() -> int:
     raise EmbeddedError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
 
 
+def _process_alive(pid: int) -> bool:
+    """True for a live process; False when gone or a zombie (dead, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 @dataclass
 class Cluster:
     root: str  # $QVD_HOME/pg
@@ -148,9 +157,8 @@ class Cluster:
             handle.write(f"{port}\n")
 
     def running(self) -> bool:
-        if not self.exists():
-            return False
-        return self._pg("pg_ctl", "-D", self.data, "status", check=False).returncode == 0
+        pid = self.server_pid()
+        return pid is not None and _process_alive(pid)
 
     def start(self) -> bool:
         """Start the server if it is not running; True when it was started now."""
@@ -158,6 +166,12 @@ class Cluster:
             raise EmbeddedError(f"no cluster under {self.root}")
         if self.running():
             return False
+        # A server that was killed leaves its postmaster.pid; where nobody reaps the dead
+        # process (a container whose init does not), postgres would take it for alive.
+        for stale in [os.path.join(self.data, "postmaster.pid"),
+                      *glob.glob(os.path.join(self.socket_dir, ".s.PGSQL.*.lock"))]:
+            if os.path.exists(stale):
+                os.unlink(stale)
         if not os.path.exists(self.logfile):
             open(self.logfile, "a").close()
             self._chown(self.logfile)

@@ -1,0 +1,84 @@
+"""`make run` / `make stop` as a user runs them: qvd-admin system start|stop in a fresh home."""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import QVD_ADMIN
+
+
+@pytest.fixture
+def home():
+    root = tempfile.mkdtemp(prefix="qvd-home-")
+    os.chmod(root, 0o755)
+    yield os.path.join(root, "qvd")
+    subprocess.run([QVD_ADMIN, "system", "stop"], env=_env(os.path.join(root, "qvd")),
+                   capture_output=True)
+    subprocess.run(["rm", "-rf", root])
+
+
+def _env(home, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QVD_")}
+    return dict(env, QVD_HOME=home, **extra)
+
+
+def run(home, *args, conf=True):
+    env = _env(home, QVD_CONFIG=os.path.join(home, "node.conf")) if conf else _env(home)
+    return subprocess.run([QVD_ADMIN, *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _alive(pid):
+    """Running, not merely a zombie waiting for a parent that does not reap it."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _postmaster_pid(home):
+    with open(os.path.join(home, "pg", "data", "postmaster.pid"), encoding="ascii") as handle:
+        return int(handle.readline())
+
+
+def test_system_start_demo_restart_and_stop(home):
+    first = run(home, "system", "start", conf=False)
+    assert first.returncode == 0, first.stderr
+    assert "demo objects created" in first.stdout
+    assert f"export QVD_CONFIG={home}/node.conf" in first.stdout
+
+    (vm,) = json.loads(run(home, "vm", "list", "--json").stdout)
+    assert (vm["name"], vm["user"], vm["tenant"], vm["state"]) == ("demo", "demo", "demo",
+                                                                   "stopped")
+    log_before = run(home, "log", "list", "--csv").stdout
+
+    again = run(home, "system", "start", conf=False)
+    assert again.returncode == 0 and "already running" in again.stdout
+    assert "demo objects already there" in again.stdout
+    assert run(home, "log", "list", "--csv").stdout == log_before  # nothing changed
+
+    # A part that died is restarted by the next start.
+    pid = _postmaster_pid(home)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    revived = run(home, "system", "start", conf=False)
+    assert revived.returncode == 0, revived.stderr
+    assert len(json.loads(run(home, "vm", "list", "--json").stdout)) == 1
+
+    status = run(home, "db", "status")
+    assert status.returncode == 0 and "schema revision 0002, latest 0002" in status.stdout
+
+    pid = _postmaster_pid(home)
+    stopped = run(home, "system", "stop", conf=False)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert not _alive(pid)
+    down = run(home, "db", "status")
+    assert down.returncode == 1 and "not running" in down.stderr
