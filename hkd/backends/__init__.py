@@ -1,0 +1,15 @@
+"""Backends by name (vm.hypervisor)."""
+from __future__ import annotations
+
+from .base import Backend, BackendError, VmAddress, VmSpec
+
+__all__ = ["Backend", "BackendError", "VmAddress", "VmSpec", "make_backend"]
+
+
+def make_backend(cfg) -> Backend:
+    name = cfg.get("vm.hypervisor")
+    if name == "process":
+        from .process import ProcessBackend
+        return ProcessBackend(cfg.get("path.storage.root"), cfg.get("path.run"))
+    raise BackendError(f"vm.hypervisor = {name}: this backend is not available yet "
+                       "(use 'process')")

@@ -1,0 +1,75 @@
+"""The backend interface (Nova's virt/driver.py is the model): a handful of methods.
+
+The HKD calls them from its event loop; they must not block it for long (run slow work in a
+thread or a subprocess). kill_all is synchronous: the watchdog calls it without an event loop.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass
+class VmSpec:
+    """What a backend needs to run one VM."""
+    vm_id: int
+    name: str
+    memory: int                   # MiB, from the OSF
+    image: str                    # path of the DI file in the image store
+    ip: str                       # the VM's network address
+    use_overlay: bool = True
+    user_storage: int | None = None
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class VmAddress:
+    """Where the HKD and the L7R reach the VM once it runs."""
+    address: str
+    vma_port: int
+    x_port: int
+    vnc_port: int | None = None
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked; the message is recorded as the VM's last_error."""
+
+
+class Backend(ABC):
+    name = "abstract"
+
+    @abstractmethod
+    async def prepare(self, vm: VmSpec) -> VmAddress:
+        """Disks, network and ports; nothing runs yet."""
+
+    @abstractmethod
+    async def start(self, vm: VmSpec) -> int | None:
+        """Start the VM; return the pid of its main process when there is one."""
+
+    @abstractmethod
+    async def stop(self, vm_id: int) -> None:
+        """Ask the VM to stop (it may take a while)."""
+
+    @abstractmethod
+    async def kill(self, vm_id: int) -> None:
+        """Stop it now."""
+
+    @abstractmethod
+    async def state(self, vm_id: int) -> str:
+        """'running' or 'stopped'."""
+
+    @abstractmethod
+    async def list(self) -> dict[int, VmAddress | None]:
+        """The VMs this node's backend runs now, by VM id."""
+
+    @abstractmethod
+    async def cleanup(self, vm_id: int) -> None:
+        """Remove what prepare made (the persistent home stays)."""
+
+    @abstractmethod
+    def kill_all(self) -> list[int]:
+        """Kill every VM of this node at once; used by the watchdog. Returns the ids killed."""
+
+    async def address(self, vm_id: int) -> VmAddress | None:
+        """Where a running VM is (used when re-adopting)."""
+        return (await self.list()).get(vm_id)

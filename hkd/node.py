@@ -1,0 +1,267 @@
+"""qvd-hkd's node: its lifecycle (starting -> running -> stopping -> stopped), its VMs'
+state machines, fencing and rejoining. One asyncio loop; no threads."""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+
+from qvd.db.engine import connection_params
+from qvd.db.notify import host_cmd_channel
+
+from . import adoption, cluster, commands
+from .backends import make_backend
+from .backends.procfs import alive
+from .database import Database, DbUnavailable
+from .host_store import HostStore
+from .lease import LeaseKeeper
+from .vm_actions import VmActions
+from .vm_machine import Event, VmMachine
+from .vm_store import VmStore
+
+log = logging.getLogger(__name__)
+
+
+class NodeError(Exception):
+    """The node cannot start; the message says why."""
+
+
+def _memory_mib() -> int:
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+class Node:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.name = cfg.get("nodename")
+        if not self.name:
+            raise NodeError("nodename is not set in the node file (QVD_CONFIG)")
+        self.run_dir = cfg.get("path.run")
+        params = connection_params(cfg)
+        self.db = Database(params, f"qvd-hkd {self.name}")
+        self.monitor_db = Database(params, f"qvd-hkd {self.name} monitor")
+        self.backend = make_backend(cfg)
+        self.machines: dict[int, asyncio.Task] = {}
+        self.inboxes: dict[int, VmMachine] = {}
+        self.fenced = False
+        self.state = "starting"
+        self.stop_requested = asyncio.Event()
+        self._watchdog: subprocess.Popen | None = None
+        self._lock = None
+
+    # --- start-up -------------------------------------------------------------------------
+    def take_lock(self) -> None:
+        os.makedirs(self.run_dir, exist_ok=True)
+        path = os.path.join(self.run_dir, f"hkd-{self.name}.lock")
+        self._lock = open(path, "w", encoding="ascii")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NodeError(f"another qvd-hkd runs node '{self.name}' (lock {path})") from None
+        self._lock.write(f"{os.getpid()}\n")
+        self._lock.flush()
+
+    async def connect(self) -> None:
+        host_id = await HostStore.find(self.db, self.name)
+        if host_id is None:
+            raise NodeError(f"no host named '{self.name}': add it with "
+                            f"'qvd-admin host add name={self.name} address=...'")
+        self.host_id = host_id
+        self.hosts = HostStore(self.db, host_id)
+        self.store = VmStore(self.db, host_id, self.cfg.get("path.storage.root"))
+        self.actions = VmActions(self.cfg, self.store, self.backend,
+                                 asyncio.Semaphore(self.cfg.get_int("internal.hkd.max_heavy")))
+        self.lease = LeaseKeeper(self, os.path.join(self.run_dir, f"hkd-{self.name}.heartbeat"))
+
+    def ensure_watchdog(self) -> None:
+        """The watchdog outlives the HKD on purpose; a new HKD reuses a live one."""
+        pidfile = os.path.join(self.run_dir, f"watchdog-{self.name}.pid")
+        if self._watchdog is not None and self._watchdog.poll() is None:
+            return
+        try:
+            with open(pidfile, encoding="ascii") as handle:
+                pid, started = (int(x) for x in handle.read().split())
+            if alive(pid, started):
+                return
+        except (FileNotFoundError, ValueError):
+            pass
+        log_path = os.path.join(self.cfg.get("path.log"), f"watchdog-{self.name}.log")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "ab") as logfile:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", "qvd.hkd.watchdog", "--heartbeat", self.lease.heartbeat],
+                stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True)
+        from .backends.procfs import start_time
+        with open(pidfile, "w", encoding="ascii") as handle:
+            handle.write(f"{self._watchdog.pid} {start_time(self._watchdog.pid)}\n")
+
+    def stop_watchdog(self) -> None:
+        pidfile = os.path.join(self.run_dir, f"watchdog-{self.name}.pid")
+        try:
+            with open(pidfile, encoding="ascii") as handle:
+                pid, started = (int(x) for x in handle.read().split())
+            if alive(pid, started):
+                os.kill(pid, 15)
+            os.unlink(pidfile)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            pass
+        if self._watchdog is not None:
+            self._watchdog.wait(5)
+
+    async def begin(self, gone_reason: str) -> None:
+        """(Re)join: a new lease, adopt what runs here, then accept work."""
+        await self.hosts.begin_lease(os.getpid(), _memory_mib(), float(os.cpu_count() or 1))
+        self.lease.touch()
+        self.fenced = False
+        await adoption.adopt(self, gone_reason)
+        await self.hosts.set_state("running")
+        self.state = "running"
+        self.update_title()
+        log.info("node %s running (host %d, epoch %d)", self.name, self.host_id, self.hosts.epoch)
+
+    # --- VM machines ----------------------------------------------------------------------
+    def spawn(self, vm_id: int, state: str, first_action: str | None = None) -> VmMachine:
+        machine = VmMachine(vm_id, state, self.actions, first_action)
+        task = asyncio.create_task(machine.run(), name=f"vm{vm_id}")
+        self.machines[vm_id], self.inboxes[vm_id] = task, machine
+        task.add_done_callback(lambda _t, v=vm_id: self._machine_done(v, task))
+        self.update_title()
+        return machine
+
+    def _machine_done(self, vm_id: int, task: asyncio.Task) -> None:
+        if self.machines.get(vm_id) is task:
+            del self.machines[vm_id], self.inboxes[vm_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("vm %d: handler crashed: %r", vm_id, task.exception())
+        self.update_title()
+
+    async def handle_command(self, vm_id: int, cmd: str) -> None:
+        try:
+            if cmd == "start":
+                if self.fenced or vm_id in self.machines:
+                    return  # taken again by the poll once possible
+                if self.state != "running":
+                    await self.store.refuse_start(vm_id, f"node {self.name} is {self.state}")
+                elif await self.store.claim_start(vm_id):
+                    await self.store.count(vm_id, "run_attempts")
+                    self.spawn(vm_id, "starting")
+                else:
+                    await self.store.refuse_start(vm_id, "the VM is blocked or not stopped")
+            elif cmd == "stop":
+                state = await self.store.claim_stop(vm_id)
+                if state is None:
+                    return
+                machine = self.inboxes.get(vm_id)
+                if machine is None and state in ("starting", "running"):
+                    machine = self.spawn(vm_id, state, "monitor" if state == "running"
+                                         else "await_vma")
+                if machine is not None:
+                    machine.send(Event("stop"))
+        except DbUnavailable as exc:
+            log.warning("vm %d: command %s postponed: %s", vm_id, cmd, exc)
+
+    def on_notification(self, channel: str, payload: str) -> None:
+        if channel == host_cmd_channel(self.host_id):
+            if payload == "stop":
+                self.request_stop()
+            return
+        vm_id, _, cmd = payload.partition(":")
+        asyncio.create_task(self.handle_command(int(vm_id), cmd))
+
+    async def poll_commands(self) -> None:
+        if await self.hosts.command() == "stop":
+            self.request_stop()
+        for vm_id, cmd in await self.store.pending_commands():
+            await self.handle_command(vm_id, cmd)
+
+    # --- fencing ----------------------------------------------------------------------------
+    async def fence(self, reason: str) -> None:
+        """Stop every VM here now, accept nothing until the lease is renewed again."""
+        log.error("fencing node %s: %s", self.name, reason)
+        self.fenced = True
+        for task in list(self.machines.values()):
+            task.cancel()
+        await asyncio.gather(*self.machines.values(), return_exceptions=True)
+        for vm_id in self.backend.kill_all():
+            log.warning("vm %d: killed by fencing", vm_id)
+        self.update_title()
+
+    async def rejoin(self, reason: str) -> None:
+        try:
+            await self.begin(f"{reason}; its VMs were killed")
+        except DbUnavailable as exc:
+            log.warning("rejoin postponed: %s", exc)
+
+    # --- periodic -------------------------------------------------------------------------
+    async def sync_liveness(self) -> None:
+        """Every few seconds, one statement: VMA last-seen times out, expirations in."""
+        while True:
+            await asyncio.sleep(min(10.0, self.cfg.get_float("hkd.poll.interval")))
+            if self.fenced:
+                continue
+            try:
+                seen = {vm: ts for vm, ts in self.actions.last_ok.items() if vm in self.machines}
+                self.actions.expirations = await self.store.sync_liveness(seen)
+            except DbUnavailable:
+                pass
+
+    def update_title(self) -> None:
+        state = "fenced" if self.fenced else self.state
+        try:
+            from setproctitle import setproctitle
+            setproctitle(f"qvd-hkd {self.name}: {state}, {len(self.machines)} VMs")
+        except ImportError:
+            pass
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    # --- the whole life -----------------------------------------------------------------------
+    async def run(self) -> None:
+        self.take_lock()
+        await self.connect()
+        await self.begin("the VM was not running when the node daemon started")
+        self.ensure_watchdog()
+        background = [asyncio.create_task(coro) for coro in (
+            self.lease.run(), cluster.monitor(self), commands.listen(self), self.sync_liveness(),
+            self._watch_watchdog())]
+        await self.stop_requested.wait()
+        await self.shutdown(background)
+
+    async def _watch_watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            self.ensure_watchdog()
+
+    async def shutdown(self, background: list[asyncio.Task]) -> None:
+        log.info("node %s stopping: stopping %d VM(s)", self.name, len(self.machines))
+        self.state = "stopping"
+        try:
+            await self.hosts.set_state("stopping")
+        except DbUnavailable:
+            pass
+        for machine in list(self.inboxes.values()):
+            machine.send(Event("stop"))
+        cfg = self.cfg
+        limit = (cfg.get_float("internal.hkd.timeout.vm.state.stopping_shutdown")
+                 + cfg.get_float("internal.hkd.timeout.vm.state.stopping_stop") + 10)
+        if self.machines:
+            await asyncio.wait(list(self.machines.values()), timeout=limit)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        try:
+            await self.hosts.stopped()
+        except DbUnavailable:
+            pass
+        self.stop_watchdog()
+        await self.db.close()
+        await self.monitor_db.close()
+        log.info("node %s stopped", self.name)

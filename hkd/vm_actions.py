@@ -1,0 +1,167 @@
+"""What the VM states do (the actions named in vm_machine.STATE_ACTIONS) and the database
+bookkeeping of each transition."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from . import vma_client
+from .backends import Backend, VmAddress
+from .vm_machine import Event
+from .vm_store import VmStore
+
+log = logging.getLogger(__name__)
+STARTING_PING_INTERVAL = 0.2  # seconds; a fast first answer is what users wait for
+
+
+class VmActions:
+    def __init__(self, cfg, store: VmStore, backend: Backend, heavy: asyncio.Semaphore):
+        self.cfg = cfg
+        self.store = store
+        self.backend = backend
+        self.heavy = heavy
+        self.addresses: dict[int, VmAddress] = {}
+        self.last_ok: dict[int, float] = {}          # VMA last seen alive (epoch seconds)
+        self.expirations: dict[int, tuple] = {}      # vm -> (soft, hard) epoch seconds
+
+    # --- starting -------------------------------------------------------------------------
+    async def start_vm(self, vm_id: int) -> Event:
+        try:
+            spec, di_id = await self.store.spec(vm_id)
+        except LookupError as exc:
+            return Event("failed", str(exc))
+        async with self.heavy:
+            address = await self.backend.prepare(spec)
+            self.addresses[vm_id] = address
+            await self.store.set_address(vm_id, address, di_id)
+            pid = await self.backend.start(spec)
+        await self.store.set_pid(vm_id, pid)
+        return await self.await_vma(vm_id)
+
+    async def await_vma(self, vm_id: int) -> Event:
+        address = self.addresses[vm_id]
+        while True:
+            if await self.backend.state(vm_id) != "running":
+                return Event("failed", "the VM exited while starting")
+            try:
+                await vma_client.call(address.address, address.vma_port, "ping", timeout=2)
+                self.last_ok[vm_id] = time.time()
+                return Event("vma_ready")
+            except vma_client.VmaError:
+                await asyncio.sleep(STARTING_PING_INTERVAL)
+
+    # --- running --------------------------------------------------------------------------
+    async def monitor(self, vm_id: int) -> Event:
+        """Ping the VMA; dead after N failed pings AND T seconds unseen (QVD's two thresholds)."""
+        address = self.addresses[vm_id]
+        cfg = self.cfg
+        max_failures = cfg.get_int("internal.hkd.vma.failures.running")
+        dead_after = cfg.get_float("internal.hkd.vma.dead_after.running")
+        failures, soft_announced = 0, None
+        self.last_ok.setdefault(vm_id, time.time())
+        while True:
+            await asyncio.sleep(cfg.get_float("internal.hkd.vma.ping.interval_after_failure"
+                                              if failures else "internal.hkd.vma.ping.interval"))
+            if await self.backend.state(vm_id) != "running":
+                return Event("vm_gone", "the VM stopped on its own")
+            try:
+                await vma_client.call(address.address, address.vma_port, "ping", timeout=2)
+                failures, self.last_ok[vm_id] = 0, time.time()
+            except vma_client.VmaError as exc:
+                failures += 1
+                unseen = time.time() - self.last_ok[vm_id]
+                if failures >= max_failures and unseen >= dead_after:
+                    return Event("vma_dead", f"VMA not answering: {failures} pings failed, "
+                                             f"last seen {unseen:.0f}s ago ({exc})")
+            soft, hard = self.expirations.get(vm_id, (None, None))
+            if hard is not None and time.time() >= hard:
+                return Event("expired", "hard expiration time reached")
+            if soft is not None and time.time() >= soft and soft_announced != soft:
+                try:
+                    await vma_client.call(address.address, address.vma_port, "expire",
+                                          soft=f"{soft:.0f}", hard=f"{hard:.0f}" if hard else "")
+                    soft_announced = soft
+                except vma_client.VmaError:
+                    pass  # told at the next round
+
+    async def gone(self, vm_id: int) -> Event:
+        """Used on re-adoption: the database says the VM runs here, the backend says not."""
+        return Event("vm_gone", self.gone_reason)
+
+    gone_reason = "the VM was not running when the node daemon took it back"
+
+    # --- stopping -------------------------------------------------------------------------
+    async def _stopped_within(self, vm_id: int, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while await self.backend.state(vm_id) == "running":
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    async def stop_vm(self, vm_id: int) -> Event:
+        """VMA poweroff, then the backend's stop, then kill; each bounded; then cleanup."""
+        cfg = self.cfg
+        address = self.addresses.get(vm_id)
+        stopped = await self.backend.state(vm_id) != "running"
+        if not stopped and address is not None:
+            try:
+                await vma_client.call(address.address, address.vma_port, "poweroff", timeout=2)
+                stopped = await self._stopped_within(
+                    vm_id, cfg.get_float("internal.hkd.timeout.vm.state.stopping_shutdown"))
+            except vma_client.VmaError:
+                pass
+        async with self.heavy:
+            if not stopped:
+                await self.backend.stop(vm_id)
+                stopped = await self._stopped_within(
+                    vm_id, cfg.get_float("internal.hkd.timeout.vm.state.stopping_stop"))
+            if not stopped:
+                await self.backend.kill(vm_id)
+                if not await self._stopped_within(vm_id, 5):
+                    return Event("failed", "the VM survived kill")
+            await self.backend.cleanup(vm_id)
+        return Event("stopped")
+
+    async def clean_zombie(self, vm_id: int) -> Event:
+        await asyncio.sleep(self.cfg.get_float("internal.hkd.timeout.vm.state.zombie_retry"))
+        await self.backend.kill(vm_id)
+        if not await self._stopped_within(vm_id, 5):
+            return Event("failed", "the VM survived kill")
+        await self.backend.cleanup(vm_id)
+        return Event("stopped")
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    async def enter(self, vm_id: int, old: str, event: Event, new: str) -> bool:
+        fields = {"last_error": event.reason} if event.reason else {}
+        if new == "running":
+            fields.update(failed_starts=0, last_error=None)
+        if not await self.store.set_state(vm_id, old, new, release=new == "stopped", **fields):
+            return False
+        if old == "starting" and new == "running":
+            await self.store.count(vm_id, "run_ok")
+        elif old == "starting":
+            await self.store.count(vm_id, "run_failed")
+            if event.name != "stop" and await self.store.failed_start(
+                    vm_id, event.reason or event.name,
+                    self.cfg.get_int("hkd.vm.max_failed_starts")):
+                log.warning("vm %d: blocked after repeated failed starts", vm_id)
+        if new == "stopped":
+            self.forget(vm_id)
+        return True
+
+    def forget(self, vm_id: int) -> None:
+        self.addresses.pop(vm_id, None)
+        self.last_ok.pop(vm_id, None)
+        self.expirations.pop(vm_id, None)
+
+    async def abandon(self, vm_id: int) -> None:
+        """The VM is no longer ours: make sure it does not run here, without touching the DB."""
+        await self.backend.kill(vm_id)
+        await self._stopped_within(vm_id, 5)
+        try:
+            await self.backend.cleanup(vm_id)
+        except Exception:  # noqa: BLE001 - best effort; orphan detection retries
+            log.exception("vm %d: cleanup after losing it failed", vm_id)
+        self.forget(vm_id)

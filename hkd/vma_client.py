@@ -1,0 +1,35 @@
+"""Calling the agent inside a VM: `GET /vma/<method>?k=v` over plain HTTP, JSON back."""
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlencode
+
+
+class VmaError(Exception):
+    """The VMA did not answer, or answered an error."""
+
+
+async def call(address: str, port: int, method: str, timeout: float = 3.0, **params) -> dict:
+    query = f"?{urlencode(params)}" if params else ""
+    request = (f"GET /vma/{method}{query} HTTP/1.1\r\nHost: {address}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(address, port)
+            try:
+                writer.write(request)
+                await writer.drain()
+                raw = await reader.read()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError) as exc:
+        raise VmaError(f"VMA at {address}:{port} unreachable: {exc or 'timeout'}") from None
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    if status != [b"200"]:
+        raise VmaError(f"VMA {method}: {head.splitlines()[0].decode(errors='replace') if head else 'no answer'}")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise VmaError(f"VMA {method}: answer is not JSON") from None
