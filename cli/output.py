@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import decimal
 import ipaddress
 import json
 import sys
@@ -25,6 +26,8 @@ def _jsonable(value):
         return value.isoformat()
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return str(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
     return value
 
 

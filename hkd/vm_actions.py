@@ -16,8 +16,10 @@ STARTING_PING_INTERVAL = 0.2  # seconds; a fast first answer is what users wait 
 
 
 class VmActions:
-    def __init__(self, cfg, store: VmStore, backend: Backend, heavy: asyncio.Semaphore):
+    def __init__(self, cfg, store: VmStore, backend: Backend, heavy: asyncio.Semaphore,
+                 vma=vma_client):
         self.cfg = cfg
+        self.vma = vma  # how to call a VMA (tests of the state machine pass a fake)
         self.store = store
         self.backend = backend
         self.heavy = heavy
@@ -45,10 +47,10 @@ class VmActions:
             if await self.backend.state(vm_id) != "running":
                 return Event("failed", "the VM exited while starting")
             try:
-                await vma_client.call(address.address, address.vma_port, "ping", timeout=2)
+                await self.vma.call(address.address, address.vma_port, "ping", timeout=2)
                 self.last_ok[vm_id] = time.time()
                 return Event("vma_ready")
-            except vma_client.VmaError:
+            except self.vma.VmaError:
                 await asyncio.sleep(STARTING_PING_INTERVAL)
 
     # --- running --------------------------------------------------------------------------
@@ -66,9 +68,9 @@ class VmActions:
             if await self.backend.state(vm_id) != "running":
                 return Event("vm_gone", "the VM stopped on its own")
             try:
-                await vma_client.call(address.address, address.vma_port, "ping", timeout=2)
+                await self.vma.call(address.address, address.vma_port, "ping", timeout=2)
                 failures, self.last_ok[vm_id] = 0, time.time()
-            except vma_client.VmaError as exc:
+            except self.vma.VmaError as exc:
                 failures += 1
                 unseen = time.time() - self.last_ok[vm_id]
                 if failures >= max_failures and unseen >= dead_after:
@@ -79,10 +81,10 @@ class VmActions:
                 return Event("expired", "hard expiration time reached")
             if soft is not None and time.time() >= soft and soft_announced != soft:
                 try:
-                    await vma_client.call(address.address, address.vma_port, "expire",
+                    await self.vma.call(address.address, address.vma_port, "expire",
                                           soft=f"{soft:.0f}", hard=f"{hard:.0f}" if hard else "")
                     soft_announced = soft
-                except vma_client.VmaError:
+                except self.vma.VmaError:
                     pass  # told at the next round
 
     async def gone(self, vm_id: int) -> Event:
@@ -107,10 +109,10 @@ class VmActions:
         stopped = await self.backend.state(vm_id) != "running"
         if not stopped and address is not None:
             try:
-                await vma_client.call(address.address, address.vma_port, "poweroff", timeout=2)
+                await self.vma.call(address.address, address.vma_port, "poweroff", timeout=2)
                 stopped = await self._stopped_within(
                     vm_id, cfg.get_float("internal.hkd.timeout.vm.state.stopping_shutdown"))
-            except vma_client.VmaError:
+            except self.vma.VmaError:
                 pass
         async with self.heavy:
             if not stopped:

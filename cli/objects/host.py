@@ -16,11 +16,14 @@ group = object_group("host", "Nodes of the cluster (each runs qvd-hkd).")
 
 _vms = (select(func.count()).select_from(VmRuntime).where(VmRuntime.host_id == Host.id)
         .scalar_subquery())
+# Seconds since the lease was renewed, by the database's clock (the one leases use).
+_lease_age = func.round(func.extract("epoch", func.now() - HostRuntime.ok_ts), 1)
 VIEW = ObjectView("host", {"id": Host.id, "name": Host.name, "address": Host.address,
                            "frontend": Host.frontend, "backend": Host.backend,
                            "state": HostRuntime.state, "blocked": HostRuntime.blocked,
-                           "vms": _vms, "usable_ram": HostRuntime.usable_ram,
-                           "lease": HostRuntime.ok_ts, "epoch": HostRuntime.epoch,
+                           "vms": _vms, "pid": HostRuntime.pid,
+                           "usable_ram": HostRuntime.usable_ram, "lease_age": _lease_age,
+                           "epoch": HostRuntime.epoch,
                            "last_error": HostRuntime.last_error},
                   select(Host).join(HostRuntime, HostRuntime.host_id == Host.id))
 

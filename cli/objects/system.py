@@ -13,6 +13,7 @@ import click
 from sqlalchemy import select
 
 from qvd.db.engine import embedded_cluster, uses_embedded
+from qvd.hkd import daemon
 from qvd.db.models import Tenant, User
 
 from ..verbs import CONTEXT
@@ -30,6 +31,8 @@ path.home = {home}
 path.storage.root = {home}/storage
 path.run = {home}/run
 path.log = {home}/log
+# The process backend runs each VM as a local qvd-vma process (no root needed).
+vm.hypervisor = process
 # No database.* keys: the embedded PostgreSQL under path.home/pg is used.
 """
 
@@ -95,6 +98,15 @@ def start(admin, debug):
         click.echo(line)
     steps = create_demo(admin, home)
     click.echo("demo objects created" if steps else "demo objects already there")
+    pid = daemon.running_pid(admin.cfg)
+    if pid is None:
+        try:
+            pid = daemon.start(admin.cfg)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"qvd-hkd started (pid {pid}, log {admin.cfg.get('path.log')}/hkd.log)")
+    else:
+        click.echo(f"qvd-hkd already running (pid {pid})")
     qvd_admin = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-admin")
     click.echo(f"""
 QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.
@@ -103,6 +115,7 @@ OSF '{DEMO['osf']}', VM '{DEMO['vm']}'.
 
 Go on with:
   export QVD_CONFIG={conf}
+  {qvd_admin} vm start -f name={DEMO['vm']}
   {qvd_admin} vm list
   {qvd_admin} user add login=alice password=secret -t {DEMO['tenant']}
   {qvd_admin} vm add name=desk user=alice osf={DEMO['osf']} -t {DEMO['tenant']}
@@ -115,6 +128,8 @@ Go on with:
 def stop(admin, debug):
     """Stop everything `system start` started."""
     write_node_conf(_home())
+    pid = daemon.stop(admin.cfg)
+    click.echo(f"qvd-hkd stopped (pid {pid})" if pid else "qvd-hkd was not running")
     if uses_embedded(admin.cfg):
         stopped = embedded_cluster(admin.cfg).stop()
         click.echo("embedded PostgreSQL " + ("stopped" if stopped else "was not running"))

@@ -24,6 +24,7 @@ CurrentDi = aliased(Di)
 VIEW = ObjectView("vm", {
     "id": Vm.id, "tenant": Tenant.name, "name": Vm.name, "user": User.login, "osf": Osf.name,
     "di_tag": Vm.di_tag, "ip": Vm.ip, "state": VmRuntime.vm_state, "host": Host.name,
+    "pid": VmRuntime.vm_pid, "address": VmRuntime.vm_address, "vma_port": VmRuntime.vm_vma_port,
     "user_state": VmRuntime.user_state, "blocked": VmRuntime.blocked,
     "di": CurrentDi.version, "expiration_soft": VmRuntime.expiration_soft,
     "expiration_hard": VmRuntime.expiration_hard, "last_error": VmRuntime.last_error,
