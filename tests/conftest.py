@@ -85,6 +85,9 @@ class QvdEnv:
         env.update(QVD_CONFIG=self.conf, QVD_HOME=self.home, **extra)
         return env
 
+    def cli_command(self) -> list[str]:
+        return [QVD_ADMIN]
+
     def cli(self, *args: str, input: str | None = None, env: dict | None = None):
         return subprocess.run([QVD_ADMIN, *args], capture_output=True, text=True, input=input,
                               env=env or self.env(), timeout=60)

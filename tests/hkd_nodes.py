@@ -1,0 +1,138 @@
+"""Real qvd-hkd processes for tests: several nodes on one machine, one database."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from qvd.hkd.backends.procfs import alive
+from qvd.hkd.backends.process import ProcessBackend
+
+QVD_HKD = os.path.join(os.path.dirname(sys.executable), "qvd-hkd")
+
+FAST = """\
+vm.hypervisor = process
+hkd.lease.interval = 0.5
+hkd.lease.fence_timeout = 3
+hkd.cluster.node_timeout = 5
+hkd.poll.interval = 600
+hkd.vm.max_failed_starts = 2
+internal.hkd.vma.ping.interval = 0.5
+internal.hkd.vma.ping.interval_after_failure = 0.25
+internal.hkd.vma.failures.running = 3
+internal.hkd.vma.dead_after.running = 1
+internal.hkd.timeout.vm.state.starting = 20
+internal.hkd.timeout.vm.state.stopping_shutdown = 3
+internal.hkd.timeout.vm.state.stopping_stop = 3
+"""
+
+
+def wait_for(check, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class HkdNode:
+    def __init__(self, env, name: str):
+        self.env, self.name = env, name
+        self.home = os.path.join(env.home, "nodes", name)
+        self.run_dir = os.path.join(self.home, "run")
+        self.conf = os.path.join(self.home, "node.conf")
+        os.makedirs(self.home, exist_ok=True)
+        p = env.params
+        with open(self.conf, "w", encoding="utf-8") as handle:
+            handle.write(f"nodename = {name}\npath.home = {self.home}\npath.run = {self.run_dir}\n"
+                         f"path.log = {self.home}/log\npath.storage.root = {env.storage}\n"
+                         f"database.host = {p['host']}\ndatabase.port = {p['port']}\n"
+                         f"database.user = {p['user']}\ndatabase.password = {p['password']}\n"
+                         f"database.name = {env.dbname}\n{FAST}")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, QVD_CONFIG=self.conf)
+        env.pop("QVD_HOME", None)
+        with open(os.path.join(self.home, "hkd.log"), "ab") as log:
+            self.proc = subprocess.Popen([QVD_HKD], env=env, stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL)
+        wait_for(lambda: self.state() == ("running", self.proc.pid) or self.proc.poll() is not None,
+                 20, f"{self.name} to run")
+        assert self.proc.poll() is None, self.log()
+
+    def state(self):
+        rows = self.env.sql("SELECT r.state, r.pid FROM host_runtimes r JOIN hosts h "
+                            "ON h.id = r.host_id WHERE h.name = :n", n=self.name)
+        return tuple(rows[0]) if rows else None
+
+    def signal(self, sig) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        with open(os.path.join(self.home, "hkd.log"), encoding="utf-8", errors="replace") as f:
+            return f.read()[-3000:]
+
+    def cleanup(self) -> None:
+        """Stop everything this node started, by PID: HKD, watchdog, VMs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        pidfile = os.path.join(self.run_dir, f"watchdog-{self.name}.pid")
+        if os.path.exists(pidfile):
+            pid, started = (int(x) for x in open(pidfile).read().split())
+            if alive(pid, started):
+                os.kill(pid, signal.SIGKILL)
+        ProcessBackend(self.env.storage, self.run_dir).kill_all()
+
+
+def vma_processes(vm_id: int) -> list[int]:
+    """Live processes that are the VMA of this VM, on any node."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if f"QVD_VM_ID={vm_id}".encode() in environ and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+class DuplicateWatch:
+    """Samples, in the background, how many VMA processes of a VM are alive at once."""
+
+    def __init__(self, vm_id: int):
+        self.vm_id, self.most, self._stop = vm_id, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.most = max(self.most, len(vma_processes(self.vm_id)))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()

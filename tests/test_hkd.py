@@ -1,0 +1,166 @@
+"""qvd-hkd with real processes: nodes, leases, fencing, adoption, process backend, real VMAs.
+The poll interval is 600 s in these tests: everything here happens through notifications."""
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from hkd_nodes import DuplicateWatch, HkdNode, vma_processes, wait_for
+
+
+@pytest.fixture
+def nodes(demo):
+    started = []
+
+    def make(name, address=None):
+        if name != "node1":
+            demo.ok("host", "add", f"name={name}", f"address={address}")
+        node = HkdNode(demo, name)
+        node.start()
+        started.append(node)
+        return node
+    yield make
+    for node in started:
+        node.cleanup()
+
+
+def vm(demo):
+    (row,) = json.loads(demo.ok("vm", "list", "--json", "-f", "name=desk"))
+    return row
+
+
+def vma_answers(row) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{row['address']}:{row['vma_port']}/vma/ping",
+                                    timeout=2) as reply:
+            return json.load(reply)["status"] == "ok"
+    except OSError:
+        return False
+
+
+def state_is(demo, state):
+    return lambda: vm(demo)["state"] == state and vm(demo)
+
+
+def test_start_and_stop_through_the_cli(demo, nodes):
+    nodes("node1")
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(state_is(demo, "running"), 15, "running")
+    assert row["host"] == "node1" and row["pid"] in vma_processes(1)
+    assert row["address"] == "127.0.0.1" and vma_answers(row)
+    host = json.loads(demo.ok("host", "list", "--json"))[0]
+    assert host["state"] == "running" and host["pid"] and host["lease_age"] < 3
+    demo.ok("vm", "stop", "-f", "name=desk")
+    row = wait_for(state_is(demo, "stopped"), 15, "stopped")
+    assert row["host"] is None and vma_processes(1) == []
+
+
+def test_killed_vma_ends_stopped_with_a_reason(demo, nodes):
+    nodes("node1")
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(state_is(demo, "running"), 15, "running")
+    os.kill(row["pid"], signal.SIGKILL)
+    row = wait_for(state_is(demo, "stopped"), 15, "stopped")
+    assert "stopped on its own" in row["last_error"]
+
+
+def test_repeated_failed_starts_block_the_vm(demo, nodes):
+    nodes("node1")
+    images = os.path.join(demo.storage, "images")
+    for name in os.listdir(images):
+        os.unlink(os.path.join(images, name))
+    for attempt in (1, 2):
+        demo.ok("vm", "start", "-f", "name=desk")
+        row = wait_for(lambda: vm(demo)["state"] == "stopped" and vm(demo)["last_error"]
+                       and vm(demo), 15, f"failed start {attempt}")
+        assert "not found on this node" in row["last_error"]
+    assert row["blocked"] is True and "blocked after 2 failed starts" in row["last_error"]
+    assert "is blocked" in demo.cli("vm", "start", "-f", "name=desk").stderr
+
+
+def test_killed_hkd_restarted_in_time_keeps_the_desktop(demo, nodes):
+    node = nodes("node1")
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(state_is(demo, "running"), 15, "running")
+    node.signal(signal.SIGKILL)
+    node.proc.wait()
+    node.start()  # well within the 3 s fence timeout
+    time.sleep(4)  # past the fence timeout: the watchdog must not have fired
+    again = vm(demo)
+    assert again["state"] == "running" and again["pid"] == row["pid"]
+    assert vma_processes(1) == [row["pid"]] and vma_answers(again)
+    assert "adopted (running)" in node.log()
+
+
+def test_vm_gone_while_hkd_was_down_is_cleaned_up(demo, nodes):
+    node = nodes("node1")
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(state_is(demo, "running"), 15, "running")
+    node.signal(signal.SIGKILL)
+    node.proc.wait()
+    os.kill(row["pid"], signal.SIGKILL)
+    node.start()
+    row = wait_for(state_is(demo, "stopped"), 15, "stopped")
+    assert "not running when the node daemon started" in row["last_error"]
+
+
+def test_frozen_node_is_fenced_and_its_vm_starts_elsewhere(demo, nodes):
+    node1 = nodes("node1")
+    node2 = nodes("node2", "127.0.0.3")
+    demo.ok("host", "block", "-f", "name=node2")  # make the first start land on node1
+    demo.ok("vm", "start", "-f", "name=desk")
+    first = wait_for(state_is(demo, "running"), 15, "running on node1")
+    demo.ok("host", "unblock", "-f", "name=node2")
+    assert first["host"] == "node1"
+    with DuplicateWatch(1) as watch:
+        node1.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        wait_for(lambda: vma_processes(1) == [], 6, "the watchdog to kill the VM")
+        killed_after = time.monotonic() - frozen_at
+        row = wait_for(lambda: vm(demo)["state"] == "stopped" and vm(demo), 10, "release")
+        assert "released: node node1 was lost" in row["last_error"]
+        assert node1.state()[0] == "lost"
+        demo.ok("vm", "start", "-f", "name=desk")
+        moved = wait_for(state_is(demo, "running"), 15, "running on node2")
+        assert moved["host"] == "node2"
+        node1.signal(signal.SIGCONT)
+        wait_for(lambda: node1.state()[0] == "running", 10, "node1 to rejoin")
+        time.sleep(1)
+        assert vm(demo)["host"] == "node2" and vma_answers(vm(demo))
+    assert watch.most == 1, "the VM ran on two nodes at once"
+    assert 2.5 < killed_after < 5  # fence timeout 3 s, node timeout 5 s
+    assert json.loads(demo.ok("host", "list", "--json", "-f", "name=node1"))[0]["epoch"] == 1
+    assert node2.state()[0] == "running"
+
+
+def test_postgres_restart_under_a_running_node(demo, nodes, pg_server):
+    node = nodes("node1")
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(state_is(demo, "running"), 15, "running")
+    pg_server.cluster.stop()
+    pg_server.cluster.start()
+    wait_for(lambda: node.state() == ("running", node.proc.pid), 10, "node after restart")
+    time.sleep(1.5)  # a few lease renewals on the new server
+    assert vm(demo)["pid"] == row["pid"] and vma_processes(1) == [row["pid"]]
+    demo.ok("vm", "stop", "-f", "name=desk")  # the listener reconnected: this wakes the node
+    wait_for(state_is(demo, "stopped"), 15, "stopped after the restart")
+
+
+def test_two_admins_racing_to_start_never_start_twice(demo, nodes):
+    nodes("node1")
+    nodes("node2", "127.0.0.3")
+    with DuplicateWatch(1) as watch:
+        for _ in range(8):
+            racers = [subprocess.Popen([*demo.cli_command(), "vm", "start", "-f", "name=desk"],
+                                       env=demo.env(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            codes = sorted(r.wait() for r in racers)
+            assert codes == [0, 1]
+            wait_for(state_is(demo, "running"), 15, "running")
+            demo.ok("vm", "stop", "-f", "name=desk")
+            wait_for(state_is(demo, "stopped"), 15, "stopped")
+    assert watch.most == 1
