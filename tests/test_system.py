@@ -55,10 +55,23 @@ def test_system_start_demo_restart_and_stop(home):
     (vm,) = json.loads(run(home, "vm", "list", "--json").stdout)
     assert (vm["name"], vm["user"], vm["tenant"], vm["state"]) == ("demo", "demo", "demo",
                                                                    "stopped")
+    (host,) = json.loads(run(home, "host", "list", "--json").stdout)
+    assert host["state"] == "running" and _alive(host["pid"])
+    hkd_pid = host["pid"]
+    # The demo VM starts on the demo node: a real qvd-vma process answers.
+    assert run(home, "vm", "start", "-f", "name=demo").returncode == 0
+    for _ in range(200):
+        (vm,) = json.loads(run(home, "vm", "list", "--json").stdout)
+        if vm["state"] == "running":
+            break
+        time.sleep(0.1)
+    assert vm["state"] == "running" and _alive(vm["pid"])
+    vma_pid = vm["pid"]
     log_before = run(home, "log", "list", "--csv").stdout
 
     again = run(home, "system", "start", conf=False)
     assert again.returncode == 0 and "already running" in again.stdout
+    assert f"qvd-hkd already running (pid {hkd_pid})" in again.stdout
     assert "demo objects already there" in again.stdout
     assert run(home, "log", "list", "--csv").stdout == log_before  # nothing changed
 
@@ -69,9 +82,14 @@ def test_system_start_demo_restart_and_stop(home):
         if not _alive(pid):
             break
         time.sleep(0.05)
+    os.kill(hkd_pid, signal.SIGKILL)
     revived = run(home, "system", "start", conf=False)
     assert revived.returncode == 0, revived.stderr
-    assert len(json.loads(run(home, "vm", "list", "--json").stdout)) == 1
+    assert "qvd-hkd started" in revived.stdout
+    (host,) = json.loads(run(home, "host", "list", "--json").stdout)
+    hkd_pid = host["pid"]
+    (vm,) = json.loads(run(home, "vm", "list", "--json").stdout)
+    assert vm["state"] == "running" and vm["pid"] == vma_pid  # adopted, not restarted
 
     status = run(home, "db", "status")
     assert status.returncode == 0 and "schema revision 0002, latest 0002" in status.stdout
@@ -79,6 +97,6 @@ def test_system_start_demo_restart_and_stop(home):
     pid = _postmaster_pid(home)
     stopped = run(home, "system", "stop", conf=False)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
-    assert not _alive(pid)
+    assert not _alive(pid) and not _alive(hkd_pid) and not _alive(vma_pid)
     down = run(home, "db", "status")
     assert down.returncode == 1 and "not running" in down.stderr
