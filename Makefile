@@ -5,7 +5,7 @@ QVD_HOME ?= $(CURDIR)/.qvd
 export QVD_HOME
 STAMP := .venv/.installed
 
-.PHONY: run stop test deps sample-config clean
+.PHONY: run stop test bench deps sample-config clean
 
 $(STAMP): setup.cfg pyproject.toml scripts/install-deps.sh
 	scripts/install-deps.sh
@@ -21,6 +21,10 @@ stop: $(STAMP)
 
 test: $(STAMP)
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks: figures against their floor measured in the same run (not part of make test).
+bench: $(STAMP)
+	.venv/bin/python -m bench.hkd_bench
 
 # Rewrite etc/node.conf from the key definitions (a test checks they agree).
 sample-config: $(STAMP)

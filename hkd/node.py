@@ -138,9 +138,21 @@ class Node:
     def _machine_done(self, vm_id: int, task: asyncio.Task) -> None:
         if self.machines.get(vm_id) is task:
             del self.machines[vm_id], self.inboxes[vm_id]
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             log.error("vm %d: handler crashed: %r", vm_id, task.exception())
         self.update_title()
+        # A command that came while the machine was finishing was put off: take it now.
+        asyncio.create_task(self._recheck(vm_id))
+
+    async def _recheck(self, vm_id: int) -> None:
+        try:
+            cmd = await self.store.pending_command(vm_id)
+        except DbUnavailable:
+            return  # the poll takes it
+        if cmd:
+            await self.handle_command(vm_id, cmd)
 
     async def handle_command(self, vm_id: int, cmd: str) -> None:
         try:
@@ -264,4 +276,5 @@ class Node:
         self.stop_watchdog()
         await self.db.close()
         await self.monitor_db.close()
+        self._lock.close()  # releases the node's lock
         log.info("node %s stopped", self.name)

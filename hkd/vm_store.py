@@ -101,6 +101,10 @@ class VmStore:
         row = await self.db.fetchone(CLAIM_STOP, self._p(vm_id))
         return row["vm_state"] if row else None
 
+    async def pending_command(self, vm_id: int) -> str | None:
+        row = await self.db.fetchone(PENDING + " AND vm_id = %(vm)s", self._p(vm_id))
+        return row["vm_cmd"] if row else None
+
     async def refuse_start(self, vm_id: int, reason: str) -> None:
         await self.db.fetch(REFUSE_START, self._p(vm_id, reason=reason))
 

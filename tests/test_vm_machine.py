@@ -7,7 +7,7 @@ import time
 import pytest
 
 from qvd.db.config import Config
-from qvd.hkd.backends.fake import FakeBackend
+from qvd.hkd.backends.fake import FakeBackend, FakeVma
 from qvd.hkd.database import Database
 from qvd.hkd.vm_actions import VmActions
 from qvd.hkd.vm_machine import TRANSITIONS, Event, VmMachine
@@ -23,23 +23,6 @@ FAST = {"internal.hkd.timeout.vm.state.starting": "2",
         "internal.hkd.vma.ping.interval_after_failure": "0.05",
         "internal.hkd.vma.failures.running": "3", "internal.hkd.vma.dead_after.running": "0.2",
         "hkd.vm.max_failed_starts": "2"}
-
-
-class FakeVma:
-    """Answers like a VMA inside the fake backend's VMs; `dead` VMs do not answer."""
-    VmaError = type("VmaError", (Exception,), {})
-
-    def __init__(self, backend: FakeBackend):
-        self.backend, self.dead, self.calls = backend, set(), []
-
-    async def call(self, address, port, method, timeout=3.0, **params):
-        vm_id = port - 10000
-        self.calls.append((vm_id, method))
-        if vm_id in self.dead or vm_id not in self.backend.running:
-            raise self.VmaError("no answer")
-        if method == "poweroff":
-            self.backend.running.pop(vm_id)
-        return {"status": "ok"}
 
 
 class Harness:

@@ -58,3 +58,25 @@ class FakeBackend(Backend):
         killed = list(self.running)
         self.running.clear()
         return killed
+
+
+class FakeVma:
+    """Answers like the VMA inside a FakeBackend's VMs; VMs in `dead` do not answer.
+    Passed to VmActions in place of the vma_client module."""
+
+    class VmaError(Exception):
+        pass
+
+    def __init__(self, backend: FakeBackend):
+        self.backend = backend
+        self.dead: set[int] = set()
+        self.calls: list[tuple[int, str]] = []
+
+    async def call(self, address, port, method, timeout=3.0, **params):
+        vm_id = port - 10000
+        self.calls.append((vm_id, method))
+        if vm_id in self.dead or vm_id not in self.backend.running:
+            raise self.VmaError("no answer")
+        if method == "poweroff":
+            self.backend.running.pop(vm_id)
+        return {"status": "ok"}

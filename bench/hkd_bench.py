@@ -1,0 +1,159 @@
+"""qvd-hkd benchmarks (python -m bench.hkd_bench, or make bench-hkd).
+
+1. Command latency: a committed `vm start` until the node has claimed it (state `starting`,
+   observed through the state notification), against its floor: a bare NOTIFY round trip
+   (NOTIFY to a listener that answers with a NOTIFY) on the same server, same event loop.
+2. Idle database statements per second of one node managing N running VMs (fake backend,
+   fake VMAs: the database load is what is measured).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+import psycopg
+
+from qvd.db.config import Config
+from qvd.hkd.backends.fake import FakeBackend, FakeVma
+from qvd.hkd.node import Node
+
+from .common import private_database, summary
+
+SEED = """
+INSERT INTO users (tenant_id, login) VALUES (1, 'bench');
+INSERT INTO osfs (tenant_id, name, memory) VALUES (1, 'bench', 1);
+INSERT INTO dis (osf_id, path, version) VALUES (1, 'bench.tar', 'v1');
+INSERT INTO di_tags (di_id, osf_id, tag) VALUES (1, 1, 'default');
+INSERT INTO hosts (name, address) VALUES ('bench-node', '127.0.0.1');
+INSERT INTO host_runtimes (host_id) VALUES (1);
+"""
+
+
+class FakeNode(Node):
+    """The real node code with a fake backend and fake VMAs, and no watchdog process."""
+
+    def __init__(self, cfg, backend):
+        super().__init__(cfg)
+        self.backend = backend
+
+    async def connect(self):
+        await super().connect()
+        self.actions.vma = FakeVma(self.backend)
+
+    def ensure_watchdog(self):
+        pass
+
+    def stop_watchdog(self):
+        pass
+
+
+def node_config(root: str, params: dict) -> Config:
+    return Config(node={
+        "nodename": "bench-node", "path.run": f"{root}/run", "path.log": f"{root}/log",
+        "path.storage.root": f"{root}/storage", "vm.hypervisor": "process",
+        "database.host": params["host"], "database.port": str(params["port"]),
+        "database.user": params["user"], "database.password": params["password"],
+        "database.name": params["dbname"]})
+
+
+async def notify_round_trips(params: dict, count: int) -> list[float]:
+    connect = psycopg.AsyncConnection.connect
+    async with await connect(**params, autocommit=True) as echo, \
+            await connect(**params, autocommit=True) as answer_conn, \
+            await connect(**params, autocommit=True) as client:
+        await echo.execute("LISTEN bench_ping")
+        await client.execute("LISTEN bench_pong")
+
+        async def answer():  # a listener answering on its own connection, like the node
+            async for note in echo.notifies():
+                await answer_conn.execute("SELECT pg_notify('bench_pong', %s)", (note.payload,))
+        echo_task = asyncio.create_task(answer())
+        samples = []
+        for i in range(count):
+            began = time.perf_counter()
+            await client.execute("SELECT pg_notify('bench_ping', %s)", (str(i),))
+            async for _ in client.notifies(stop_after=1):
+                samples.append(time.perf_counter() - began)
+        echo_task.cancel()
+        return samples
+
+
+async def command_latencies(params: dict, count: int) -> list[float]:
+    samples = []
+    connect = psycopg.AsyncConnection.connect
+    async with await connect(**params, autocommit=True) as conn, \
+            await connect(**params, autocommit=True) as admin:
+        await conn.execute("LISTEN qvd_state_of_vm1")
+        for _ in range(count):
+            began = time.perf_counter()
+            await admin.execute("UPDATE vm_runtimes SET host_id = 1, vm_cmd = 'start' "
+                               "WHERE vm_id = 1 AND vm_state = 'stopped'")
+            async for note in conn.notifies():
+                if note.payload.startswith("starting"):
+                    samples.append(time.perf_counter() - began)
+                    break
+            await admin.execute("UPDATE vm_runtimes SET vm_cmd = 'stop' WHERE vm_id = 1")
+            async for note in conn.notifies():
+                if note.payload.startswith("stopped"):
+                    break
+    return samples
+
+
+async def run(count: int, vms: int, idle_seconds: float) -> dict:
+    with private_database() as (root, params):
+        with psycopg.connect(**params, autocommit=True) as conn:
+            conn.execute(SEED)
+            conn.execute("INSERT INTO vms (name, user_id, osf_id, ip) SELECT 'vm' || n, 1, 1, "
+                         "'10.1.0.0'::inet + n FROM generate_series(1, %s) n", (vms,))
+            conn.execute("INSERT INTO vm_runtimes (vm_id) SELECT id FROM vms")
+            conn.execute("INSERT INTO vm_counters (vm_id) SELECT id FROM vms")
+        os.makedirs(f"{root}/storage/images", exist_ok=True)
+        backend = FakeBackend()
+        node = FakeNode(node_config(root, params), backend)
+        node_task = asyncio.create_task(node.run())
+        await asyncio.sleep(1)
+        floor = await notify_round_trips(params, count)
+        latency = await command_latencies(params, count)
+        # Now the idle load: every other VM running on the node, adopted at start-up.
+        node.request_stop()
+        await node_task
+        with psycopg.connect(**params, autocommit=True) as conn:
+            conn.execute("UPDATE vm_runtimes SET host_id = 1, vm_state = 'running', "
+                         "vm_address = '127.0.0.1', vm_vma_port = 10000 + vm_id, "
+                         "vm_x_port = 20000 + vm_id")
+        backend.running = {vm: None for vm in range(1, vms + 1)}
+        node = FakeNode(node_config(root, params), backend)
+        node_task = asyncio.create_task(node.run())
+        await asyncio.sleep(3)
+        before = node.db.queries + node.monitor_db.queries
+        await asyncio.sleep(idle_seconds)
+        idle_qps = (node.db.queries + node.monitor_db.queries - before) / idle_seconds
+        managed = len(node.machines)
+        node.request_stop()
+        await node_task
+        return {"floor": summary(floor), "latency": summary(latency), "idle_qps": idle_qps,
+                "vms": managed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--vms", type=int, default=1000)
+    parser.add_argument("--idle-seconds", type=float, default=30)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.count, args.vms, args.idle_seconds))
+    floor, latency = result["floor"], result["latency"]
+    ms = lambda s: f"{s * 1000:.2f} ms"  # noqa: E731
+    print("| figure | qvd-hkd | floor | ratio |\n|---|---|---|---|")
+    for label in ("p50", "p99"):
+        print(f"| vm start committed -> node claims it, {label} (n={latency['n']}) | "
+              f"{ms(latency[label])} | {ms(floor[label])} (bare NOTIFY round trip) | "
+              f"{latency[label] / floor[label]:.2f} |")
+    print(f"| idle DB statements/s, one node, {result['vms']} running VMs | "
+          f"{result['idle_qps']:.2f} | - | - |")
+
+
+if __name__ == "__main__":
+    main()
