@@ -16,8 +16,8 @@ import time
 import psycopg
 
 from qvd.db.config import Config
-from qvd.hkd.backends.fake import FakeBackend, FakeVma
-from qvd.hkd.node import Node
+from qvd.hkd.backends.fake import FakeBackend
+from qvd.hkd.fake_node import FakeNode
 
 from .common import private_database, summary
 
@@ -29,24 +29,6 @@ INSERT INTO di_tags (di_id, osf_id, tag) VALUES (1, 1, 'default');
 INSERT INTO hosts (name, address) VALUES ('bench-node', '127.0.0.1');
 INSERT INTO host_runtimes (host_id) VALUES (1);
 """
-
-
-class FakeNode(Node):
-    """The real node code with a fake backend and fake VMAs, and no watchdog process."""
-
-    def __init__(self, cfg, backend):
-        super().__init__(cfg)
-        self.backend = backend
-
-    async def connect(self):
-        await super().connect()
-        self.actions.vma = FakeVma(self.backend)
-
-    def ensure_watchdog(self):
-        pass
-
-    def stop_watchdog(self):
-        pass
 
 
 def node_config(root: str, params: dict) -> Config:

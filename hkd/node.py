@@ -137,7 +137,8 @@ class Node:
 
     def _machine_done(self, vm_id: int, task: asyncio.Task) -> None:
         if self.machines.get(vm_id) is task:
-            del self.machines[vm_id], self.inboxes[vm_id]
+            del self.machines[vm_id]
+            self.inboxes.pop(vm_id, None)
         if task.cancelled():
             return
         if task.exception() is not None:

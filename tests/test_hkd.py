@@ -164,19 +164,3 @@ def test_two_admins_racing_to_start_never_start_twice(demo, nodes):
             demo.ok("vm", "stop", "-f", "name=desk")
             wait_for(state_is(demo, "stopped"), 15, "stopped")
     assert watch.most == 1
-
-
-def test_start_right_after_stop_is_not_left_for_the_poll(demo, nodes):
-    nodes("node1")
-    (host_id,), = demo.sql("SELECT id FROM hosts WHERE name = 'node1'")
-    with demo.listen("qvd_state_of_vm1") as listener:
-        for _ in range(3):
-            demo.sql("UPDATE vm_runtimes SET host_id = :h, vm_cmd = 'start'", h=host_id)
-            wait_for(state_is(demo, "running"), 15, "running")
-            demo.sql("UPDATE vm_runtimes SET vm_cmd = 'stop'")
-            for note in listener.notifies(timeout=15):
-                if note.payload.startswith("stopped"):
-                    break
-            # at once, while the node may still be finishing the stop (poll: 600 s)
-    demo.sql("UPDATE vm_runtimes SET host_id = :h, vm_cmd = 'start'", h=host_id)
-    wait_for(state_is(demo, "running"), 10, "running again")
