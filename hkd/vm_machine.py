@@ -78,7 +78,13 @@ class VmMachine:
     async def _next_event(self, action: asyncio.Task) -> Event:
         while True:
             getter = asyncio.create_task(self.inbox.get())
-            done, _ = await asyncio.wait({action, getter}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({action, getter},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the machine is stopped (fencing): so is its action
+                action.cancel()
+                getter.cancel()
+                raise
             if action in done:
                 getter.cancel()
                 return action.result()

@@ -164,3 +164,53 @@ def test_two_admins_racing_to_start_never_start_twice(demo, nodes):
             demo.ok("vm", "stop", "-f", "name=desk")
             wait_for(state_is(demo, "stopped"), 15, "stopped")
     assert watch.most == 1
+
+
+def test_second_hkd_for_the_same_node_is_refused(demo, nodes):
+    node = nodes("node1")
+    second = subprocess.run([node.proc.args[0]], env=dict(os.environ, QVD_CONFIG=node.conf),
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert "another qvd-hkd runs node 'node1'" in second.stderr
+    assert node.state() == ("running", node.proc.pid)
+
+
+def test_host_stop_command_stops_vms_and_the_daemon(demo, nodes):
+    node = nodes("node1")
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(state_is(demo, "running"), 15, "running")
+    demo.ok("host", "stop", "-f", "name=node1")
+    assert node.proc.wait(30) == 0
+    assert vm(demo)["state"] == "stopped" and vma_processes(1) == []
+    assert node.state() == ("stopped", None)
+    assert not os.path.exists(f"/proc/{row['pid']}/environ") or vma_processes(1) == []
+
+
+def test_orphan_vm_unknown_to_the_database_is_killed(demo, nodes):
+    node = nodes("node1")
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(state_is(demo, "running"), 15, "running")
+    node.signal(signal.SIGKILL)
+    node.proc.wait()
+    # Meanwhile the database gave the VM up (as the cluster monitor would).
+    demo.sql("UPDATE vm_runtimes SET vm_state = 'stopped', host_id = NULL, vm_pid = NULL")
+    node.start()
+    wait_for(lambda: vma_processes(1) == [], 10, "the orphan to be killed")
+    assert "runs here but the database does not place it here" in node.log()
+    assert vm(demo)["state"] == "stopped"
+
+
+def test_node_without_database_fences_itself_then_rejoins(demo, nodes, pg_server):
+    node = nodes("node1")
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(state_is(demo, "running"), 15, "running")
+    pg_server.cluster.stop()
+    try:
+        wait_for(lambda: vma_processes(1) == [], 8, "the fenced node to kill its VM")
+    finally:
+        pg_server.cluster.start()
+    row = wait_for(state_is(demo, "stopped"), 20, "the VM to be released")
+    assert "fenced itself" in row["last_error"]
+    wait_for(lambda: node.state() == ("running", node.proc.pid), 10, "node to rejoin")
+    demo.ok("vm", "start", "-f", "name=desk")
+    wait_for(state_is(demo, "running"), 15, "running again")

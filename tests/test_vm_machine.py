@@ -188,3 +188,25 @@ def test_every_transition_was_taken():
     # starting --vm_gone--> only happens on re-adoption: tests/test_hkd.py covers it.
     missing = set(TRANSITIONS) - SEEN - {("starting", "vm_gone")}
     assert not missing, f"never exercised: {sorted(missing)}"
+
+
+def test_heavy_work_is_bounded(run):
+    async def scenario(h):
+        h.demo.ok("vm", "add", "-t", "acme", "name=other", "user=alice", "osf=desktop")
+        h.demo.sql("UPDATE vm_runtimes SET host_id = :h, vm_state = 'starting'", h=h.host)
+        h.actions.heavy = asyncio.Semaphore(1)
+        h.backend.hang.add("prepare")
+        first = asyncio.create_task(VmMachine(h.vm, "starting", h.actions).run())
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(VmMachine(h.vm + 1, "starting", h.actions).run())
+        await asyncio.sleep(0.3)
+        # one prepare at a time: the second VM queues behind the first
+        assert [c for c in h.backend.calls if c[0] == "prepare"] == [("prepare", h.vm)]
+        h.backend.hang.clear()
+        first.cancel()  # releases the semaphore: now the second one prepares
+        await asyncio.sleep(0.3)
+        assert ("prepare", h.vm + 1) in h.backend.calls
+        first.cancel()
+        second.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+    run(scenario)
