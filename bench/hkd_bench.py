@@ -15,9 +15,8 @@ import time
 
 import psycopg
 
-from qvd.db.config import Config
 from qvd.hkd.backends.fake import FakeBackend
-from qvd.hkd.fake_node import FakeNode
+from qvd.hkd.fake_node import FakeNode, fake_node_config
 
 from .common import private_database, summary
 
@@ -29,15 +28,6 @@ INSERT INTO di_tags (di_id, osf_id, tag) VALUES (1, 1, 'default');
 INSERT INTO hosts (name, address) VALUES ('bench-node', '127.0.0.1');
 INSERT INTO host_runtimes (host_id) VALUES (1);
 """
-
-
-def node_config(root: str, params: dict) -> Config:
-    return Config(node={
-        "nodename": "bench-node", "path.run": f"{root}/run", "path.log": f"{root}/log",
-        "path.storage.root": f"{root}/storage", "vm.hypervisor": "process",
-        "database.host": params["host"], "database.port": str(params["port"]),
-        "database.user": params["user"], "database.password": params["password"],
-        "database.name": params["dbname"]})
 
 
 async def notify_round_trips(params: dict, count: int) -> list[float]:
@@ -93,7 +83,7 @@ async def run(count: int, vms: int, idle_seconds: float) -> dict:
             conn.execute("INSERT INTO vm_counters (vm_id) SELECT id FROM vms")
         os.makedirs(f"{root}/storage/images", exist_ok=True)
         backend = FakeBackend()
-        node = FakeNode(node_config(root, params), backend)
+        node = FakeNode(fake_node_config(params, root, f"{root}/storage", nodename="bench-node"), backend)
         node_task = asyncio.create_task(node.run())
         await asyncio.sleep(1)
         floor = await notify_round_trips(params, count)
@@ -106,7 +96,7 @@ async def run(count: int, vms: int, idle_seconds: float) -> dict:
                          "vm_address = '127.0.0.1', vm_vma_port = 10000 + vm_id, "
                          "vm_x_port = 20000 + vm_id")
         backend.running = {vm: None for vm in range(1, vms + 1)}
-        node = FakeNode(node_config(root, params), backend)
+        node = FakeNode(fake_node_config(params, root, f"{root}/storage", nodename="bench-node"), backend)
         node_task = asyncio.create_task(node.run())
         await asyncio.sleep(3)
         before = node.db.queries + node.monitor_db.queries

@@ -2,6 +2,8 @@
 scale benchmarks and in-process tests of the node's command handling."""
 from __future__ import annotations
 
+from qvd.db.config import Config
+
 from .backends.fake import FakeBackend, FakeVma
 from .node import Node
 
@@ -20,3 +22,14 @@ class FakeNode(Node):
 
     def stop_watchdog(self):
         pass
+
+
+def fake_node_config(params: dict, home: str, storage: str, **extra: str) -> Config:
+    """The node-file values of a fake node on the given database (extra overrides)."""
+    values = {"nodename": "node1", "path.run": f"{home}/run", "path.log": f"{home}/log",
+              "path.storage.root": storage, "vm.hypervisor": "process",
+              "database.host": params["host"], "database.port": str(params["port"]),
+              "database.user": params["user"], "database.password": params["password"],
+              "database.name": params["dbname"]}
+    values.update(extra)
+    return Config(node=values)

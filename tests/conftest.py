@@ -71,14 +71,17 @@ class QvdEnv:
         self.write_conf()
         self.engine = make_engine(self.params, poolclass=NullPool)
 
-    def write_conf(self, extra: str = "") -> None:
+    def database_conf(self) -> str:
+        """The node-file lines that point at this test's database."""
         p = self.params
+        return (f"database.host = {p['host']}\ndatabase.port = {p['port']}\n"
+                f"database.user = {p['user']}\ndatabase.password = {p['password']}\n"
+                f"database.name = {self.dbname}\n")
+
+    def write_conf(self, extra: str = "") -> None:
         with open(self.conf, "w", encoding="utf-8") as handle:
             handle.write(f"nodename = testnode\npath.home = {self.home}\n"
-                         f"path.storage.root = {self.storage}\n"
-                         f"database.host = {p['host']}\ndatabase.port = {p['port']}\n"
-                         f"database.user = {p['user']}\ndatabase.password = {p['password']}\n"
-                         f"database.name = {self.dbname}\n{extra}")
+                         f"path.storage.root = {self.storage}\n{self.database_conf()}{extra}")
 
     def env(self, **extra) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QVD_")}

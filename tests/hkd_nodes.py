@@ -48,13 +48,10 @@ class HkdNode:
         self.run_dir = os.path.join(self.home, "run")
         self.conf = os.path.join(self.home, "node.conf")
         os.makedirs(self.home, exist_ok=True)
-        p = env.params
         with open(self.conf, "w", encoding="utf-8") as handle:
             handle.write(f"nodename = {name}\npath.home = {self.home}\npath.run = {self.run_dir}\n"
                          f"path.log = {self.home}/log\npath.storage.root = {env.storage}\n"
-                         f"database.host = {p['host']}\ndatabase.port = {p['port']}\n"
-                         f"database.user = {p['user']}\ndatabase.password = {p['password']}\n"
-                         f"database.name = {env.dbname}\n{FAST}")
+                         f"{env.database_conf()}{FAST}")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -3,23 +3,12 @@ at awkward moments are not left for the slow poll."""
 import asyncio
 import os
 
-from qvd.db.config import Config
-from qvd.hkd.fake_node import FakeNode
-
-
-def node_config(env) -> Config:
-    p = env.params
-    return Config(node={"nodename": "node1", "path.run": f"{env.home}/run",
-                        "path.log": f"{env.home}/log", "path.storage.root": env.storage,
-                        "vm.hypervisor": "process", "hkd.poll.interval": "600",
-                        "database.host": p["host"], "database.port": str(p["port"]),
-                        "database.user": p["user"], "database.password": p["password"],
-                        "database.name": env.dbname})
+from qvd.hkd.fake_node import FakeNode, fake_node_config
 
 
 def test_start_arriving_while_the_previous_handler_finishes_is_taken(demo):
     async def scenario():
-        node = FakeNode(node_config(demo))
+        node = FakeNode(fake_node_config(demo.params, demo.home, demo.storage, **{"hkd.poll.interval": "600"}))
         running = asyncio.create_task(node.run())
         while node.state != "running":
             await asyncio.sleep(0.05)
