@@ -19,7 +19,8 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return cfg
 
 
-def head_revision(engine: Engine) -> str:
+def head_revision(engine: Engine | None = None) -> str:
+    """The newest revision the installed migration scripts know."""
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 

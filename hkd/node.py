@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from qvd.db.engine import connection_params
-from qvd.db.notify import host_cmd_channel
+from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel
 
 from . import adoption, cluster, commands
 from .backends import make_backend
@@ -68,7 +68,23 @@ class Node:
         self._lock.write(f"{os.getpid()}\n")
         self._lock.flush()
 
+    async def check_schema(self) -> None:
+        from qvd.db.migrate import head_revision  # alembic is slow to import: only here
+        row = await self.db.fetchone("SELECT version_num FROM alembic_version")
+        found, wanted = (row["version_num"] if row else None), head_revision()
+        if found != wanted:
+            raise NodeError(f"the database schema is at revision {found}, this qvd-hkd needs "
+                            f"{wanted}: run 'qvd-admin db upgrade'")
+
+    async def load_global_config(self) -> None:
+        """The database's global layer over the node file; reloaded on qvd_config_changed.
+        Every part of the node holds this same Config object, so they all see the change."""
+        rows = await self.db.fetch("SELECT key, value FROM configs WHERE tenant_id = -1")
+        self.cfg.db_global = {row["key"]: row["value"] for row in rows}
+
     async def connect(self) -> None:
+        await self.check_schema()
+        await self.load_global_config()
         host_id = await HostStore.find(self.db, self.name)
         if host_id is None:
             raise NodeError(f"no host named '{self.name}': add it with "
@@ -181,12 +197,23 @@ class Node:
             log.warning("vm %d: command %s postponed: %s", vm_id, cmd, exc)
 
     def on_notification(self, channel: str, payload: str) -> None:
+        if channel == CONFIG_CHANNEL:
+            if payload.startswith("-1:"):
+                asyncio.create_task(self._reload_config(payload[3:]))
+            return
         if channel == host_cmd_channel(self.host_id):
             if payload == "stop":
                 self.request_stop()
             return
         vm_id, _, cmd = payload.partition(":")
         asyncio.create_task(self.handle_command(int(vm_id), cmd))
+
+    async def _reload_config(self, key: str) -> None:
+        try:
+            await self.load_global_config()
+            log.info("configuration reloaded (%s changed)", key)
+        except DbUnavailable as exc:
+            log.warning("configuration reload postponed: %s", exc)
 
     async def poll_commands(self) -> None:
         if await self.hosts.command() == "stop":

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from hkd_nodes import DuplicateWatch, HkdNode, vma_processes, wait_for
+from hkd_nodes import QVD_HKD, DuplicateWatch, HkdNode, vma_processes, wait_for
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_two_admins_racing_to_start_never_start_twice(demo, nodes):
 
 def test_second_hkd_for_the_same_node_is_refused(demo, nodes):
     node = nodes("node1")
-    second = subprocess.run([node.proc.args[0]], env=dict(os.environ, QVD_CONFIG=node.conf),
+    second = subprocess.run([QVD_HKD], env=dict(os.environ, QVD_CONFIG=node.conf),
                             capture_output=True, text=True, timeout=30)
     assert second.returncode == 1
     assert "another qvd-hkd runs node 'node1'" in second.stderr
@@ -214,3 +214,24 @@ def test_node_without_database_fences_itself_then_rejoins(demo, nodes, pg_server
     wait_for(lambda: node.state() == ("running", node.proc.pid), 10, "node to rejoin")
     demo.ok("vm", "start", "-f", "name=desk")
     wait_for(state_is(demo, "running"), 15, "running again")
+
+
+def test_database_configuration_applies_while_running(demo, nodes):
+    node = nodes("node1")  # its node file says hkd.vm.max_failed_starts = 2
+    demo.ok("config", "set", "hkd.vm.max_failed_starts=1")  # the database layer wins, live
+    wait_for(lambda: "configuration reloaded" in node.log(), 10, "the reload")
+    images = os.path.join(demo.storage, "images")
+    for name in os.listdir(images):
+        os.unlink(os.path.join(images, name))
+    demo.ok("vm", "start", "-f", "name=desk")
+    row = wait_for(lambda: vm(demo)["blocked"] and vm(demo), 15, "blocked after one failure")
+    assert "blocked after 1 failed starts" in row["last_error"]
+
+
+def test_hkd_refuses_an_old_schema(demo):
+    demo.sql("UPDATE alembic_version SET version_num = '0001'")
+    node = HkdNode(demo, "node1")
+    result = subprocess.run([QVD_HKD], env=dict(os.environ, QVD_CONFIG=node.conf),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "schema is at revision 0001" in result.stderr and "qvd-admin db upgrade" in result.stderr
