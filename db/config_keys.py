@@ -95,6 +95,9 @@ KEYS: list[Key] = [
        "Failed logins per login or client address before back-off starts."),
     _k("l7r.auth.backoff.seconds", 30, "float", "Back-off after too many failed logins."),
     _k("l7r.auth.token.lifetime", 86400, "int", "Seconds an auth token stays valid."),
+    _k("l7r.auth.plugin.default.salt", "", "str",
+       "QVD's global salt, to accept legacy base64(sha256(salt+password)) hashes of migrated "
+       "users (each is re-hashed with Argon2id at its first successful login)."),
     _k("l7r.loadbalancer.plugin", "default", "str", "Host placement plugin."),
     _k("l7r.loadbalancer.plugin.default.weight.ram", 1, "float", "Weight of free RAM."),
     _k("l7r.loadbalancer.plugin.default.weight.cpu", 1, "float", "Weight of free CPU."),

@@ -17,6 +17,7 @@ from .backends import make_backend
 from .backends.procfs import alive
 from .database import Database, DbUnavailable
 from .host_store import HostStore
+from .l7r_runner import L7rRunner
 from .lease import LeaseKeeper
 from .vm_actions import VmActions
 from .vm_machine import Event, VmMachine
@@ -95,6 +96,7 @@ class Node:
         self.actions = VmActions(self.cfg, self.store, self.backend,
                                  asyncio.Semaphore(self.cfg.get_int("internal.hkd.max_heavy")))
         self.lease = LeaseKeeper(self, os.path.join(self.run_dir, f"hkd-{self.name}.heartbeat"))
+        self.l7r = L7rRunner(self)
 
     def ensure_watchdog(self) -> None:
         """The watchdog outlives the HKD on purpose; a new HKD reuses a live one."""
@@ -212,6 +214,8 @@ class Node:
         try:
             await self.load_global_config()
             log.info("configuration reloaded (%s changed)", key)
+            if self.l7r.affected_by(key):
+                await self.l7r.restart()
         except DbUnavailable as exc:
             log.warning("configuration reload postponed: %s", exc)
 
@@ -226,6 +230,7 @@ class Node:
         """Stop every VM here now, accept nothing until the lease is renewed again."""
         log.error("fencing node %s: %s", self.name, reason)
         self.fenced = True
+        self.l7r.stop()
         for task in list(self.machines.values()):
             task.cancel()
         await asyncio.gather(*self.machines.values(), return_exceptions=True)
@@ -269,20 +274,25 @@ class Node:
         await self.connect()
         await self.begin("the VM was not running when the node daemon started")
         self.ensure_watchdog()
+        await self.l7r.ensure()
         background = [asyncio.create_task(coro) for coro in (
             self.lease.run(), cluster.monitor(self), commands.listen(self), self.sync_liveness(),
-            self._watch_watchdog())]
+            self._watch_helpers())]
         await self.stop_requested.wait()
         await self.shutdown(background)
 
-    async def _watch_watchdog(self) -> None:
+    async def _watch_helpers(self) -> None:
+        """The watchdog and the L7R acceptor are restarted when they die."""
         while True:
             await asyncio.sleep(1)
             self.ensure_watchdog()
+            if not self.fenced and self.state == "running":
+                await self.l7r.ensure()
 
     async def shutdown(self, background: list[asyncio.Task]) -> None:
         log.info("node %s stopping: stopping %d VM(s)", self.name, len(self.machines))
         self.state = "stopping"
+        self.l7r.stop()
         try:
             await self.hosts.set_state("stopping")
         except DbUnavailable:

@@ -42,7 +42,7 @@ def wait_for(check, timeout: float = 15.0, what: str = "condition"):
 
 
 class HkdNode:
-    def __init__(self, env, name: str):
+    def __init__(self, env, name: str, extra_conf: str = ""):
         self.env, self.name = env, name
         self.home = os.path.join(env.home, "nodes", name)
         self.run_dir = os.path.join(self.home, "run")
@@ -51,7 +51,7 @@ class HkdNode:
         with open(self.conf, "w", encoding="utf-8") as handle:
             handle.write(f"nodename = {name}\npath.home = {self.home}\npath.run = {self.run_dir}\n"
                          f"path.log = {self.home}/log\npath.storage.root = {env.storage}\n"
-                         f"{env.database_conf()}{FAST}")
+                         f"{env.database_conf()}{FAST}{extra_conf}")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

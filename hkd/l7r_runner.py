@@ -1,0 +1,84 @@
+"""qvd-hkd keeps the node's L7R acceptor (qvd-l7r) running: started after the node runs,
+restarted when it dies or the certificate changes, stopped (children untouched) at the end."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from .database import DbUnavailable
+
+log = logging.getLogger(__name__)
+
+TLS_FILES = {"l7r.ssl.cert": "l7r-cert.pem", "l7r.ssl.key": "l7r-key.pem"}
+# What the acceptor itself reads; the per-connection processes read the rest afresh.
+ACCEPTOR_KEYS = ("l7r.ssl.", "l7r.address", "l7r.port", "l7r.use_ssl", "l7r.max_connections",
+                 "l7r.limits.", "l7r.timeout.")
+
+
+class L7rRunner:
+    def __init__(self, node):
+        self.node = node
+        self.proc: subprocess.Popen | None = None
+        self._warned = False
+
+    async def _tls_arguments(self) -> list[str] | None:
+        cfg, run_dir = self.node.cfg, self.node.run_dir
+        if not cfg.get_bool("l7r.use_ssl"):
+            return []
+        rows = await self.node.db.fetch("SELECT key, value FROM ssl_configs WHERE key IN "
+                                        "('l7r.ssl.cert', 'l7r.ssl.key')")
+        pem = {row["key"]: row["value"] for row in rows}
+        if len(pem) < 2:
+            if not self._warned:
+                log.warning("no L7R certificate stored ('qvd-admin config ssl'): "
+                            "not accepting desktop clients")
+                self._warned = True
+            return None
+        arguments = []
+        for key, name in TLS_FILES.items():
+            path = os.path.join(run_dir, name)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(pem[key])
+            arguments += [f"--{key.rsplit('.', 1)[1]}", path]
+        return arguments
+
+    async def ensure(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        if self.proc is not None:
+            log.warning("qvd-l7r exited (status %s): restarting it", self.proc.returncode)
+        try:
+            arguments = await self._tls_arguments()
+        except DbUnavailable:
+            return
+        if arguments is None:
+            return
+        log_path = os.path.join(self.node.cfg.get("path.log"), f"l7r-{self.node.name}.log")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        l7r = os.path.join(os.path.dirname(sys.executable), "qvd-l7r")
+        with open(log_path, "ab") as logfile:
+            self.proc = subprocess.Popen([l7r, *arguments], stdin=subprocess.DEVNULL,
+                                         stdout=logfile, stderr=logfile, start_new_session=True)
+        log.info("qvd-l7r started (pid %d)", self.proc.pid)
+
+    def stop(self) -> None:
+        """Stop accepting; connections already served (their own processes) go on."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    @staticmethod
+    def affected_by(key: str) -> bool:
+        return key.startswith(ACCEPTOR_KEYS)
+
+    async def restart(self) -> None:
+        self.stop()
+        await self.ensure()

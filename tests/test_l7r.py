@@ -1,0 +1,197 @@
+"""The L7R over real TLS, started by a real qvd-hkd: endpoints, auth plugins, hostile input."""
+import base64
+import hashlib
+import json
+import socket
+import ssl
+import threading
+
+import pytest
+
+from hkd_nodes import HkdNode, wait_for
+from qvd.db.passwords import is_legacy
+from qvd.l7r.client import QvdConnection, tls_context
+from tests_tls import write_pair
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def l7r(demo, tmp_path):
+    cert, key, _ = write_pair(tmp_path)
+    demo.ok("config", "ssl", "--cert", cert, "--key", key)
+    port = _free_port()
+    node = HkdNode(demo, "node1", f"l7r.address = 127.0.0.1\nl7r.port = {port}\n")
+    node.start()
+    wait_for(lambda: _accepting(port), 15, "the L7R to accept")
+    yield port, cert
+    node.cleanup()
+
+
+def _accepting(port) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def connect(l7r, login=None, password=None) -> QvdConnection:
+    port, cert = l7r
+    conn = QvdConnection("127.0.0.1", port, tls_context(cafile=cert, verify=False))
+    if login:
+        conn.login(login, password)
+    return conn
+
+
+def raw_exchange(l7r, data: bytes) -> bytes:
+    """Send bytes over TLS as they are; return everything the server answers until it closes
+    or stays quiet for a moment."""
+    with connect(l7r) as conn:
+        conn.sock.settimeout(3)
+        conn.send_raw(data)
+        reply = b""
+        try:
+            while chunk := conn.sock.recv(65536):
+                reply += chunk
+        except (TimeoutError, socket.timeout, ssl.SSLError, OSError):
+            pass
+        return reply
+
+
+def test_ping(l7r, demo):
+    with connect(l7r) as conn:
+        reply = conn.ping()
+        assert (reply.status, reply.body) == (200, b"I am alive!\n")
+        demo.ok("host", "block", "-f", "name=node1")
+        assert conn.ping().status == 503  # same connection, next request
+
+
+def test_qvd_client_flow_list_on_one_connection(l7r):
+    with connect(l7r, "alice@acme", "secret") as conn:
+        first = conn.list_of_vm()
+        assert first.status == 200 and first.headers["content-type"] == "application/json"
+        assert first.json() == [{"id": 1, "name": "desk", "state": "stopped", "blocked": 0}]
+        assert conn.authenticate().json() == {}
+        assert conn.list_of_vm().status == 200  # several requests, one connection
+
+
+def test_real_qvd_client_request_without_host_header(l7r):
+    auth = base64.b64encode(b"alice#acme:secret").decode()
+    reply = raw_exchange(l7r, (
+        "GET /qvd/list_of_vm? HTTP/1.1\r\nAuthorization: Basic " + auth + "\r\n"
+        "Accept: application/json\r\nUser-Agent: QVD::HTTPC/0.01 (linux)\r\n\r\n").encode())
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length:" in head
+    assert json.loads(body)[0]["name"] == "desk"
+
+
+@pytest.mark.parametrize("login,password", [("alice@acme", "wrong"), ("alice", "secret"),
+                                            ("nobody@acme", "secret"), ("alice@nope", "secret")])
+def test_bad_credentials_get_401_with_realm(l7r, login, password):
+    with connect(l7r, login, password) as conn:
+        reply = conn.list_of_vm()
+        assert reply.status == 401
+        assert reply.headers["www-authenticate"] == 'Basic realm="QVD"'
+        assert conn.ping().status == 200  # the connection still serves
+
+
+def test_blocked_user_and_blocked_tenant_are_refused(l7r, demo):
+    demo.ok("user", "block", "-f", "login=alice")
+    with connect(l7r, "alice@acme", "secret") as conn:
+        assert conn.list_of_vm().status == 401
+    demo.ok("user", "unblock", "-f", "login=alice")
+    demo.ok("tenant", "block", "-f", "name=acme")
+    with connect(l7r, "alice@acme", "secret") as conn:
+        assert conn.list_of_vm().status == 401
+
+
+def test_users_see_only_their_own_vms(l7r, demo):
+    demo.ok("user", "add", "login=alice", "password=other")   # another alice, default tenant
+    demo.ok("osf", "add", "name=desktop")
+    demo.ok("vm", "add", "name=theirs", "user=alice", "osf=desktop")
+    with connect(l7r, "alice", "other") as conn:
+        assert [v["name"] for v in conn.list_of_vm().json()] == ["theirs"]
+    with connect(l7r, "alice@acme", "secret") as conn:
+        assert [v["name"] for v in conn.list_of_vm().json()] == ["desk"]
+
+
+def test_tokens_work_until_they_expire(l7r, demo):
+    with connect(l7r, "alice@acme", "secret") as conn:
+        token = conn.create_auth_token().json()["auth_token"]
+    assert len(base64.urlsafe_b64decode(token + "==")) == 32  # 256 bits
+    stored = demo.sql("SELECT token_hash FROM user_tokens")
+    assert stored == [(hashlib.sha256(token.encode()).hexdigest(),)]  # only the hash
+    for _ in range(2):  # usable more than once
+        with connect(l7r) as conn:
+            conn.use_token(token)
+            assert conn.list_of_vm().status == 200
+    demo.sql("UPDATE user_tokens SET created_at = now() - interval '2 days', "
+             "expires_at = now() - interval '1 second'")
+    with connect(l7r) as conn:
+        conn.use_token(token)
+        assert conn.list_of_vm().status == 401
+
+
+def test_legacy_hash_accepted_once_then_argon2id(l7r, demo):
+    demo.ok("config", "set", "l7r.auth.plugin.default.salt=qvd-salt")
+    legacy = base64.b64encode(hashlib.sha256(b"qvd-saltold-pass").digest()).decode()
+    demo.sql("UPDATE users SET password = :p WHERE login = 'alice'", p=legacy)
+    with connect(l7r, "alice@acme", "old-pass") as conn:
+        assert conn.list_of_vm().status == 200
+    (stored,), = demo.sql("SELECT password FROM users WHERE login = 'alice'")
+    assert not is_legacy(stored) and stored.startswith("$argon2id$")
+    with connect(l7r, "alice@acme", "old-pass") as conn:
+        assert conn.list_of_vm().status == 200
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"GET /qvd/ping HTTP/1.0\r\n\r\n", b"505"),
+    (b"POST /qvd/ping HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"405"),
+    (b"GET /nothing HTTP/1.1\r\n\r\n", b"404"),
+    (b"\x00\xff\xfe garbage\r\n\r\n", b"400"),
+    (b"GET /qvd/ping HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n", b"400"),
+    (b"GET /qvd/ping HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n", b"400"),
+    (b"GET /qvd/list_of_vm HTTP/1.1\r\nAuthorization: Basic !!!\r\n\r\n", b"401"),
+])
+def test_hostile_requests_get_their_answer_and_the_node_keeps_serving(l7r, data, status):
+    reply = raw_exchange(l7r, data)
+    assert reply.startswith(b"HTTP/1.1 " + status), reply[:100]
+    with connect(l7r) as conn:
+        assert conn.ping().status == 200
+
+
+def test_plain_bytes_to_the_tls_port_and_many_clients_at_once(l7r):
+    port, _ = l7r
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
+        plain.sendall(b"GET /qvd/ping HTTP/1.1\r\n\r\n")
+        plain.settimeout(5)
+        try:
+            assert not plain.recv(100).startswith(b"HTTP/1.1 200")
+        except (ConnectionResetError, TimeoutError, socket.timeout):
+            pass
+    results = []
+
+    def client():
+        with connect(l7r) as conn:
+            results.append(conn.ping().status)
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == [200] * 20
+
+
+def test_counters_count_requests_and_logins(l7r, demo):
+    with connect(l7r, "alice@acme", "secret") as conn:
+        conn.list_of_vm()
+    with connect(l7r, "alice@acme", "bad") as conn:
+        conn.list_of_vm()
+    (row,) = demo.sql("SELECT http_requests, auth_attempts, auth_ok, auth_failed "
+                      "FROM host_counters")
+    assert tuple(row) == (2, 2, 1, 1)
