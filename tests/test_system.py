@@ -2,11 +2,15 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
+
+from qvd.cli.objects.system import node_conf_text
+from qvd.l7r.client import QvdConnection, tls_context
 
 from conftest import QVD_ADMIN
 
@@ -46,7 +50,18 @@ def _postmaster_pid(home):
         return int(handle.readline())
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_system_start_demo_restart_and_stop(home):
+    # The node file make run writes, on a port of its own (a developer's make run may hold 8443).
+    port = _free_port()
+    os.makedirs(home)
+    with open(os.path.join(home, "node.conf"), "w", encoding="utf-8") as handle:
+        handle.write(node_conf_text(home) + f"l7r.port = {port}\nl7r.address = 127.0.0.1\n")
     first = run(home, "system", "start", conf=False)
     assert first.returncode == 0, first.stderr
     assert "demo objects created" in first.stdout
@@ -58,6 +73,18 @@ def test_system_start_demo_restart_and_stop(home):
     (host,) = json.loads(run(home, "host", "list", "--json").stdout)
     assert host["state"] == "running" and _alive(host["pid"])
     hkd_pid = host["pid"]
+    assert "self-signed L7R certificate generated" in first.stdout
+    for _ in range(100):  # the node's L7R answers over TLS
+        try:
+            with QvdConnection("127.0.0.1", port, tls_context(verify=False)) as conn:
+                assert conn.ping().status == 200
+                conn.login("demo@demo", "demo")
+                assert [v["name"] for v in conn.list_of_vm().json()] == ["demo"]
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError("the L7R never answered")
     # The demo VM starts on the demo node: a real qvd-vma process answers.
     assert run(home, "vm", "start", "-f", "name=demo").returncode == 0
     for _ in range(200):
@@ -98,5 +125,7 @@ def test_system_start_demo_restart_and_stop(home):
     stopped = run(home, "system", "stop", conf=False)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not _alive(pid) and not _alive(hkd_pid) and not _alive(vma_pid)
+    with pytest.raises(OSError):  # the L7R acceptor is gone too
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
     down = run(home, "db", "status")
     assert down.returncode == 1 and "not running" in down.stderr

@@ -10,11 +10,12 @@ import sys
 import tarfile
 
 import click
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from qvd.db.engine import embedded_cluster, uses_embedded
 from qvd.hkd import daemon
-from qvd.db.models import Tenant, User
+from qvd.l7r.tls import self_signed
+from qvd.db.models import SslConfig, Tenant, User
 
 from ..verbs import CONTEXT
 from .db import init_database
@@ -41,12 +42,16 @@ def _home() -> str:
     return os.path.abspath(os.environ.get("QVD_HOME") or ".qvd")
 
 
+def node_conf_text(home: str) -> str:
+    return NODE_CONF.format(nodename=socket.gethostname().split(".")[0], home=home)
+
+
 def write_node_conf(home: str) -> str:
     path = os.path.join(home, "node.conf")
     if not os.path.exists(path):
         os.makedirs(home, exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(NODE_CONF.format(nodename=socket.gethostname().split(".")[0], home=home))
+            handle.write(node_conf_text(home))
     os.environ["QVD_CONFIG"] = path
     os.environ["QVD_HOME"] = home
     return path
@@ -87,6 +92,26 @@ def create_demo(admin, home: str) -> list[str] | None:
     return steps
 
 
+def ensure_certificate(admin) -> bool:
+    """A self-signed pair for the L7R when none is stored (replace it: qvd-admin config ssl)."""
+    from ..main import run
+    with admin.session() as s:
+        if s.scalar(select(func.count()).select_from(SslConfig)
+                    .where(SslConfig.key == "l7r.ssl.cert")):
+            return False
+    cert, key = self_signed(admin.cfg.get("nodename"))
+    paths = []
+    for name, text in (("l7r-cert.pem", cert), ("l7r-key.pem", key)):
+        path = os.path.join(admin.cfg.get("path.run"), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(text)
+        paths.append(path)
+    if run(["config", "ssl", "--cert", paths[0], "--key", paths[1]]) != 0:
+        raise click.ClickException("storing the generated certificate failed")
+    return True
+
+
 @group.command("start", context_settings=CONTEXT)
 @click.option("--debug", is_flag=True, hidden=True)
 @click.pass_obj
@@ -98,6 +123,8 @@ def start(admin, debug):
         click.echo(line)
     steps = create_demo(admin, home)
     click.echo("demo objects created" if steps else "demo objects already there")
+    if ensure_certificate(admin):
+        click.echo("self-signed L7R certificate generated and stored")
     pid = daemon.running_pid(admin.cfg)
     if pid is None:
         try:
@@ -110,6 +137,7 @@ def start(admin, debug):
     qvd_admin = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-admin")
     click.echo(f"""
 QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.
+Desktop clients connect to https://<this machine>:{admin.cfg.get('l7r.port')} (self-signed certificate).
 Demo: tenant '{DEMO['tenant']}', user '{DEMO['login']}@{DEMO['tenant']}' (password '{DEMO['password']}'), \
 OSF '{DEMO['osf']}', VM '{DEMO['vm']}'.
 
