@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 
 from .database import DbUnavailable
+from .pidfile import PidFile
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ class L7rRunner:
     def __init__(self, node):
         self.node = node
         self.proc: subprocess.Popen | None = None
+        self.pidfile = PidFile(os.path.join(node.run_dir, f"l7r-{node.name}.pid"))
         self._warned = False
 
     async def _tls_arguments(self) -> list[str] | None:
@@ -46,10 +47,11 @@ class L7rRunner:
         return arguments
 
     async def ensure(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        if self.proc is not None:
+        if self.proc is not None and self.proc.poll() is not None:
             log.warning("qvd-l7r exited (status %s): restarting it", self.proc.returncode)
+            self.proc = None
+        if self.pidfile.running() is not None:
+            return  # ours, or one a previous qvd-hkd left running: adopted as it is
         try:
             arguments = await self._tls_arguments()
         except DbUnavailable:
@@ -62,17 +64,14 @@ class L7rRunner:
         with open(log_path, "ab") as logfile:
             self.proc = subprocess.Popen([l7r, *arguments], stdin=subprocess.DEVNULL,
                                          stdout=logfile, stderr=logfile, start_new_session=True)
+        self.pidfile.record(self.proc.pid)
         log.info("qvd-l7r started (pid %d)", self.proc.pid)
 
     def stop(self) -> None:
         """Stop accepting; connections already served (their own processes) go on."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.pidfile.stop()
+        if self.proc is not None:
+            self.proc.wait(5)  # reap it
         self.proc = None
 
     @staticmethod

@@ -14,11 +14,11 @@ from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel
 
 from . import adoption, cluster, commands
 from .backends import make_backend
-from .backends.procfs import alive
 from .database import Database, DbUnavailable
 from .host_store import HostStore
 from .l7r_runner import L7rRunner
 from .lease import LeaseKeeper
+from .pidfile import PidFile
 from .vm_actions import VmActions
 from .vm_machine import Event, VmMachine
 from .vm_store import VmStore
@@ -55,6 +55,7 @@ class Node:
         self.state = "starting"
         self.stop_requested = asyncio.Event()
         self._watchdog: subprocess.Popen | None = None
+        self.watchdog_pid = PidFile(os.path.join(self.run_dir, f"watchdog-{self.name}.pid"))
         self._lock = None
 
     # --- start-up -------------------------------------------------------------------------
@@ -100,36 +101,20 @@ class Node:
 
     def ensure_watchdog(self) -> None:
         """The watchdog outlives the HKD on purpose; a new HKD reuses a live one."""
-        pidfile = os.path.join(self.run_dir, f"watchdog-{self.name}.pid")
-        if self._watchdog is not None and self._watchdog.poll() is None:
+        if self._watchdog is not None:
+            self._watchdog.poll()  # reap it if it died
+        if self.watchdog_pid.running() is not None:
             return
-        try:
-            with open(pidfile, encoding="ascii") as handle:
-                pid, started = (int(x) for x in handle.read().split())
-            if alive(pid, started):
-                return
-        except (FileNotFoundError, ValueError):
-            pass
         log_path = os.path.join(self.cfg.get("path.log"), f"watchdog-{self.name}.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         with open(log_path, "ab") as logfile:
             self._watchdog = subprocess.Popen(
                 [sys.executable, "-m", "qvd.hkd.watchdog", "--heartbeat", self.lease.heartbeat],
                 stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True)
-        from .backends.procfs import start_time
-        with open(pidfile, "w", encoding="ascii") as handle:
-            handle.write(f"{self._watchdog.pid} {start_time(self._watchdog.pid)}\n")
+        self.watchdog_pid.record(self._watchdog.pid)
 
     def stop_watchdog(self) -> None:
-        pidfile = os.path.join(self.run_dir, f"watchdog-{self.name}.pid")
-        try:
-            with open(pidfile, encoding="ascii") as handle:
-                pid, started = (int(x) for x in handle.read().split())
-            if alive(pid, started):
-                os.kill(pid, 15)
-            os.unlink(pidfile)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            pass
+        self.watchdog_pid.stop()
         if self._watchdog is not None:
             self._watchdog.wait(5)
 

@@ -10,6 +10,7 @@ import time
 
 from qvd.hkd.backends.procfs import alive
 from qvd.hkd.backends.process import ProcessBackend
+from qvd.hkd.pidfile import PidFile
 
 QVD_HKD = os.path.join(os.path.dirname(sys.executable), "qvd-hkd")
 
@@ -90,11 +91,8 @@ class HkdNode:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        pidfile = os.path.join(self.run_dir, f"watchdog-{self.name}.pid")
-        if os.path.exists(pidfile):
-            pid, started = (int(x) for x in open(pidfile).read().split())
-            if alive(pid, started):
-                os.kill(pid, signal.SIGKILL)
+        for helper in ("watchdog", "l7r"):
+            PidFile(os.path.join(self.run_dir, f"{helper}-{self.name}.pid")).stop(wait=2)
         ProcessBackend(self.env.storage, self.run_dir).kill_all()
 
 
