@@ -103,6 +103,8 @@ KEYS: list[Key] = [
     _k("l7r.loadbalancer.plugin.default.weight.cpu", 1, "float", "Weight of free CPU."),
     _k("l7r.loadbalancer.plugin.default.weight.random", 1, "float", "Weight of chance."),
     _k("internal.l7r.timeout.vm_start", 270, "float", "Seconds a client waits for its VM."),
+    _k("internal.l7r.timeout.vm_stop", 60, "float",
+       "Seconds /qvd/stop_vm waits for the VM to be stopped before answering 408."),
     _k("internal.l7r.timeout.takeover", 30, "float",
        "Seconds to take a desktop over from another connection."),
     _k("internal.l7r.timeout.x_start", 10, "float",

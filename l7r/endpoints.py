@@ -1,9 +1,12 @@
-"""The QVD/1.0 endpoints (all GET). connect_to_vm and stop_vm come with the next part of the
-L7R issue; until then they answer 501."""
+"""The QVD/1.0 endpoints (all GET). connect_to_vm checks its request fully; bringing the
+desktop up (start, VMA handshake, 101, proxy) comes with the next part of the L7R issue and
+answers 501 until then."""
 from __future__ import annotations
 
 import json
 import logging
+
+from qvd.db.notify import vm_state_channel
 
 from .auth import AuthFailed, Identity, authenticate
 from .auth import token as tokens
@@ -102,8 +105,81 @@ def create_auth_token(session: Session, req: Request) -> None:
     _json(session, {"auth_token": tokens.create(session.db, session.cfg, user.user_id)})
 
 
-def not_yet(session: Session, req: Request) -> None:
-    session.require_user(req)
+OWNED_VM = """
+SELECT v.id, r.vm_state, r.vm_cmd, r.blocked FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id
+WHERE v.id = %(vm)s AND v.user_id = %(user)s"""
+
+WITHDRAW_START = """
+UPDATE vm_runtimes SET vm_cmd = NULL, host_id = NULL
+WHERE vm_id = %(vm)s AND vm_state = 'stopped' AND vm_cmd = 'start' RETURNING vm_id"""
+
+REQUEST_STOP = """
+UPDATE vm_runtimes SET vm_cmd = 'stop'
+WHERE vm_id = %(vm)s AND vm_state IN ('starting', 'running', 'debugging') RETURNING vm_id"""
+
+
+def _vm_id(req: Request) -> int:
+    values = [v for k, v in req.query if k == "id"]
+    if not values or not values[-1].strip():
+        raise HttpError(422, "Missing parameter: id\n")
+    try:
+        return int(values[-1])
+    except ValueError:
+        raise HttpError(422, "The id parameter must be a number\n") from None
+
+
+def _owned_vm(session: Session, user: Identity, vm_id: int) -> dict:
+    """The user's own VM; anything else, another user's included, is simply not found."""
+    vm = session.db.fetchone(OWNED_VM, {"vm": vm_id, "user": user.user_id})
+    if vm is None:
+        raise HttpError(404, "Virtual machine not found\n")
+    return vm
+
+
+def stop_vm(session: Session, req: Request) -> None:
+    """Ask the VM to stop; 102 while waiting; 200 once stopped, 408 when it takes too long."""
+    user = session.require_user(req)
+    session.require_serving()
+    vm = _owned_vm(session, user, _vm_id(req))
+    channel = vm_state_channel(vm["id"])
+    db = session.db
+    db.execute(f"LISTEN {channel}")
+    try:
+        if db.fetchone(WITHDRAW_START, {"vm": vm["id"]}) is None:
+            db.fetchone(REQUEST_STOP, {"vm": vm["id"]})
+        session.http.interim(102, [("X-QVD-VM-Info", "Stopping virtual machine")])
+        timeout = session.cfg.get_float("internal.l7r.timeout.vm_stop")
+        state = db.fetchone("SELECT vm_state FROM vm_runtimes WHERE vm_id = %(vm)s",
+                            {"vm": vm["id"]})["vm_state"]
+        if state != "stopped":
+            for note in db.conn.notifies(timeout=timeout):
+                if note.payload.startswith("stopped:"):
+                    state = "stopped"
+                    break
+        if state != "stopped":
+            raise HttpError(408, "The virtual machine did not stop in time\n")
+    finally:
+        db.execute(f"UNLISTEN {channel}")
+    session.http.respond(200, "Virtual machine stopped\n")
+
+
+CLIENT_PREFIXES = ("qvd.client.", "custom.")
+
+
+def connect_to_vm(session: Session, req: Request) -> None:
+    if "upgrade" not in req.header("connection").lower() or \
+            req.header("upgrade") != "QVD/1.0":
+        raise HttpError(426, "Upgrade Required\n", [("Upgrade", "QVD/1.0"),
+                                                     ("Connection", "Upgrade")])
+    user = session.require_user(req)
+    session.require_serving()
+    vm_id = _vm_id(req)
+    for key, _ in req.query:
+        if key != "id" and not key.startswith(CLIENT_PREFIXES):
+            raise HttpError(403, f"Parameter not allowed: {key}\n")
+    vm = _owned_vm(session, user, vm_id)
+    if vm["blocked"]:
+        raise HttpError(403, "The requested virtual machine is offline for maintenance\n")
     raise HttpError(501, "Not implemented by this version of the node\n")
 
 
@@ -112,6 +188,6 @@ ENDPOINTS = {
     "/qvd/list_of_vm": list_of_vm,
     "/qvd/authenticate_user": authenticate_user,
     "/qvd/create_auth_token": create_auth_token,
-    "/qvd/connect_to_vm": not_yet,
-    "/qvd/stop_vm": not_yet,
+    "/qvd/connect_to_vm": connect_to_vm,
+    "/qvd/stop_vm": stop_vm,
 }

@@ -195,3 +195,48 @@ def test_counters_count_requests_and_logins(l7r, demo):
     (row,) = demo.sql("SELECT http_requests, auth_attempts, auth_ok, auth_failed "
                       "FROM host_counters")
     assert tuple(row) == (2, 2, 1, 1)
+
+
+UPGRADE = {"Connection": "Upgrade", "Upgrade": "QVD/1.0"}
+
+
+def test_stop_vm_streams_progress_then_answers_when_stopped(l7r, demo):
+    demo.ok("vm", "start", "-f", "name=desk")
+    wait_for(lambda: demo.sql("SELECT vm_state FROM vm_runtimes") == [("running",)], 15,
+             "running")
+    with connect(l7r, "alice@acme", "secret") as conn:
+        reply = conn.request("/qvd/stop_vm", {"id": 1})
+        assert reply.status == 200
+        assert reply.interim == [(102, {"x-qvd-vm-info": "Stopping virtual machine"})]
+    assert demo.sql("SELECT vm_state, host_id FROM vm_runtimes") == [("stopped", None)]
+
+
+def test_another_users_vm_cannot_be_stopped_or_connected(l7r, demo):
+    demo.ok("user", "add", "-t", "acme", "login=mallory", "password=pw")
+    with connect(l7r, "mallory@acme", "pw") as conn:
+        assert conn.list_of_vm().json() == []
+        for vm_id in (1, 2, 999):  # guessing ids finds nothing
+            assert conn.request("/qvd/stop_vm", {"id": vm_id}).status == 404
+            assert conn.request("/qvd/connect_to_vm", {"id": vm_id}, UPGRADE).status == 404
+
+
+@pytest.mark.parametrize("path,params,headers,status", [
+    ("/qvd/stop_vm", {}, {}, 422),
+    ("/qvd/stop_vm", {"id": "abc"}, {}, 422),
+    ("/qvd/connect_to_vm", {"id": 1}, {}, 426),
+    ("/qvd/connect_to_vm", {}, UPGRADE, 422),
+    ("/qvd/connect_to_vm", {"id": "1; drop"}, UPGRADE, 422),
+    ("/qvd/connect_to_vm", {"id": 1, "qvd.client.geometry": "1024x768", "other.x": "1"},
+     UPGRADE, 403),
+])
+def test_vm_requests_are_checked(l7r, path, params, headers, status):
+    with connect(l7r, "alice@acme", "secret") as conn:
+        assert conn.request(path, params, headers).status == status
+
+
+def test_blocked_vm_is_offline_for_maintenance(l7r, demo):
+    demo.ok("vm", "block", "-f", "name=desk")
+    with connect(l7r, "alice@acme", "secret") as conn:
+        reply = conn.request("/qvd/connect_to_vm", {"id": 1, "qvd.client.link": "adsl"},
+                             UPGRADE)
+        assert reply.status == 403 and b"offline for maintenance" in reply.body
