@@ -7,14 +7,15 @@ import logging
 
 import psycopg
 
-from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel, vm_cmd_channel
+from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel, user_cmd_channel, vm_cmd_channel
 
 log = logging.getLogger(__name__)
 
 
 async def listen(node) -> None:
     poll = node.cfg.get_float("hkd.poll.interval")
-    channels = (vm_cmd_channel(node.host_id), host_cmd_channel(node.host_id), CONFIG_CHANNEL)
+    channels = (vm_cmd_channel(node.host_id), host_cmd_channel(node.host_id),
+                user_cmd_channel(node.host_id), CONFIG_CHANNEL)
     while True:
         try:
             conn = await psycopg.AsyncConnection.connect(

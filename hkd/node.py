@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 from qvd.db.engine import connection_params
-from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel
+from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel, user_cmd_channel
 
-from . import adoption, cluster, commands
+from . import adoption, cluster, commands, l7r_killer
 from .backends import make_backend
 from .database import Database, DbUnavailable
 from .host_store import HostStore
@@ -192,6 +192,10 @@ class Node:
             if payload == "stop":
                 self.request_stop()
             return
+        if channel == user_cmd_channel(self.host_id):
+            vm_id, _, _ = payload.partition(":")
+            asyncio.create_task(l7r_killer.abort_connections(self.db, self.host_id, int(vm_id)))
+            return
         vm_id, _, cmd = payload.partition(":")
         asyncio.create_task(self.handle_command(int(vm_id), cmd))
 
@@ -207,6 +211,7 @@ class Node:
     async def poll_commands(self) -> None:
         if await self.hosts.command() == "stop":
             self.request_stop()
+        await l7r_killer.abort_connections(self.db, self.host_id)
         for vm_id, cmd in await self.store.pending_commands():
             await self.handle_command(vm_id, cmd)
 

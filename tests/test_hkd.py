@@ -235,3 +235,22 @@ def test_hkd_refuses_an_old_schema(demo):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "schema is at revision 0001" in result.stderr and "qvd-admin db upgrade" in result.stderr
+
+
+def test_disconnect_ends_the_connection_process_and_resets_the_row(demo, nodes):
+    nodes("node1")
+    (host_id,), = demo.sql("SELECT id FROM hosts WHERE name = 'node1'")
+    # A connection process that ignores SIGTERM, as a stuck one would.
+    stuck = subprocess.Popen(["python3", "-c", "import signal, time; "
+                              "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+    try:
+        time.sleep(0.3)
+        demo.sql("UPDATE vm_runtimes SET host_id = :h, vm_state = 'running', l7r_host_id = :h, "
+                 "l7r_pid = :pid, user_state = 'connected'", h=host_id, pid=stuck.pid)
+        demo.ok("vm", "disconnect", "-f", "name=desk")
+        assert stuck.wait(10) == -signal.SIGKILL  # TERM ignored, then KILL
+        wait_for(lambda: demo.sql("SELECT user_state, user_cmd, l7r_pid FROM vm_runtimes")
+                 == [("disconnected", None, None)], 10, "the row to be reset")
+    finally:
+        stuck.kill()
+        stuck.wait()
