@@ -1,6 +1,4 @@
-"""The QVD/1.0 endpoints (all GET). connect_to_vm checks its request fully; bringing the
-desktop up (start, VMA handshake, 101, proxy) comes with the next part of the L7R issue and
-answers 501 until then."""
+"""The QVD/1.0 endpoints (all GET); connect_to_vm's steps are in connect.py."""
 from __future__ import annotations
 
 import json
@@ -10,6 +8,7 @@ from qvd.db.notify import vm_state_channel
 
 from .auth import AuthFailed, Identity, authenticate
 from .auth import token as tokens
+from .connect import Connect
 from .http import HttpError, Request
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ def connect_to_vm(session: Session, req: Request) -> None:
     vm = _owned_vm(session, user, vm_id)
     if vm["blocked"]:
         raise HttpError(403, "The requested virtual machine is offline for maintenance\n")
-    raise HttpError(501, "Not implemented by this version of the node\n")
+    Connect(session, vm["id"], [(k, v) for k, v in req.query if k != "id"]).run()
 
 
 ENDPOINTS = {

@@ -2,8 +2,11 @@
 import base64
 import hashlib
 import json
+import os
+import signal
 import socket
 import ssl
+import subprocess
 import threading
 
 import pytest
@@ -240,3 +243,45 @@ def test_blocked_vm_is_offline_for_maintenance(l7r, demo):
         reply = conn.request("/qvd/connect_to_vm", {"id": 1, "qvd.client.link": "adsl"},
                              UPGRADE)
         assert reply.status == 403 and b"offline for maintenance" in reply.body
+
+
+def _infos(reply):
+    return [headers.get("x-qvd-vm-info") for status, headers in reply.interim if status == 102]
+
+
+def test_connect_starts_a_stopped_vm_and_reports_each_step(l7r, demo):
+    with connect(l7r, "alice@acme", "secret") as conn:
+        reply = conn.request("/qvd/connect_to_vm", {"id": 1, "qvd.client.geometry": "1024x768",
+                                                    "qvd.client.fullscreen": ""}, UPGRADE)
+    assert _infos(reply) == ["Assigning VM to host", "Starting virtual machine",
+                             "Waiting for VM to reach state 'running'", "Starting X session"]
+    # The minimal agent has no desktop sessions yet: the reference's 503, with the reason.
+    assert reply.status == 503
+    assert reply.body.startswith(b"The requested virtual machine is not available: ")
+    assert demo.sql("SELECT vm_state, user_state, l7r_pid FROM vm_runtimes") == [
+        ("running", "disconnected", None)]
+
+
+def test_connect_reports_why_the_vm_did_not_start(l7r, demo):
+    images = os.path.join(demo.storage, "images")
+    for name in os.listdir(images):
+        os.unlink(os.path.join(images, name))
+    with connect(l7r, "alice@acme", "secret") as conn:
+        reply = conn.request("/qvd/connect_to_vm", {"id": 1}, UPGRADE)
+    assert reply.status == 503 and b"not found on this node" in reply.body
+
+
+def test_connect_takes_the_desktop_over_from_another_connection(l7r, demo):
+    (host_id,), = demo.sql("SELECT id FROM hosts WHERE name = 'node1'")
+    previous = subprocess.Popen(["sleep", "60"])  # stands for the first client's L7R process
+    try:
+        demo.sql("UPDATE vm_runtimes SET l7r_host_id = :h, l7r_pid = :pid, "
+                 "user_state = 'connected'", h=host_id, pid=previous.pid)
+        with connect(l7r, "alice@acme", "secret") as conn:
+            reply = conn.request("/qvd/connect_to_vm", {"id": 1}, UPGRADE)
+        assert _infos(reply)[0] == "Aborting previous connection"
+        assert previous.wait(5) == -signal.SIGTERM  # the first connection was cut
+        assert "Starting X session" in _infos(reply)
+    finally:
+        previous.kill()
+        previous.wait()
