@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import time
 
-from .backends.procfs import alive
+from .pidfile import terminate
 
 
 def _lock_path(cfg) -> str:
@@ -56,10 +55,5 @@ def stop(cfg, wait: float = 90.0) -> int | None:
     pid = running_pid(cfg)
     if pid is None:
         return None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + wait
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    terminate(pid, wait)
     return pid

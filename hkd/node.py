@@ -54,6 +54,7 @@ class Node:
         self.fenced = False
         self.state = "starting"
         self.stop_requested = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
         self._watchdog: subprocess.Popen | None = None
         self.watchdog_pid = PidFile(os.path.join(self.run_dir, f"watchdog-{self.name}.pid"))
         self._lock = None
@@ -148,7 +149,7 @@ class Node:
             log.error("vm %d: handler crashed: %r", vm_id, task.exception())
         self.update_title()
         # A command that came while the machine was finishing was put off: take it now.
-        asyncio.create_task(self._recheck(vm_id))
+        self._background(self._recheck(vm_id))
 
     async def _recheck(self, vm_id: int) -> None:
         try:
@@ -186,7 +187,7 @@ class Node:
     def on_notification(self, channel: str, payload: str) -> None:
         if channel == CONFIG_CHANNEL:
             if payload.startswith("-1:"):
-                asyncio.create_task(self._reload_config(payload[3:]))
+                self._background(self._reload_config(payload[3:]))
             return
         if channel == host_cmd_channel(self.host_id):
             if payload == "stop":
@@ -194,10 +195,16 @@ class Node:
             return
         if channel == user_cmd_channel(self.host_id):
             vm_id, _, _ = payload.partition(":")
-            asyncio.create_task(l7r_killer.abort_connections(self.db, self.host_id, int(vm_id)))
+            self._background(l7r_killer.abort_connections(self.db, self.host_id, int(vm_id)))
             return
         vm_id, _, cmd = payload.partition(":")
-        asyncio.create_task(self.handle_command(int(vm_id), cmd))
+        self._background(self.handle_command(int(vm_id), cmd))
+
+    def _background(self, coro) -> None:
+        """A short task; kept referenced until done (the loop only holds weak references)."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _reload_config(self, key: str) -> None:
         try:

@@ -9,6 +9,19 @@ import time
 from .backends.procfs import alive, start_time
 
 
+def terminate(pid: int, wait: float) -> None:
+    """SIGTERM, up to `wait` seconds to exit, then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 class PidFile:
     def __init__(self, path: str):
         self.path = path
@@ -30,12 +43,7 @@ class PidFile:
         """SIGTERM the recorded process (SIGKILL if it lingers) and forget it."""
         pid = self.running()
         if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + wait
-            while alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            terminate(pid, wait)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
