@@ -52,7 +52,8 @@ class Acceptor:
             if pid == 0:
                 listener.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                # Ended on request (takeover, vm disconnect): unwind so the session row closes.
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
                 status = 0
                 try:
                     serve_connection(conn, address[0], self.cfg, self.tls)

@@ -1,15 +1,16 @@
 """connect_to_vm, step by step (QVD-REFERENCE §2), event-driven: the connection LISTENs on the
 VM's state channel instead of polling. Each step reports progress as `102 Processing`.
 
-Done so far: take the desktop over from another connection, place and start the VM, wait for
-it to run, ask its agent for the desktop session. The 101 and the desktop stream come with
-the agent's desktop sessions (a later issue); until then the agent refuses x_start and the
-client gets the reference's 503 with that reason.
+Take the desktop over from another connection, place and start the VM, wait for it to run,
+ask its agent for the desktop session, connect to it, answer 101 and carry the stream both
+ways; the `sessions` row records who, where, how many bytes and why it ended.
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from qvd.db.notify import vm_state_channel
 from qvd.db.placement import CANDIDATES, placement_params
 
 from .http import HttpError
+from .proxy import splice
 
 TAKE = """
 UPDATE vm_runtimes SET user_state = 'connecting', user_state_ts = now(), user_cmd = NULL,
@@ -39,6 +41,31 @@ SELECT r.vm_state, r.vm_cmd, r.last_error, host(r.vm_address) AS address, r.vm_v
        r.vm_x_port, o.memory
 FROM vm_runtimes r JOIN vms v ON v.id = r.vm_id JOIN osfs o ON o.id = v.osf_id
 WHERE r.vm_id = %(vm)s"""
+
+CONNECTED = """
+UPDATE vm_runtimes SET user_state = 'connected', user_state_ts = now()
+WHERE vm_id = %(vm)s AND l7r_pid = %(pid)s AND l7r_host_id = %(host)s"""
+
+OPEN_SESSION = """
+INSERT INTO sessions (user_id, login, vm_id, vm_name, host_id, host_name, client_address)
+SELECT v.user_id, u.login || '@' || t.name, v.id, v.name, h.id, h.name, %(address)s
+FROM vms v JOIN users u ON u.id = v.user_id JOIN tenants t ON t.id = u.tenant_id,
+     hosts h WHERE v.id = %(vm)s AND h.id = %(host)s
+RETURNING id"""
+
+# Ends the session row and counts it (QVD: sessions under internal.l7r.short_session seconds
+# are short sessions).
+CLOSE_SESSION = """
+WITH s AS (
+  UPDATE sessions SET ended_at = now(), bytes_from_client = %(up)s, bytes_to_client = %(down)s,
+         end_reason = %(reason)s
+  WHERE id = %(id)s RETURNING vm_id, host_id, ended_at - started_at < make_interval(secs => %(short)s) AS short),
+c AS (UPDATE vm_counters SET connections = connections + 1,
+             short_sessions = short_sessions + (SELECT short::int FROM s)
+      WHERE vm_id = (SELECT vm_id FROM s))
+UPDATE host_counters SET connection_ok = connection_ok + 1,
+       short_sessions = short_sessions + (SELECT short::int FROM s)
+WHERE host_id = (SELECT host_id FROM s)"""
 
 PLACE_AND_START = """
 UPDATE vm_runtimes SET host_id = %(host)s, vm_cmd = 'start', last_error = NULL,
@@ -109,17 +136,47 @@ class Connect:
             raise unavailable(vm["last_error"] or f"it is {vm['vm_state']}")
         return vm
 
-    def start_desktop(self, vm: dict) -> None:
-        self.progress("Starting X session")
-        query = urlencode(self.params)
-        url = f"http://{vm['address']}:{vm['vm_vma_port']}/vma/x_start?{query}"
+    def _vma(self, vm: dict, method: str, params=()) -> dict:
+        url = f"http://{vm['address']}:{vm['vm_vma_port']}/vma/{method}?{urlencode(params)}"
         try:
             with urllib.request.urlopen(url, timeout=self.cfg.get_float(
                     "internal.l7r.timeout.x_start")) as reply:
-                json.load(reply)
+                return json.load(reply)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise unavailable(f"the desktop session could not start ({exc})") from None
-        raise unavailable("desktop streams are not served by this version of the node")
+
+    def start_desktop(self, vm: dict) -> socket.socket:
+        """x_start, until the session listens; then the TCP connection to it."""
+        self.progress("Starting X session")
+        deadline = time.monotonic() + self.cfg.get_float("internal.l7r.timeout.x_start")
+        answer = self._vma(vm, "x_start", self.params)
+        while answer.get("x_state") != "listening":
+            if answer.get("error") or time.monotonic() > deadline:
+                raise unavailable("the desktop session could not start "
+                                  f"({answer.get('error') or answer.get('x_state')})")
+            time.sleep(0.2)  # a previous session may still be suspending (the reference)
+            answer = self._vma(vm, "x_state")
+        self.progress("Connecting X session")
+        try:
+            return socket.create_connection((vm["address"], vm["vm_x_port"]), timeout=10)
+        except OSError as exc:
+            raise unavailable(f"the desktop session does not answer ({exc})") from None
+
+    def stream(self, desktop: socket.socket) -> None:
+        """101, then the desktop stream; the session's row says how it went."""
+        db, session = self.db, self.session
+        db.execute(CONNECTED, self.key)
+        row = db.fetchone(OPEN_SESSION, dict(self.key, address=session.peer or None))
+        session.http.interim(102, [("X-QVD-VM-Info", "Connection established")])
+        early = session.http.switch_protocols([("X-QVD-Slave-Key", secrets.token_hex(32))])
+        reason, up, down = "aborted", 0, 0
+        try:
+            up, down, reason = splice(session.http.sock, desktop, early)
+        finally:
+            desktop.close()
+            db.execute(CLOSE_SESSION, {"id": row["id"], "up": up, "down": down,
+                                       "reason": reason,
+                                       "short": self.cfg.get_int("internal.l7r.short_session")})
 
     def run(self) -> None:
         channel = vm_state_channel(self.vm_id)
@@ -127,7 +184,9 @@ class Connect:
         try:
             self.take_over()
             try:
-                self.start_desktop(self.ensure_running())
+                desktop = self.start_desktop(self.ensure_running())
+                self.db.execute(f"UNLISTEN {channel}")
+                self.stream(desktop)
             finally:
                 self.db.execute(GIVE_BACK, self.key)
         finally:

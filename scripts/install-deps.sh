@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(postgresql ca-certificates)
+DEBS=(postgresql ca-certificates tigervnc-standalone-server)
 python3 -c 'import venv, ensurepip' 2>/dev/null || DEBS+=(python3-venv)
 
 missing=()

@@ -249,17 +249,39 @@ def _infos(reply):
     return [headers.get("x-qvd-vm-info") for status, headers in reply.interim if status == 102]
 
 
-def test_connect_starts_a_stopped_vm_and_reports_each_step(l7r, demo):
-    with connect(l7r, "alice@acme", "secret") as conn:
-        reply = conn.request("/qvd/connect_to_vm", {"id": 1, "qvd.client.geometry": "1024x768",
-                                                    "qvd.client.fullscreen": ""}, UPGRADE)
-    assert _infos(reply) == ["Assigning VM to host", "Starting virtual machine",
-                             "Waiting for VM to reach state 'running'", "Starting X session"]
-    # The minimal agent has no desktop sessions yet: the reference's 503, with the reason.
-    assert reply.status == 503
-    assert reply.body.startswith(b"The requested virtual machine is not available: ")
-    assert demo.sql("SELECT vm_state, user_state, l7r_pid FROM vm_runtimes") == [
-        ("running", "disconnected", None)]
+def open_desktop(l7r, login="alice@acme", password="secret"):
+    """A QVD client's connect: returns (connection, reply, first bytes of the desktop)."""
+    conn = connect(l7r, login, password)
+    reply = conn.request("/qvd/connect_to_vm", {"id": 1, "qvd.client.geometry": "800x600",
+                                                "qvd.client.fullscreen": ""}, UPGRADE)
+    if reply.status != 101:
+        return conn, reply, b""
+    banner = conn.buffer
+    while len(banner) < 12:
+        banner += conn.sock.recv(64)
+    conn.buffer = b""
+    return conn, reply, banner
+
+
+def test_connect_starts_the_vm_and_streams_the_desktop(l7r, demo):
+    conn, reply, banner = open_desktop(l7r)
+    with conn:
+        assert _infos(reply) == ["Assigning VM to host", "Starting virtual machine",
+                                 "Waiting for VM to reach state 'running'", "Starting X session",
+                                 "Connecting X session", "Connection established"]
+        assert reply.status == 101 and len(reply.headers["x-qvd-slave-key"]) == 64
+        assert banner == b"RFB 003.008\n"  # Xvnc in the VM, through the tunnel
+        assert demo.sql("SELECT vm_state, user_state FROM vm_runtimes") == [
+            ("running", "connected")]
+        conn.send_raw(b"RFB 003.008\n")  # bytes the other way: Xvnc answers its security types
+        assert conn.sock.recv(64)[:1] >= b"\x01"
+    wait_for(lambda: demo.sql("SELECT user_state FROM vm_runtimes") == [("disconnected",)],
+             10, "the session to end")
+    (row,) = demo.sql("SELECT login, vm_name, host_name, bytes_from_client, bytes_to_client, "
+                      "end_reason, ended_at IS NOT NULL FROM sessions")
+    assert tuple(row[:3]) == ("alice@acme", "desk", "node1")
+    assert row[3] == 12 and row[4] >= 12 and row[5] == "client closed" and row[6]
+    assert demo.sql("SELECT connections, short_sessions FROM vm_counters") == [(1, 1)]
 
 
 def test_connect_reports_why_the_vm_did_not_start(l7r, demo):
@@ -272,16 +294,27 @@ def test_connect_reports_why_the_vm_did_not_start(l7r, demo):
 
 
 def test_connect_takes_the_desktop_over_from_another_connection(l7r, demo):
-    (host_id,), = demo.sql("SELECT id FROM hosts WHERE name = 'node1'")
-    previous = subprocess.Popen(["sleep", "60"])  # stands for the first client's L7R process
-    try:
-        demo.sql("UPDATE vm_runtimes SET l7r_host_id = :h, l7r_pid = :pid, "
-                 "user_state = 'connected'", h=host_id, pid=previous.pid)
-        with connect(l7r, "alice@acme", "secret") as conn:
-            reply = conn.request("/qvd/connect_to_vm", {"id": 1}, UPGRADE)
-        assert _infos(reply)[0] == "Aborting previous connection"
-        assert previous.wait(5) == -signal.SIGTERM  # the first connection was cut
-        assert "Starting X session" in _infos(reply)
-    finally:
-        previous.kill()
-        previous.wait()
+    first, reply, _ = open_desktop(l7r)
+    assert reply.status == 101
+    with first:
+        second, reply, banner = open_desktop(l7r)
+        with second:
+            assert reply.status == 101 and banner == b"RFB 003.008\n"
+            assert "Aborting previous connection" in _infos(reply)
+            first.sock.settimeout(5)
+            assert first.sock.recv(64) == b""  # the first client was cut
+            (state, pid), = demo.sql("SELECT user_state, l7r_pid FROM vm_runtimes")
+            assert state == "connected" and pid is not None
+    reasons = [r for (r,) in demo.sql("SELECT end_reason FROM sessions ORDER BY id")]
+    assert reasons[0] == "aborted"
+
+
+def test_vm_disconnect_ends_a_live_desktop(l7r, demo):
+    conn, reply, _ = open_desktop(l7r)
+    with conn:
+        assert reply.status == 101
+        demo.ok("vm", "disconnect", "-f", "name=desk")
+        conn.sock.settimeout(10)
+        assert conn.sock.recv(64) == b""
+    wait_for(lambda: demo.sql("SELECT user_state FROM vm_runtimes") == [("disconnected",)],
+             10, "disconnected")

@@ -86,7 +86,7 @@ class ProcessBackend(Backend):
         with open(os.path.join(disk, "vma.log"), "ab") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", "qvd.vma.main", "--address", "127.0.0.1",
-                 "--port", str(record["vma_port"])],
+                 "--port", str(record["vma_port"]), "--x-port", str(record["x_port"])],
                 cwd=disk, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
         self._children[vm.vm_id] = child

@@ -1,0 +1,57 @@
+"""The desktop stream: bytes both ways between the client's (TLS) socket and the VM's
+desktop port, with large buffers, until either side closes."""
+from __future__ import annotations
+
+import selectors
+import socket
+import ssl
+
+BUFFER = 256 * 1024
+
+
+def _read(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(BUFFER)
+    except ssl.SSLWantReadError:
+        return b"\0wait"  # a TLS record not complete yet: nothing to forward
+    except (ConnectionError, OSError):
+        return b""
+
+
+def splice(client: socket.socket, vm: socket.socket, first: bytes = b"") -> tuple[int, int, str]:
+    """Returns (bytes from the client, bytes to the client, why it ended)."""
+    client.setblocking(False)
+    vm.setblocking(False)
+    for sock in (client, vm):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sent_up, sent_down = 0, 0
+    if first:
+        vm.sendall(first)
+        sent_up += len(first)
+    selector = selectors.DefaultSelector()
+    selector.register(client, selectors.EVENT_READ, vm)
+    selector.register(vm, selectors.EVENT_READ, client)
+    try:
+        while True:
+            for key, _ in selector.select():
+                source, target = key.fileobj, key.data
+                while True:  # TLS may hold decrypted bytes the selector cannot see
+                    data = _read(source)
+                    if data == b"\0wait":
+                        break
+                    if not data:
+                        return sent_up, sent_down, ("client closed" if source is client
+                                                    else "desktop closed")
+                    target.setblocking(True)
+                    target.sendall(data)
+                    target.setblocking(False)
+                    if source is client:
+                        sent_up += len(data)
+                    else:
+                        sent_down += len(data)
+                    if not (isinstance(source, ssl.SSLSocket) and source.pending()):
+                        break
+    except (ConnectionError, OSError) as exc:
+        return sent_up, sent_down, f"connection error: {exc}"
+    finally:
+        selector.close()
