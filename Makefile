@@ -25,6 +25,7 @@ test: $(STAMP)
 # Benchmarks: figures against their floor measured in the same run (not part of make test).
 bench: $(STAMP)
 	.venv/bin/python -m bench.hkd_bench
+	.venv/bin/python -m bench.l7r_bench
 
 # Rewrite etc/node.conf from the key definitions (a test checks they agree).
 sample-config: $(STAMP)

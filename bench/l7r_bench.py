@@ -1,0 +1,126 @@
+"""L7R benchmark (python -m bench.l7r_bench; part of make bench).
+
+Warm connect: a running VM, a new TLS connection, authentication, list_of_vm, connect_to_vm,
+101 and the first desktop byte (Xvnc's RFB banner), against its floor measured in the same
+run: a new TLS connection to the same L7R plus one HTTP round trip (/qvd/ping).
+Real processes: PostgreSQL, qvd-hkd, qvd-l7r, qvd-vma (process backend) and Xvnc.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psycopg
+
+from qvd.l7r.client import QvdConnection, tls_context
+from qvd.l7r.tls import self_signed
+
+from .common import private_database, summary
+
+BIN = os.path.dirname(sys.executable)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait(check, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(0.05)
+
+
+def run(count: int) -> dict:
+    with private_database() as (root, params), tempfile.TemporaryDirectory() as home:
+        port = _free_port()
+        conf = os.path.join(home, "node.conf")
+        with open(conf, "w", encoding="utf-8") as handle:
+            handle.write(f"nodename = bench\npath.home = {home}\npath.run = {home}/run\n"
+                         f"path.log = {home}/log\npath.storage.root = {home}/storage\n"
+                         f"vm.hypervisor = process\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
+                         f"database.host = {params['host']}\ndatabase.port = {params['port']}\n"
+                         f"database.user = {params['user']}\n"
+                         f"database.password = {params['password']}\n"
+                         f"database.name = {params['dbname']}\n")
+        env = dict(os.environ, QVD_CONFIG=conf)
+        cert, key = self_signed("bench")
+        for name, text in (("cert.pem", cert), ("key.pem", key), ("image.tar", "")):
+            with open(os.path.join(home, name), "w", encoding="ascii") as handle:
+                handle.write(text)
+        admin = os.path.join(BIN, "qvd-admin")
+        for step in (["config", "ssl", "--cert", f"{home}/cert.pem", "--key", f"{home}/key.pem"],
+                     ["user", "add", "login=bench", "password=bench"],
+                     ["osf", "add", "name=desk"],
+                     ["di", "add", f"path={home}/image.tar", "osf=desk"],
+                     ["vm", "add", "name=desk", "user=bench", "osf=desk"],
+                     ["host", "add", "name=bench", "address=127.0.0.1"]):
+            subprocess.run([admin, *step], env=env, check=True, capture_output=True)
+        with open(os.path.join(home, "hkd.log"), "ab") as log:
+            hkd = subprocess.Popen([os.path.join(BIN, "qvd-hkd")], env=env, stdout=log,
+                                   stderr=log)
+        db = psycopg.connect(**params, autocommit=True)
+        tls = tls_context(verify=False)
+        try:
+            _wait(lambda: _accepting(port))
+            subprocess.run([admin, "vm", "start", "-f", "name=desk"], env=env, check=True,
+                           capture_output=True)
+            _wait(lambda: _user_state(db) == ("running", "disconnected"))
+            floor, warm = [], []
+            for _ in range(count):
+                began = time.perf_counter()
+                with QvdConnection("127.0.0.1", port, tls) as conn:
+                    assert conn.ping().status == 200
+                floor.append(time.perf_counter() - began)
+                began = time.perf_counter()
+                with QvdConnection("127.0.0.1", port, tls) as conn:
+                    conn.login("bench", "bench")
+                    assert conn.list_of_vm().status == 200
+                    reply = conn.request("/qvd/connect_to_vm", {"id": 1},
+                                         {"Connection": "Upgrade", "Upgrade": "QVD/1.0"})
+                    assert reply.status == 101, reply.body
+                    if not conn.buffer:
+                        conn.buffer = conn.sock.recv(64)
+                    warm.append(time.perf_counter() - began)
+                _wait(lambda: _user_state(db) == ("running", "disconnected"))
+        finally:
+            hkd.terminate()
+            hkd.wait(60)
+            db.close()
+        return {"floor": summary(floor), "warm": summary(warm)}
+
+
+def _accepting(port) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _user_state(db) -> tuple:
+    return tuple(db.execute("SELECT vm_state, user_state FROM vm_runtimes").fetchone())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50)
+    result = run(parser.parse_args().count)
+    floor, warm = result["floor"], result["warm"]
+    print("| figure | qvd-l7r | floor | ratio |\n|---|---|---|---|")
+    for label in ("p50", "p99"):
+        print(f"| warm connect to the first desktop byte, {label} (n={warm['n']}) | "
+              f"{warm[label] * 1000:.1f} ms | {floor[label] * 1000:.1f} ms (new TLS connection "
+              f"+ one HTTP round trip) | {warm[label] / floor[label]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
