@@ -17,7 +17,7 @@ import time
 
 import psycopg
 
-from qvd.l7r.client import QvdConnection, tls_context
+from qvd.l7r.client import QvdConnection, accepting, tls_context
 from qvd.l7r.tls import self_signed
 
 from .common import private_database, summary
@@ -70,7 +70,7 @@ def run(count: int) -> dict:
         db = psycopg.connect(**params, autocommit=True)
         tls = tls_context(verify=False)
         try:
-            _wait(lambda: _accepting(port))
+            _wait(lambda: accepting("127.0.0.1", port))
             subprocess.run([admin, "vm", "start", "-f", "name=desk"], env=env, check=True,
                            capture_output=True)
             _wait(lambda: _user_state(db) == ("running", "disconnected"))
@@ -96,14 +96,6 @@ def run(count: int) -> dict:
             hkd.wait(60)
             db.close()
         return {"floor": summary(floor), "warm": summary(warm)}
-
-
-def _accepting(port) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _user_state(db) -> tuple:

@@ -30,6 +30,15 @@ class Response:
         return json.loads(self.body)
 
 
+def accepting(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections there (a node's L7R coming up)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def tls_context(cafile: str | None = None, verify: bool = True) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -13,7 +13,7 @@ import pytest
 
 from hkd_nodes import HkdNode, wait_for
 from qvd.db.passwords import is_legacy
-from qvd.l7r.client import QvdConnection, tls_context
+from qvd.l7r.client import QvdConnection, accepting, tls_context
 from tests_tls import write_pair
 
 
@@ -30,17 +30,9 @@ def l7r(demo, tmp_path):
     port = _free_port()
     node = HkdNode(demo, "node1", f"l7r.address = 127.0.0.1\nl7r.port = {port}\n")
     node.start()
-    wait_for(lambda: _accepting(port), 15, "the L7R to accept")
+    wait_for(lambda: accepting("127.0.0.1", port), 15, "the L7R to accept")
     yield port, cert
     node.cleanup()
-
-
-def _accepting(port) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def connect(l7r, login=None, password=None) -> QvdConnection:
