@@ -6,7 +6,7 @@ import logging
 
 from qvd.db.notify import vm_state_channel
 
-from .auth import AuthFailed, Identity, authenticate
+from .auth import AuthFailed, Identity, authenticate, backoff, parse_authorization
 from .auth import token as tokens
 from .connect import Connect
 from .http import HttpError, Request
@@ -57,17 +57,34 @@ class Session:
         if not header:
             raise HttpError(401, "Authentication required\n", UNAUTHORIZED)
         self.count("auth_attempts")
+        login = claimed_login(header)
+        watched = backoff.keys(login, self.peer)
+        if backoff.throttled(self.db, self.cfg, watched):
+            log.info("login of %s from %s refused: too many failures", login, self.peer)
+            self.count("auth_throttled")
+            raise HttpError(401, "Too many failed attempts, retry later\n", UNAUTHORIZED)
         try:
             self.identity = authenticate(self.db, self.cfg, header)
         except AuthFailed as exc:
             log.info("authentication failed from %s: %s", self.peer, exc)
             self.count("auth_failed")
+            backoff.failed(self.db, self.cfg, watched)
             raise HttpError(401, "Authentication failed\n", UNAUTHORIZED) from None
+        backoff.succeeded(self.db, watched[0] if login else None)
         self._auth_header = header
         self.count("auth_ok")
         self.cfg = self.db.settings(self.node_cfg, self.identity.tenant_id)
         set_title(f"qvd-l7r {self.identity.login}@{self.identity.tenant} from {self.peer}")
         return self.identity
+
+
+def claimed_login(header: str) -> str | None:
+    """login@tenant a Basic header claims (None for tokens and unreadable headers)."""
+    try:
+        creds = parse_authorization(header)
+    except AuthFailed:
+        return None
+    return f"{creds.login}@{creds.tenant}" if creds.scheme == "basic" else None
 
 
 def set_title(title: str) -> None:

@@ -310,3 +310,22 @@ def test_vm_disconnect_ends_a_live_desktop(l7r, demo):
         assert conn.sock.recv(64) == b""
     wait_for(lambda: demo.sql("SELECT user_state FROM vm_runtimes") == [("disconnected",)],
              10, "disconnected")
+
+
+def test_failed_logins_back_off_per_login_and_per_address(l7r, demo):
+    demo.ok("config", "set", "l7r.auth.backoff.max_failures=3", "l7r.auth.backoff.seconds=60")
+    demo.ok("user", "add", "-t", "acme", "login=bob", "password=bobpw")
+    for _ in range(3):
+        with connect(l7r, "alice@acme", "wrong") as conn:
+            assert conn.list_of_vm().status == 401
+    with connect(l7r, "alice@acme", "secret") as conn:  # the right password, too late
+        reply = conn.list_of_vm()
+        assert reply.status == 401 and b"Too many failed attempts" in reply.body
+    with connect(l7r, "bob@acme", "bobpw") as conn:  # same client address: held back too
+        assert conn.list_of_vm().status == 401
+    assert demo.sql("SELECT auth_failed, auth_throttled FROM host_counters") == [(3, 2)]
+    # Once the window has passed, the right password works and clears the login's count.
+    demo.sql("UPDATE auth_failures SET last_at = now() - interval '61 seconds'")
+    with connect(l7r, "alice@acme", "secret") as conn:
+        assert conn.list_of_vm().status == 200
+    assert demo.sql("SELECT key FROM auth_failures ORDER BY key") == [("address:127.0.0.1",)]

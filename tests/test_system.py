@@ -119,7 +119,7 @@ def test_system_start_demo_restart_and_stop(home):
     assert vm["state"] == "running" and vm["pid"] == vma_pid  # adopted, not restarted
 
     status = run(home, "db", "status")
-    assert status.returncode == 0 and "schema revision 0002, latest 0002" in status.stdout
+    assert status.returncode == 0 and "schema revision 0003, latest 0003" in status.stdout
 
     pid = _postmaster_pid(home)
     stopped = run(home, "system", "stop", conf=False)

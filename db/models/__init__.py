@@ -5,13 +5,14 @@ from .hosts import Host, HostCounter, HostRuntime
 from .images import Di, DiTag, Osf
 from .properties import PROPERTY_MODELS
 from .settings import ConfigEntry, SslConfig
+from .throttling import AuthFailure
 from .tenancy import (DEFAULT_TENANT, GLOBAL_TENANT, SUPERTENANT, Acl, AclRoleRelation,
                       Administrator, Role, RoleAdministratorRelation, RoleRoleRelation, Tenant,
                       User, UserToken)
 from .vms import Vm, VmCounter, VmRuntime
 
 __all__ = [
-    "Base", "AdminLogEntry", "DesktopSession", "Host", "HostCounter", "HostRuntime", "Di", "DiTag",
+    "Base", "AuthFailure", "AdminLogEntry", "DesktopSession", "Host", "HostCounter", "HostRuntime", "Di", "DiTag",
     "Osf", "PROPERTY_MODELS", "ConfigEntry", "SslConfig", "DEFAULT_TENANT", "GLOBAL_TENANT",
     "SUPERTENANT", "Acl", "AclRoleRelation", "Administrator", "Role", "RoleAdministratorRelation",
     "RoleRoleRelation", "Tenant", "User", "UserToken", "Vm", "VmCounter", "VmRuntime",

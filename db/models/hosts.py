@@ -48,6 +48,7 @@ class HostCounter(Base):
     auth_attempts: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
     auth_ok: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
     auth_failed: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    auth_throttled: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
     connection_attempts: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
     connection_ok: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
     short_sessions: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
