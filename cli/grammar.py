@@ -1,7 +1,8 @@
 """QVD's command grammar: `-f key=value,...` filters with * and ? wildcards, `key=value` args."""
 from __future__ import annotations
 
-from sqlalchemy import String, cast
+from sqlalchemy import Boolean, String, cast
+from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.sql import ColumnElement
 
 from .errors import usage
@@ -58,11 +59,11 @@ def apply_filters(stmt, fields: dict[str, ColumnElement], filters: dict[str, str
     check_keys(filters, fields, what="the filter")
     for key, value in filters.items():
         column = fields[key]
-        if column.type.python_type is bool:
-            stmt = stmt.where(column == parse_bool(value, key))
-        elif key == "ip" or key == "address":
+        if isinstance(column.type, INET):  # inet's text form carries a /32
             stmt = stmt.where(filter_clause(column, value.split("/")[0]) if "*" in value
                               else cast(column, String).in_([value, value + "/32"]))
+        elif isinstance(column.type, Boolean):
+            stmt = stmt.where(column == parse_bool(value, key))
         else:
             stmt = stmt.where(filter_clause(column, value))
     return stmt

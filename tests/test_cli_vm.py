@@ -145,3 +145,13 @@ def test_every_change_is_in_the_audit_log(demo):
                            ("vm", "add"), ("host", "add")]
     # passwords never reach the log
     assert "secret" not in demo.ok("log", "list", "--json")
+
+
+def test_filters_on_addresses_and_flags(demo):
+    demo.ok("vm", "add", "-t", "acme", "name=second", "user=alice", "osf=desktop")
+    assert [v["name"] for v in vms(demo, "-f", "ip=10.0.0.101")] == ["second"]
+    assert [v["name"] for v in vms(demo, "-f", "ip=10.0.0.10*")] == ["desk", "second"]
+    demo.ok("vm", "block", "-f", "ip=10.0.0.100")
+    assert [v["name"] for v in vms(demo, "-f", "blocked=1")] == ["desk"]
+    assert [h["name"] for h in json.loads(demo.ok("host", "list", "--json", "-f",
+                                                  "address=127.0.0.2"))] == ["node1"]

@@ -274,6 +274,9 @@ def test_connect_starts_the_vm_and_streams_the_desktop(l7r, demo):
     assert tuple(row[:3]) == ("alice@acme", "desk", "node1")
     assert row[3] == 12 and row[4] >= 12 and row[5] == "client closed" and row[6]
     assert demo.sql("SELECT connections, short_sessions FROM vm_counters") == [(1, 1)]
+    (listed,) = json.loads(demo.ok("session", "list", "--json", "-f", "vm=desk,client=127.0.0.1"))
+    assert (listed["user"], listed["host"], listed["client"], listed["bytes_in"],
+            listed["end_reason"]) == ("alice@acme", "node1", "127.0.0.1", 12, "client closed")
 
 
 def test_connect_reports_why_the_vm_did_not_start(l7r, demo):

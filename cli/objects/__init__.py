@@ -1,5 +1,6 @@
 """One module per object of `qvd-admin <object> <verb>`."""
-from . import config, db, di, host, log, osf, system, tenant, user, vm, vm_commands  # noqa: F401
+from . import (config, db, di, host, log, osf, session, system, tenant, user,  # noqa: F401
+               vm, vm_commands)
 
 ALL_GROUPS = [tenant.group, user.group, osf.group, di.group, vm.group, host.group, config.group,
-              log.group, db.group, system.group]
+              session.group, log.group, db.group, system.group]
