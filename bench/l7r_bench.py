@@ -20,18 +20,13 @@ import time
 
 import psycopg
 
+from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, accepting, tls_context
 from qvd.l7r.tls import self_signed
 
 from .common import private_database, summary
 
 BIN = os.path.dirname(sys.executable)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait(check, timeout=30.0):
@@ -44,7 +39,7 @@ def _wait(check, timeout=30.0):
 
 def run(count: int) -> dict:
     with private_database() as (root, params), tempfile.TemporaryDirectory() as home:
-        port = _free_port()
+        port = free_port()
         conf = os.path.join(home, "node.conf")
         with open(conf, "w", encoding="utf-8") as handle:
             handle.write(f"nodename = bench\npath.home = {home}\npath.run = {home}/run\n"

@@ -1,7 +1,7 @@
 """Choosing objects: a select with named fields, narrowed by filters and the tenant."""
 from __future__ import annotations
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 

@@ -16,14 +16,6 @@ class TagError(Exception):
     """A tag cannot be set or removed; the message says why."""
 
 
-def resolve_di(session: Session, osf_id: int, tag: str, unblocked_only: bool = True) -> Di | None:
-    stmt = select(Di).join(DiTag, DiTag.di_id == Di.id).where(DiTag.osf_id == osf_id,
-                                                             DiTag.tag == tag)
-    if unblocked_only:
-        stmt = stmt.where(Di.blocked.is_(False))
-    return session.scalar(stmt)
-
-
 def tag_di(session: Session, di: Di, tag: str, fixed: bool = False) -> None:
     """Give `tag` to `di`, taking it from the OSF's DI that had it unless that one is fixed."""
     current = session.scalar(select(DiTag).where(DiTag.osf_id == di.osf_id, DiTag.tag == tag))

@@ -189,7 +189,7 @@ def test_host_stop_command_stops_vms_and_the_daemon(demo, nodes):
 def test_orphan_vm_unknown_to_the_database_is_killed(demo, nodes):
     node = nodes("node1")
     demo.ok("vm", "start", "-f", "name=desk")
-    row = wait_for(state_is(demo, "running"), 15, "running")
+    wait_for(state_is(demo, "running"), 15, "running")
     node.signal(signal.SIGKILL)
     node.proc.wait()
     # Meanwhile the database gave the VM up (as the cluster monitor would).

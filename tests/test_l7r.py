@@ -3,31 +3,24 @@ import base64
 import hashlib
 import json
 import os
-import signal
 import socket
 import ssl
-import subprocess
 import threading
 
 import pytest
 
 from hkd_nodes import HkdNode, wait_for
 from qvd.db.passwords import is_legacy
+from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, accepting, tls_context
 from tests_tls import write_pair
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
 def l7r(demo, tmp_path):
     cert, key, _ = write_pair(tmp_path)
     demo.ok("config", "ssl", "--cert", cert, "--key", key)
-    port = _free_port()
+    port = free_port()
     node = HkdNode(demo, "node1", f"l7r.address = 127.0.0.1\nl7r.port = {port}\n")
     node.start()
     wait_for(lambda: accepting("127.0.0.1", port), 15, "the L7R to accept")

@@ -10,6 +10,8 @@ import time
 import pytest
 
 from qvd.cli.objects.system import node_conf_text
+from qvd.hkd.backends.procfs import alive as _alive
+from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, tls_context
 
 from conftest import QVD_ADMIN
@@ -36,29 +38,14 @@ def run(home, *args, conf=True):
                           timeout=120)
 
 
-def _alive(pid):
-    """Running, not merely a zombie waiting for a parent that does not reap it."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _postmaster_pid(home):
     with open(os.path.join(home, "pg", "data", "postmaster.pid"), encoding="ascii") as handle:
         return int(handle.readline())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_system_start_demo_restart_and_stop(home):
     # The node file make run writes, on a port of its own (a developer's make run may hold 8443).
-    port = _free_port()
+    port = free_port()
     os.makedirs(home)
     with open(os.path.join(home, "node.conf"), "w", encoding="utf-8") as handle:
         handle.write(node_conf_text(home) + f"l7r.port = {port}\nl7r.address = 127.0.0.1\n")

@@ -69,7 +69,3 @@ class Backend(ABC):
     @abstractmethod
     def kill_all(self) -> list[int]:
         """Kill every VM of this node at once; used by the watchdog. Returns the ids killed."""
-
-    async def address(self, vm_id: int) -> VmAddress | None:
-        """Where a running VM is (used when re-adopting)."""
-        return (await self.list()).get(vm_id)

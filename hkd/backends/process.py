@@ -20,7 +20,8 @@ from .base import Backend, BackendError, VmAddress, VmSpec
 from .procfs import alive, signal_group, start_time
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the OS picks it)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -73,7 +74,7 @@ class ProcessBackend(Backend):
         if tarfile.is_tarfile(vm.image):
             with tarfile.open(vm.image) as tar:
                 tar.extractall(disk, filter="data")
-        address = VmAddress("127.0.0.1", _free_port(), _free_port())
+        address = VmAddress("127.0.0.1", free_port(), free_port())
         self._write(vm.vm_id, {"vma_port": address.vma_port, "x_port": address.x_port})
         return address
 
