@@ -85,7 +85,8 @@ class QvdConnection:
         data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
 
-    def read_response(self) -> Response:
+    def read_response(self, on_interim=None) -> Response:
+        """on_interim(status, headers) is called for each 1xx as it arrives (progress)."""
         interim = []
         while True:
             status_line = self._line().decode("latin-1")
@@ -100,6 +101,8 @@ class QvdConnection:
             status = int(code)
             if 100 <= status < 200 and status != 101:
                 interim.append((status, headers))
+                if on_interim:
+                    on_interim(status, headers)
                 continue
             body = b""
             if status != 101 and "content-length" in headers:
@@ -107,7 +110,7 @@ class QvdConnection:
             return Response(status, reason, headers, body, interim)
 
     def request(self, path: str, params: dict | None = None, headers: dict | None = None,
-                method: str = "GET") -> Response:
+                method: str = "GET", on_interim=None) -> Response:
         query = "?" + urlencode(params) if params else ""
         lines = [f"{method} {path}{query} HTTP/1.1", "Accept: application/json",
                  "User-Agent: qvd-client"]
@@ -115,7 +118,7 @@ class QvdConnection:
             lines.append(f"Authorization: {self.authorization}")
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        return self.read_response()
+        return self.read_response(on_interim)
 
     # --- endpoints ------------------------------------------------------------------------
     def ping(self) -> Response:

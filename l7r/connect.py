@@ -20,6 +20,7 @@ from qvd.db.notify import vm_state_channel
 from qvd.db.placement import CANDIDATES, placement_params
 
 from .http import HttpError
+from .session_params import x_start_params
 from .proxy import splice
 
 TAKE = """
@@ -142,20 +143,30 @@ class Connect:
             with urllib.request.urlopen(url, timeout=self.cfg.get_float(
                     "internal.l7r.timeout.x_start")) as reply:
                 return json.load(reply)
+        except urllib.error.HTTPError as exc:  # the agent says why in JSON
+            try:
+                return {"error": json.load(exc).get("error") or str(exc)}
+            except ValueError:
+                return {"error": str(exc)}
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise unavailable(f"the desktop session could not start ({exc})") from None
 
     def start_desktop(self, vm: dict) -> socket.socket:
-        """x_start, until the session listens; then the TCP connection to it."""
+        """x_start until the session listens (a previous one may first have to suspend:
+        the reference's retries); then the TCP connection to it."""
         self.progress("Starting X session")
+        params = x_start_params(self.db, self.cfg, self.vm_id, self.session.identity,
+                                self.params)
         deadline = time.monotonic() + self.cfg.get_float("internal.l7r.timeout.x_start")
-        answer = self._vma(vm, "x_start", self.params)
+        answer = self._vma(vm, "x_start", params)
         while answer.get("x_state") != "listening":
             if answer.get("error") or time.monotonic() > deadline:
                 raise unavailable("the desktop session could not start "
                                   f"({answer.get('error') or answer.get('x_state')})")
-            time.sleep(0.2)  # a previous session may still be suspending (the reference)
-            answer = self._vma(vm, "x_state")
+            time.sleep(0.1)
+            ready_for_start = answer.get("x_state") in ("stopped", "suspended")
+            answer = self._vma(vm, "x_start", params) if ready_for_start else \
+                self._vma(vm, "x_state")
         self.progress("Connecting X session")
         try:
             return socket.create_connection((vm["address"], vm["vm_x_port"]), timeout=10)

@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(postgresql ca-certificates tigervnc-standalone-server)
+# slapd and ldap-utils: the LDAP tests' server; the rest builds python-ldap from source.
+DEBS+=(slapd ldap-utils libldap2-dev libsasl2-dev pkg-config gcc python3-dev)
+# Desktops: xterm as the default session; nxagent for NX sessions; nxproxy, Xvfb and
+# xwininfo for the client side of the NX tests.
+DEBS+=(xterm nxagent nxproxy xvfb x11-utils)
 python3 -c 'import venv, ensurepip' 2>/dev/null || DEBS+=(python3-venv)
 
 missing=()

@@ -1,109 +1,64 @@
 """The VNC desktop session: TigerVNC's Xvnc on the VM's address and desktop port, running the
-session command (vma.x_session) as its first client. Any VNC viewer, or noVNC, can be served
-through the L7R's tunnel. Xvnc serves several viewers: a second client reattaches.
+session command (vma.x_session). Any VNC viewer, or noVNC, can be served through the L7R's
+tunnel. Xvnc outlives its viewers: when the last one leaves the session is `suspended`, and the
+next x_start makes it `listening` again for the new client (the desktop is the same).
 
-States (QVD's names): stopped -> starting -> listening; back to stopped when Xvnc exits.
+Xvnc says on its log when it listens and when viewers come and go; that drives the states.
 """
 from __future__ import annotations
 
-import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import threading
-import time
 
-log = logging.getLogger("qvd.vma.session")
+from .session import DesktopSession, SessionError
 
-
-def free_display(first: int = 100) -> int:
-    for number in range(first, first + 1000):
-        if not os.path.exists(f"/tmp/.X{number}-lock") and \
-                not os.path.exists(f"/tmp/.X11-unix/X{number}"):
-            return number
-    raise RuntimeError("no free X display")
+GEOMETRY_CHARS = set("0123456789x")
 
 
-def default_session() -> list[str] | None:
-    for program in ("startlxde", "startxfce4", "xterm"):
-        if shutil.which(program):
-            return [program]
-    return None
+class VncSession(DesktopSession):
+    kind = "vnc"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.viewers = 0
 
-class VncSession:
-    def __init__(self, address: str, port: int):
-        self.address, self.port = address, port
-        self.state = "stopped"
-        self.xvnc: subprocess.Popen | None = None
-        self.client: subprocess.Popen | None = None
-        self.lock = threading.Lock()
+    def launch(self, props: dict[str, str]) -> subprocess.Popen:
+        xvnc = shutil.which("Xvnc")
+        if xvnc is None:
+            raise SessionError("Xvnc is not installed in this image")
+        geometry = props.get("qvd.client.geometry") or "1024x768"
+        if not set(geometry) <= GEOMETRY_CHARS or geometry.count("x") != 1:
+            raise SessionError(f"bad geometry {geometry!r} (expected WIDTHxHEIGHT)")
+        self.viewers = 0
+        # -SecurityTypes None: the TLS tunnel authenticated the user; Xvnc listens on the
+        # VM's own address only, which only the L7R reaches.
+        return subprocess.Popen(
+            [xvnc, f":{self.display}", "-rfbport", str(self.port), "-interface", self.address,
+             "-SecurityTypes", "None", "-geometry", geometry, "-depth", "24", "-AlwaysShared",
+             "-nolisten", "tcp"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
 
-    def _listening(self) -> bool:
-        try:
-            socket.create_connection((self.address, self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
+    def on_log_line(self, line: str) -> None:
+        if "created VNC server for screen" in line and self.state == "starting":
+            self.move("listening")
+        elif "Connections: accepted:" in line:
+            self.viewers += 1
+            if self.state == "listening":
+                self.move("connected")
+        elif "Connections: closed:" in line:
+            self.viewers = max(0, self.viewers - 1)
+            if self.viewers == 0 and self.state == "connected":
+                self.move("suspended")
 
-    def refresh(self) -> str:
-        with self.lock:
-            if self.xvnc is not None and self.xvnc.poll() is not None:
-                log.info("Xvnc exited (%s)", self.xvnc.returncode)
-                self.stop_locked()
-            return self.state
+    def reattach(self) -> None:
+        # Xvnc serves several viewers: the new client just connects (the L7R cut the old one).
+        if self.state == "suspended":
+            self.resumed = True
+            self.move("listening")
 
-    def start(self, params: dict[str, str], command: list[str] | None) -> str:
-        """Start (or keep) the session; returns the state."""
-        with self.lock:
-            if self.state != "stopped":
-                return self.state
-            xvnc = shutil.which("Xvnc")
-            if xvnc is None:
-                raise RuntimeError("Xvnc is not installed in this image")
-            display = free_display()
-            geometry = params.get("qvd.client.geometry") or "1024x768"
-            self.xvnc = subprocess.Popen(
-                [xvnc, f":{display}", "-rfbport", str(self.port), "-interface", self.address,
-                 "-SecurityTypes", "None", "-geometry", geometry, "-depth", "24",
-                 "-AlwaysShared", "-nolisten", "tcp"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True)
-            self.state = "starting"
-            deadline = time.monotonic() + 10
-            while not self._listening():
-                if self.xvnc.poll() is not None or time.monotonic() > deadline:
-                    self.stop_locked()
-                    raise RuntimeError("Xvnc did not start")
-                time.sleep(0.05)
-            if command:
-                self.client = subprocess.Popen(command, env=dict(os.environ,
-                                                                 DISPLAY=f":{display}"),
-                                               stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.DEVNULL,
-                                               start_new_session=True)
-            self.state = "listening"
-            log.info("VNC session on display :%d, %s:%d", display, self.address, self.port)
-            return self.state
+    def suspend(self) -> str:
+        return self.state  # Xvnc has nothing to suspend: viewers come and go
 
-    def stop_locked(self) -> None:
-        for proc in (self.client, self.xvnc):
-            if proc is not None and proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        self.client = self.xvnc = None
-        self.state = "stopped"
-
-    def stop(self) -> None:
-        with self.lock:
-            self.stop_locked()
+    def give_back(self) -> None:
+        self.move("suspended")

@@ -1,0 +1,1 @@
+"""qvd-client, the desktop client."""

@@ -1,0 +1,37 @@
+"""The parameters of x_start (QVD-REFERENCE §2 step 5): the node's vma.* and qvd.vm.user.*
+settings, then the VM's properties merged OSF < DI < user < VM (later wins), then what the
+authentication learnt about the user (LDAP uid/gid/home), then the client's qvd.client.*
+options. Session-defining keys come from the admin side only: the client cannot send them
+(connect_to_vm refuses any parameter outside qvd.client.* and custom.*).
+"""
+from __future__ import annotations
+
+from qvd.db.config_keys import KEYS
+
+SETTINGS = [k.name for k in KEYS if k.name.startswith(("vma.", "qvd.vm.user."))]
+
+MERGED_PROPERTIES = """
+SELECT key, value FROM (
+  SELECT p.key, p.value, 1 AS level FROM osf_properties p
+    JOIN vm_runtimes r ON p.owner_id = COALESCE(r.current_osf_id, (SELECT osf_id FROM vms WHERE id = r.vm_id))
+    WHERE r.vm_id = %(vm)s
+  UNION ALL
+  SELECT p.key, p.value, 2 FROM di_properties p JOIN vm_runtimes r ON p.owner_id = r.current_di_id
+    WHERE r.vm_id = %(vm)s
+  UNION ALL
+  SELECT p.key, p.value, 3 FROM user_properties p JOIN vms v ON p.owner_id = v.user_id
+    WHERE v.id = %(vm)s
+  UNION ALL
+  SELECT p.key, p.value, 4 FROM vm_properties p WHERE p.owner_id = %(vm)s
+) merged ORDER BY level"""
+
+IDENTITY_KEYS = {"uid": "qvd.vm.user.uid", "gid": "qvd.vm.user.gid", "home": "qvd.vm.user.home"}
+
+
+def x_start_params(db, cfg, vm_id: int, identity, client: list[tuple[str, str]]) -> dict:
+    params = {name: str(cfg.get(name)) for name in SETTINGS if cfg.get(name) not in (None, "")}
+    params.update((row["key"], row["value"]) for row in db.fetch(MERGED_PROPERTIES, {"vm": vm_id}))
+    extra = getattr(identity, "extra", None) or {}
+    params.update((IDENTITY_KEYS[k], str(v)) for k, v in extra.items() if k in IDENTITY_KEYS and v)
+    params.update(client)
+    return params

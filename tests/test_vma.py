@@ -1,0 +1,169 @@
+"""qvd-vma on its own, as the L7R and the HKD see it: real Xvnc, nxagent, nxproxy, Xvfb."""
+import os
+import socket
+import stat
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from hkd_nodes import wait_for
+from vma_agent import Agent
+from xserver import Xvfb
+
+
+@pytest.fixture
+def agent(tmp_path):
+    started = []
+
+    def start(session=None):
+        started.append(Agent(str(tmp_path / f"vma{len(started)}.log"), session))
+        return started[-1]
+    yield start
+    for one in started:
+        one.stop()
+
+
+def hook(tmp_path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_bad_rpc_input_gets_a_clear_json_error(agent):
+    vma = agent()
+    status, body = vma.call("format_disk")
+    assert status == 404 and "unknown method 'format_disk'" in body["error"]
+    assert "x_start" in body["methods"]
+    assert vma.call("x_start", **{"vma.session.type": "rdp"}) == (
+        400, {"error": "unknown vma.session.type 'rdp' (nx or vnc)"})
+    status, body = vma.call("expire", soft="tomorrow")
+    assert status == 400 and "soft must be a Unix time" in body["error"]
+    status, body = vma.call("x_start", **{"qvd.client.geometry": "huge;rm -rf"})
+    assert status == 200 and "bad geometry" in body["error"] and body["x_state"] == "stopped"
+    request = urllib.request.Request(f"http://127.0.0.1:{vma.port}/vma/poweroff", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 405
+    with socket.create_connection(("127.0.0.1", vma.port)) as raw:
+        raw.sendall(b"GET /vma/x_start?%ff%fe=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert raw.recv(4096).startswith(b"HTTP/1.1 400")
+    assert vma.call("ping")[0] == 200 and vma.state() == "stopped"  # still serving, nothing ran
+
+
+def test_vnc_session_states_follow_the_viewers(agent):
+    vma = agent()
+    status, body = vma.call("x_start", **{"qvd.client.geometry": "640x480"})
+    assert status == 200 and body["session"] == "vnc"
+    vma.wait_state("listening", 10)
+    display = vma.call("x_state")[1]["display"]
+    viewer = socket.create_connection(("127.0.0.1", vma.x_port))
+    assert viewer.recv(12) == b"RFB 003.008\n"
+    vma.wait_state("connected", 5)
+    viewer.close()
+    vma.wait_state("suspended", 5)  # the desktop stays for the next client
+    assert vma.call("x_start")[1]["x_state"] == "listening"
+    assert vma.call("x_state")[1]["display"] == display  # the same desktop, reattached
+    assert vma.call("x_stop")[1]["x_state"] in ("stopping", "stopped")
+    vma.wait_state("stopped", 10)
+    wait_for(lambda: vma.children() == [], 10, "Xvnc and the desktop to end")
+
+
+def test_a_new_session_nobody_connects_to_is_stopped(agent):
+    vma = agent()
+    vma.call("x_start", **{"vma.timeout.listening": "1"})
+    vma.wait_state("listening", 10)
+    time.sleep(0.5)
+    assert vma.state() == "listening"
+    vma.wait_state("stopped", 5)
+    wait_for(lambda: vma.children() == [], 10, "Xvnc to end")
+
+
+def test_a_resumed_session_nobody_takes_goes_back_to_suspended(agent):
+    vma = agent()
+    vma.call("x_start", **{"vma.timeout.listening": "1"})
+    vma.wait_state("listening", 10)
+    socket.create_connection(("127.0.0.1", vma.x_port)).close()
+    vma.wait_state("suspended", 5)
+    assert vma.call("x_start", **{"vma.timeout.listening": "1"})[1]["x_state"] == "listening"
+    vma.wait_state("suspended", 5)  # not stopped: the user's desktop is kept
+    assert vma.children() != []
+
+
+def test_hooks_run_with_the_session_properties_and_can_veto(agent, tmp_path):
+    record = tmp_path / "hooks.txt"
+    props = {"vma.on_action.connect": hook(tmp_path, "connect", f'echo "connect $*" >> {record}'),
+             "vma.on_state.connected": hook(tmp_path, "conn", f'echo "state $*" >> {record}'),
+             "custom.department": "sales"}
+    vma = agent()
+    assert vma.call("x_start", **props)[1]["x_state"] in ("starting", "listening")
+    vma.wait_state("listening", 10)
+    socket.create_connection(("127.0.0.1", vma.x_port)).close()
+    wait_for(lambda: record.exists() and "on_state" in record.read_text(), 10, "the state hook")
+    lines = record.read_text().splitlines()
+    assert lines[0].startswith("connect custom.department sales ")
+    assert lines[0].endswith("qvd.hook.on_action connect")
+    assert "state custom.department sales qvd.hook.on_state connected" in lines
+
+    veto = dict(props, **{"vma.on_action.pre-connect": hook(tmp_path, "no", "exit 3")})
+    other = agent()
+    status, body = other.call("x_start", **veto)
+    assert status == 200 and body == {"error": "the pre-connect hook failed (exit 3)",
+                                      "x_state": "stopped", "session": "vnc"}
+    assert other.children() == []
+
+
+def test_the_session_ends_when_the_desktop_command_ends(agent):
+    vma = agent(session="sleep 2")
+    vma.call("x_start")
+    vma.wait_state("listening", 10)
+    vma.wait_state("stopped", 10)
+
+
+def test_poweroff_ends_the_agent_and_its_session(agent):
+    vma = agent()
+    vma.call("x_start")
+    vma.wait_state("listening", 10)
+    session = vma.children()
+    assert session
+    assert vma.call("poweroff") == (200, {"status": "ok"})
+    vma.proc.wait(15)
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/stat") and
+                             open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+                             for pid in session), 10, "the session processes to end")
+
+
+def test_nx_session_suspends_and_resumes_with_nxproxy(agent):
+    vma = agent()
+    xserver = Xvfb()
+    proxies = []
+
+    def nxproxy():
+        proxies.append(subprocess.Popen(
+            ["nxproxy", "-S", f"nx/nx,connect=tcp:127.0.0.1:{vma.x_port}:0"], env=xserver.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    try:
+        status, body = vma.call("x_start", **{"vma.session.type": "nx",
+                                              "qvd.client.geometry": "800x600"})
+        assert status == 200 and body["session"] == "nx", body
+        vma.wait_state("listening", 15)
+        agent_pid = vma.children()
+        nxproxy()
+        vma.wait_state("connected", 15)
+        wait_for(lambda: '"QVD"' in xserver.windows(), 10, "the NX desktop on the client display")
+        proxies[-1].terminate()
+        proxies[-1].wait()
+        vma.wait_state("suspended", 15)
+        vma.call("x_start", **{"vma.session.type": "nx"})
+        vma.wait_state("listening", 15)
+        nxproxy()
+        vma.wait_state("connected", 15)
+        assert set(agent_pid) <= set(vma.children())  # the same nxagent: resumed, not restarted
+    finally:
+        for proc in proxies:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        xserver.stop()

@@ -1,0 +1,117 @@
+"""What the agent does for each RPC method (QVD-REFERENCE §5). The HTTP side is in main.py.
+
+The L7R's x_start carries everything the session needs: the VM's merged properties (OSF < DI
+< user < VM), the node's vma.* settings and the client's qvd.client.* options. The agent keeps
+the last ones for the hooks of later actions (stop, poweroff, expire).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from . import hooks
+from .nx_session import NxSession
+from .session import DesktopSession, SessionError
+from .vnc_session import VncSession
+
+log = logging.getLogger("qvd.vma")
+SESSION_TYPES = {"vnc": VncSession, "nx": NxSession}
+
+
+class BadRequest(Exception):
+    """400: the caller sent parameters that cannot be right."""
+
+
+class Agent:
+    def __init__(self, address: str = "127.0.0.1", x_port: int = 4100,
+                 session_command: list[str] | None = None) -> None:
+        self.address, self.x_port = address, x_port
+        self.started = time.time()
+        self.expiration: dict[str, str] = {}
+        self.session_command = session_command
+        self.props: dict[str, str] = {}
+        self.session: DesktopSession = VncSession(address, x_port, self._state_changed)
+        threading.Thread(target=self._supervise, daemon=True).start()
+
+    def _state_changed(self, state: str, props: dict[str, str]) -> None:
+        hooks.on_state(props, state)
+
+    def _supervise(self) -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                self.session.tick()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive any bug
+                log.exception("session supervisor")
+
+    def _command(self, props: dict[str, str]) -> list[str] | None:
+        configured = props.get("vma.x_session", "").split()
+        return configured or self.session_command
+
+    # --- RPC methods ----------------------------------------------------------------------
+    def ping(self, params):
+        return {"status": "ok", "uptime": round(time.time() - self.started, 3),
+                "expiration": self.expiration}
+
+    def x_state(self, params):
+        self.session.tick()
+        return {"x_state": self.session.state, "session": self.session.kind,
+                "display": self.session.display if self.session.state != "stopped" else None}
+
+    def x_start(self, params):
+        kind = params.get("vma.session.type") or "vnc"
+        if kind not in SESSION_TYPES:
+            raise BadRequest(f"unknown vma.session.type {kind!r} (nx or vnc)")
+        session = self.session
+        with session.lock:
+            session.tick()
+            if session.state == "stopped" and session.kind != kind:
+                session = self.session = SESSION_TYPES[kind](self.address, self.x_port,
+                                                             self._state_changed)
+            self.props = dict(params)
+            try:
+                hooks.on_action(self.props, "pre-connect", session.state)
+                state = session.start(self.props, self._command(self.props))
+                hooks.on_action(self.props, "connect", state)
+            except (SessionError, hooks.HookFailed, OSError) as exc:
+                return {"error": str(exc), "x_state": session.state, "session": session.kind}
+            return {"x_state": state, "session": session.kind}
+
+    def x_suspend(self, params):
+        self._hook("suspend")
+        return {"x_state": self.session.suspend(), "session": self.session.kind}
+
+    def x_stop(self, params):
+        self._hook("stop")
+        return {"x_state": self.session.stop(), "session": self.session.kind}
+
+    def expire(self, params):
+        expiration = {k: v for k, v in params.items() if k in ("soft", "hard") and v}
+        for key, value in expiration.items():
+            try:
+                float(value)
+            except ValueError:
+                raise BadRequest(f"{key} must be a Unix time, not {value!r}") from None
+        self.expiration = expiration
+        log.info("expiration announced: %s", self.expiration)
+        self._hook("expire")
+        return {"status": "ok"}
+
+    def poweroff(self, params):
+        self._hook("poweroff")
+        # Answer first, then "power off": this agent is the VM's main process.
+        threading.Thread(target=self._power_off, daemon=True).start()
+        return {"status": "ok"}
+
+    def _power_off(self) -> None:
+        time.sleep(0.1)
+        self.session.stop_and_wait()
+        os._exit(0)
+
+    def _hook(self, action: str) -> None:
+        try:
+            hooks.on_action(self.props, action, self.session.state)
+        except hooks.HookFailed as exc:
+            log.warning("%s (carrying on)", exc)  # stopping and powering off are not vetoable

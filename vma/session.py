@@ -1,0 +1,206 @@
+"""A desktop session inside the VM, as a state machine (QVD-REFERENCE §5).
+
+The display server (Xvnc or nxagent) reports what happens on its log; a reader thread turns
+those lines into transitions. The table below is the whole life of a session; a transition
+not in it is a bug and raises. Timeouts: a new session nobody connects to is stopped; a
+resumed one that nobody takes goes back to `suspended` (the desktop never vanishes for that);
+suspending and stopping are bounded.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger("qvd.vma.session")
+
+TRANSITIONS: dict[str, set[str]] = {
+    "stopped": {"starting"},
+    "starting": {"listening", "stopping", "stopped"},
+    "listening": {"connected", "suspended", "stopping", "stopped"},
+    "connected": {"suspending", "suspended", "listening", "stopping", "stopped"},
+    "suspending": {"suspended", "stopping", "stopped"},
+    "suspended": {"starting", "listening", "stopping", "stopped"},
+    "stopping": {"stopped"},
+}
+
+LIVE = ("starting", "listening", "connected", "suspending", "suspended")
+
+
+def free_display(first: int = 100) -> int:
+    for number in range(first, first + 1000):
+        if not os.path.exists(f"/tmp/.X{number}-lock") and \
+                not os.path.exists(f"/tmp/.X11-unix/X{number}"):
+            return number
+    raise RuntimeError("no free X display")
+
+
+def end_group(proc: subprocess.Popen | None, grace: float = 5.0) -> None:
+    """TERM the process group, then KILL it if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class SessionError(Exception):
+    """The session cannot do what was asked; the message says why (sent to the caller)."""
+
+
+class DesktopSession:
+    """What Xvnc and nxagent sessions share: the state table, timeouts, the session command."""
+    kind = "?"
+
+    def __init__(self, address: str, port: int, on_state: Callable[[str, dict], None]):
+        self.address, self.port = address, port
+        self.on_state = on_state
+        self.state, self.since = "stopped", time.monotonic()
+        self.resumed = False  # a resumed session falls back to suspended, never dies, on timeout
+        self.server: subprocess.Popen | None = None
+        self.desktop: subprocess.Popen | None = None
+        self.display = 0
+        self.props: dict[str, str] = {}
+        self.command: list[str] | None = None
+        self.lock = threading.RLock()
+
+    # --- the state machine ------------------------------------------------------------------
+    def move(self, new: str) -> None:
+        with self.lock:
+            if new == self.state:
+                return
+            if new not in TRANSITIONS[self.state]:
+                raise AssertionError(f"{self.kind} session: {self.state} -> {new} is not allowed")
+            log.info("%s session: %s -> %s", self.kind, self.state, new)
+            self.state, self.since = new, time.monotonic()
+            if new == "listening" and self.desktop is None and self.command:
+                self._start_desktop()  # only now does the display accept X clients
+        self.on_state(new, self.props)
+
+    def _start_desktop(self) -> None:
+        try:
+            self.desktop = subprocess.Popen(
+                self.command, env=dict(os.environ, DISPLAY=f":{self.display}"),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+        except OSError as exc:
+            log.warning("%s session: cannot run %s: %s", self.kind, self.command, exc)
+
+    def timeout(self, name: str) -> float:
+        return float(self.props.get(f"vma.timeout.{name}") or {"listening": 10}.get(name, 20))
+
+    def tick(self) -> None:
+        """Called twice a second: notice dead processes, enforce the timeouts."""
+        with self.lock:
+            if self.state == "stopped":
+                return
+            if self.server is None or self.server.poll() is not None:
+                log.info("%s session: display server exited", self.kind)
+                self._release()
+                return
+            if self.desktop is not None and self.desktop.poll() is not None \
+                    and self.state != "stopping":
+                log.info("%s session: the desktop command ended, ending the session", self.kind)
+                self.stop()
+                return
+            waited = time.monotonic() - self.since
+            if self.state == "listening" and waited > self.timeout("listening"):
+                if self.resumed:
+                    self.give_back()
+                else:
+                    log.info("%s session: nobody connected in time", self.kind)
+                    self.stop()
+            elif self.state in ("suspending", "stopping") and waited > self.timeout(self.state):
+                log.info("%s session: %s took too long, killing it", self.kind, self.state)
+                self.kill()
+
+    # --- actions ----------------------------------------------------------------------------
+    def start(self, props: dict[str, str], command: list[str] | None) -> str:
+        with self.lock:
+            if self.state == "stopped":
+                self.props = dict(props)
+                self.resumed = False
+                self.move("starting")
+                try:
+                    self.display = free_display()
+                    self.server = self.launch(props)
+                except (OSError, SessionError):
+                    self._release()
+                    raise
+                self.command = command
+                threading.Thread(target=self._read_log, args=(self.server,), daemon=True).start()
+            else:
+                self.props.update(props)
+                self.reattach()
+            return self.state
+
+    def _read_log(self, server: subprocess.Popen) -> None:
+        for raw in server.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            # the display server's own account of sessions and errors goes to the agent's log
+            level = logging.INFO if line.startswith(("Session:", "Error", "Connections:")) \
+                else logging.DEBUG
+            log.log(level, "%s: %s", self.kind, line)
+            with self.lock:
+                if self.server is server:
+                    self.on_log_line(line)
+
+    def stop(self) -> str:
+        with self.lock:
+            if self.state in LIVE:
+                self.move("stopping")
+                for proc in (self.desktop, self.server):
+                    if proc is not None and proc.poll() is None:
+                        try:
+                            os.killpg(proc.pid, signal.SIGTERM)
+                        except ProcessLookupError:
+                            pass
+            return self.state
+
+    def kill(self) -> None:
+        with self.lock:
+            for proc in (self.desktop, self.server):
+                end_group(proc, grace=0)
+            self._release()
+
+    def stop_and_wait(self) -> None:
+        with self.lock:
+            for proc in (self.desktop, self.server):
+                end_group(proc)
+            self._release()
+
+    def _release(self) -> None:
+        self.server = self.desktop = None
+        if self.state != "stopped":
+            if self.state not in ("stopping", "starting"):
+                self.move("stopping")
+            self.move("stopped")
+
+    # --- what each kind of session does its own way -------------------------------------------
+    def launch(self, props: dict[str, str]) -> subprocess.Popen:
+        raise NotImplementedError
+
+    def on_log_line(self, line: str) -> None:
+        raise NotImplementedError
+
+    def reattach(self) -> None:
+        """x_start on a live session: make it ready for a new client."""
+        raise NotImplementedError
+
+    def suspend(self) -> str:
+        raise NotImplementedError
+
+    def give_back(self) -> None:
+        """A resumed session nobody took: back to suspended."""
+        raise NotImplementedError
