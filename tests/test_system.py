@@ -83,6 +83,14 @@ def test_system_start_demo_restart_and_stop(home):
     vma_pid = vm["pid"]
     log_before = run(home, "log", "list", "--csv").stdout
 
+    # The command make run prints, pasted as is, saves a picture of the demo desktop.
+    (command,) = [line.strip() for line in first.stdout.splitlines() if "qvd-client connect" in line]
+    shot = subprocess.run(command, shell=True, cwd=os.path.dirname(home), capture_output=True,
+                          text=True, timeout=120, env=_env(home))
+    assert shot.returncode == 0, shot.stderr
+    with open(os.path.join(os.path.dirname(home), "demo-desktop.png"), "rb") as picture:
+        assert picture.read(8) == b"\x89PNG\r\n\x1a\n"
+
     again = run(home, "system", "start", conf=False)
     assert again.returncode == 0 and "already running" in again.stdout
     assert f"qvd-hkd already running (pid {hkd_pid})" in again.stdout

@@ -3,9 +3,11 @@
 Everything lives under QVD_HOME: node.conf, the embedded PostgreSQL, the image store.
 Starting again while it is up changes nothing but restarts any part that died.
 """
+import hashlib
 import io
 import os
 import socket
+import ssl
 import sys
 import tarfile
 
@@ -112,6 +114,23 @@ def ensure_certificate(admin) -> bool:
     return True
 
 
+def certificate_fingerprint(admin) -> str:
+    """sha256:<hex> of the stored L7R certificate, what qvd-client --fingerprint pins."""
+    with admin.session() as s:
+        pem = s.scalar(select(SslConfig.value).where(SslConfig.key == "l7r.ssl.cert"))
+    return "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def client_command(admin) -> str:
+    """The exact command that saves a picture of the demo desktop."""
+    qvd_client = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-client")
+    address = admin.cfg.get("l7r.address")
+    host = "127.0.0.1" if address in ("", "0.0.0.0", "::") else address
+    return (f"QVD_PASSWORD={DEMO['password']} {qvd_client} connect --host {host} "
+            f"--port {admin.cfg.get('l7r.port')} --login {DEMO['login']}@{DEMO['tenant']} "
+            f"--fingerprint {certificate_fingerprint(admin)} --screenshot demo-desktop.png")
+
+
 @group.command("start", context_settings=CONTEXT)
 @click.option("--debug", is_flag=True, hidden=True)
 @click.pass_obj
@@ -140,6 +159,10 @@ QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.
 Desktop clients connect to https://<this machine>:{admin.cfg.get('l7r.port')} (self-signed certificate).
 Demo: tenant '{DEMO['tenant']}', user '{DEMO['login']}@{DEMO['tenant']}' (password '{DEMO['password']}'), \
 OSF '{DEMO['osf']}', VM '{DEMO['vm']}'.
+
+See the demo desktop (starts the VM, saves a picture of the desktop as demo-desktop.png;
+use --listen 127.0.0.1:5900 instead of --screenshot to open it in a VNC viewer):
+  {client_command(admin)}
 
 Go on with:
   export QVD_CONFIG={conf}
