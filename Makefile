@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	.venv/bin/python -m bench.hkd_bench
 	.venv/bin/python -m bench.l7r_bench
+	.venv/bin/python -m bench.desktop_bench
 
 # Rewrite etc/node.conf from the key definitions (a test checks they agree).
 sample-config: $(STAMP)

@@ -5,6 +5,9 @@ Warm connect: a running VM, a new TLS connection, authentication, list_of_vm, co
 run: a new TLS connection to the same L7R plus one HTTP round trip (/qvd/ping).
 Tunnel throughput: bytes pushed through the L7R (TLS, then the proxy) into a sink that
 stands in for the desktop port, against the same bytes over a direct TCP connection.
+Memory: USS (private pages) of each L7R process serving a connected desktop, against a bare
+forked Python process. Rate: desktop connects per second one node sustains with concurrent
+clients, against TLS + /qvd/ping connections per second with as many clients.
 Real processes: PostgreSQL, qvd-hkd, qvd-l7r, qvd-vma (process backend) and Xvnc.
 """
 from __future__ import annotations
@@ -12,91 +15,96 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
-import sys
-import tempfile
+import statistics
 import threading
 import time
 
-import psycopg
+from .common import summary
+from .node import UPGRADE, BenchNode, bench_node, uss_kib, wait
 
-from qvd.hkd.backends.process import free_port
-from qvd.l7r.client import QvdConnection, accepting, tls_context
-from qvd.l7r.tls import self_signed
-
-from .common import private_database, summary
-
-BIN = os.path.dirname(sys.executable)
+WORKERS = 4
 
 
-def _wait(check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out")
-        time.sleep(0.05)
+def warm_connects(node: BenchNode, count: int) -> tuple[list[float], list[float]]:
+    floor, warm = [], []
+    for round_ in range(count + 1):  # round 0 starts the desktop session: not timed
+        began = time.perf_counter()
+        with node.login() as conn:
+            assert conn.ping().status == 200
+        if round_:
+            floor.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        with node.connect_desktop():
+            if round_:
+                warm.append(time.perf_counter() - began)
+        wait(lambda: node.state(1) == ("running", "disconnected"))
+    return floor, warm
 
 
-def run(count: int) -> dict:
-    with private_database() as (root, params), tempfile.TemporaryDirectory() as home:
-        port = free_port()
-        conf = os.path.join(home, "node.conf")
-        with open(conf, "w", encoding="utf-8") as handle:
-            handle.write(f"nodename = bench\npath.home = {home}\npath.run = {home}/run\n"
-                         f"path.log = {home}/log\npath.storage.root = {home}/storage\n"
-                         f"vm.hypervisor = process\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
-                         f"database.host = {params['host']}\ndatabase.port = {params['port']}\n"
-                         f"database.user = {params['user']}\n"
-                         f"database.password = {params['password']}\n"
-                         f"database.name = {params['dbname']}\n")
-        env = dict(os.environ, QVD_CONFIG=conf)
-        cert, key = self_signed("bench")
-        for name, text in (("cert.pem", cert), ("key.pem", key), ("image.tar", "")):
-            with open(os.path.join(home, name), "w", encoding="ascii") as handle:
-                handle.write(text)
-        admin = os.path.join(BIN, "qvd-admin")
-        for step in (["config", "ssl", "--cert", f"{home}/cert.pem", "--key", f"{home}/key.pem"],
-                     ["user", "add", "login=bench", "password=bench"],
-                     ["osf", "add", "name=desk"],
-                     ["di", "add", f"path={home}/image.tar", "osf=desk"],
-                     ["vm", "add", "name=desk", "user=bench", "osf=desk"],
-                     ["host", "add", "name=bench", "address=127.0.0.1"]):
-            subprocess.run([admin, *step], env=env, check=True, capture_output=True)
-        with open(os.path.join(home, "hkd.log"), "ab") as log:
-            hkd = subprocess.Popen([os.path.join(BIN, "qvd-hkd")], env=env, stdout=log,
-                                   stderr=log)
-        db = psycopg.connect(**params, autocommit=True)
-        tls = tls_context(verify=False)
-        try:
-            _wait(lambda: accepting("127.0.0.1", port))
-            subprocess.run([admin, "vm", "start", "-f", "name=desk"], env=env, check=True,
-                           capture_output=True)
-            _wait(lambda: _user_state(db) == ("running", "disconnected"))
-            floor, warm = [], []
-            for round_ in range(count + 1):  # round 0 starts the desktop session: not timed
-                began = time.perf_counter()
-                with QvdConnection("127.0.0.1", port, tls) as conn:
-                    assert conn.ping().status == 200
-                if round_:
-                    floor.append(time.perf_counter() - began)
-                began = time.perf_counter()
-                with QvdConnection("127.0.0.1", port, tls) as conn:
-                    conn.login("bench", "bench")
-                    assert conn.list_of_vm().status == 200
-                    reply = conn.request("/qvd/connect_to_vm", {"id": 1},
-                                         {"Connection": "Upgrade", "Upgrade": "QVD/1.0"})
-                    assert reply.status == 101, reply.body
-                    if not conn.buffer:
-                        conn.buffer = conn.sock.recv(64)
-                    if round_:
-                        warm.append(time.perf_counter() - began)
-                _wait(lambda: _user_state(db) == ("running", "disconnected"))
-            tunnel = measure_throughput(db, port, tls)  # last: it repoints the desktop port
-        finally:
-            hkd.terminate()
-            hkd.wait(60)
-            db.close()
-        return {"floor": summary(floor), "warm": summary(warm), **tunnel}
+def session_memory(node: BenchNode) -> dict:
+    """USS of each L7R process while WORKERS desktops are connected at once."""
+    conns = [node.connect_desktop(user) for user in range(WORKERS)]
+    try:
+        time.sleep(0.5)
+        l7r = [uss_kib(pid) for pid in node.l7r_children()]
+    finally:
+        for conn in conns:
+            conn.close()
+    read, write = os.pipe()
+    bare = os.fork()
+    if bare == 0:  # a forked Python that does nothing: the least a process per session costs
+        os.close(read)
+        os.write(write, b"x")
+        time.sleep(30)
+        os._exit(0)
+    os.close(write)
+    os.read(read, 1)
+    floor = uss_kib(bare)
+    os.kill(bare, 9)
+    os.waitpid(bare, 0)
+    return {"uss_kib": statistics.median(l7r), "sessions": len(l7r), "bare_kib": floor}
+
+
+def _rate(seconds: float, work) -> float:
+    done, stop = [0] * WORKERS, time.monotonic() + seconds
+
+    def worker(index):
+        while time.monotonic() < stop:
+            work(index)
+            done[index] += 1
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(WORKERS)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - began)
+
+
+def connect_rates(node: BenchNode, seconds: float) -> dict:
+    def ping(index):
+        with node.login(index) as conn:
+            assert conn.ping().status == 200
+
+    def desktop(index):
+        node.connect_desktop(index).close()
+        wait(lambda: node.state(index + 1)[1] == "disconnected")
+    return {"ping_per_s": _rate(seconds, ping), "connects_per_s": _rate(seconds, desktop)}
+
+
+def run(count: int, seconds: float) -> dict:
+    with bench_node(users=WORKERS) as node:
+        for vm in range(1, WORKERS + 1):
+            node.admin("vm", "start", "-f", f"name=desk{vm - 1}")
+        wait(lambda: all(state == "running" for _, state, _ in node.states()))
+        floor, warm = warm_connects(node, count)
+        for user in range(1, WORKERS):  # every desktop session up before the timed rounds
+            node.connect_desktop(user).close()
+        memory = session_memory(node)
+        wait(lambda: all(user == "disconnected" for _, _, user in node.states()))
+        rates = connect_rates(node, seconds)
+        tunnel = measure_throughput(node)  # last: it repoints a desktop port
+    return {"floor": summary(floor), "warm": summary(warm), **memory, **rates, **tunnel}
 
 
 class Sink:
@@ -126,29 +134,25 @@ def _push(sock, sink: Sink, total: int) -> float:
     return total / (time.perf_counter() - start) / 1e6
 
 
-def measure_throughput(db, port, tls, total: int = 256 << 20) -> dict:
+def measure_throughput(node: BenchNode, total: int = 256 << 20) -> dict:
     sink = Sink()
     with socket.create_connection(("127.0.0.1", sink.port)) as direct:
         direct_mbps = _push(direct, sink, total)
     # The desktop the L7R connects to is whatever the VM's row names: point it at the sink.
-    db.execute("UPDATE vm_runtimes SET vm_x_port = %s", (sink.port,))
-    with QvdConnection("127.0.0.1", port, tls) as conn:
-        conn.login("bench", "bench")
-        reply = conn.request("/qvd/connect_to_vm", {"id": 1},
-                             {"Connection": "Upgrade", "Upgrade": "QVD/1.0"})
+    node.db.execute("UPDATE vm_runtimes SET vm_x_port = %s WHERE vm_id = 1", (sink.port,))
+    with node.login() as conn:
+        reply = conn.request("/qvd/connect_to_vm", {"id": 1}, UPGRADE)
         assert reply.status == 101, reply.body
         tunnel_mbps = _push(conn.sock, sink, total)
     return {"tunnel_mbps": tunnel_mbps, "direct_mbps": direct_mbps, "tunnel_bytes": total}
 
 
-def _user_state(db) -> tuple:
-    return tuple(db.execute("SELECT vm_state, user_state FROM vm_runtimes").fetchone())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50)
-    result = run(parser.parse_args().count)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    result = run(args.count, args.seconds)
     floor, warm = result["floor"], result["warm"]
     print("| figure | qvd-l7r | floor | ratio |\n|---|---|---|---|")
     print(f"| tunnel throughput client -> desktop ({result['tunnel_bytes'] >> 20} MiB) | "
@@ -158,6 +162,12 @@ def main() -> None:
         print(f"| warm connect to the first desktop byte, {label} (n={warm['n']}) | "
               f"{warm[label] * 1000:.1f} ms | {floor[label] * 1000:.1f} ms (new TLS connection "
               f"+ one HTTP round trip) | {warm[label] / floor[label]:.2f} |")
+    print(f"| memory per connected session, USS (median of {result['sessions']}) | "
+          f"{result['uss_kib'] / 1024:.1f} MiB | {result['bare_kib'] / 1024:.1f} MiB (a bare "
+          f"forked Python) | {result['uss_kib'] / result['bare_kib']:.2f} |")
+    print(f"| desktop connects per second, {WORKERS} clients | {result['connects_per_s']:.1f}/s | "
+          f"{result['ping_per_s']:.1f}/s (TLS + /qvd/ping) | "
+          f"{result['connects_per_s'] / result['ping_per_s']:.2f} |")
 
 
 if __name__ == "__main__":

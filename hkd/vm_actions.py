@@ -12,7 +12,7 @@ from .vm_machine import Event
 from .vm_store import VmStore
 
 log = logging.getLogger(__name__)
-STARTING_PING_INTERVAL = 0.2  # seconds; a fast first answer is what users wait for
+STARTING_PING_INTERVAL = 0.05  # seconds; a fast first answer is what users wait for
 
 
 class VmActions:

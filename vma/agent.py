@@ -73,11 +73,26 @@ class Agent:
             self.props = dict(params)
             try:
                 hooks.on_action(self.props, "pre-connect", session.state)
-                state = session.start(self.props, self._command(self.props))
+                state = self._settled(session, session.start(self.props,
+                                                              self._command(self.props)))
                 hooks.on_action(self.props, "connect", state)
             except (SessionError, hooks.HookFailed, OSError) as exc:
                 return {"error": str(exc), "x_state": session.state, "session": session.kind}
             return {"x_state": state, "session": session.kind}
+
+    @staticmethod
+    def _settled(session: DesktopSession, state: str, within: float = 5.0) -> str:
+        """Answer once a starting session listens (saves the caller a round of polling);
+        the log reader moves it, so the lock is let go while waiting."""
+        deadline = time.monotonic() + within
+        while state == "starting" and time.monotonic() < deadline:
+            session.lock.release()
+            try:
+                time.sleep(0.01)
+            finally:
+                session.lock.acquire()
+            state = session.state
+        return state
 
     def x_suspend(self, params):
         self._hook("suspend")

@@ -52,8 +52,9 @@ class VncSession(DesktopSession):
                 self.move("suspended")
 
     def reattach(self) -> None:
-        # Xvnc serves several viewers: the new client just connects (the L7R cut the old one).
-        if self.state == "suspended":
+        # Xvnc serves several viewers: the new client just connects, even while the old
+        # viewer's connection is still being torn down (the L7R cut it already).
+        if self.state in ("suspended", "connected"):
             self.resumed = True
             self.move("listening")
 

@@ -1,0 +1,92 @@
+"""Cold connect benchmark (python -m bench.desktop_bench; part of make bench).
+
+A stopped VM, then a client's connect: placement, the node starts the VM (process backend:
+a qvd-vma process), the agent starts Xvnc, 101, the first desktop byte. Its floor, measured in
+the same run: the backend's own start (spawn qvd-vma until it answers ping) plus Xvnc's own
+start (spawn Xvnc until it accepts a viewer), each done directly, nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+from qvd.client.rfb import Stream
+from qvd.hkd.backends.process import free_port
+from qvd.l7r.client import accepting
+from qvd.vma.session import free_display
+
+from .common import summary
+from .node import bench_node, wait
+
+
+def raw_agent_start() -> float:
+    port = free_port()
+    began = time.perf_counter()
+    agent = subprocess.Popen([sys.executable, "-m", "qvd.vma.main", "--address", "127.0.0.1",
+                              "--port", str(port)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        def answers():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/vma/ping", timeout=1) as r:
+                    return json.load(r)["status"] == "ok"
+            except OSError:
+                return False
+        wait(answers, 30)
+        return time.perf_counter() - began
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+def raw_xvnc_start() -> float:
+    port = free_port()
+    began = time.perf_counter()
+    xvnc = subprocess.Popen([shutil.which("Xvnc"), f":{free_display()}", "-rfbport", str(port),
+                             "-interface", "127.0.0.1", "-SecurityTypes", "None", "-geometry",
+                             "1024x768", "-depth", "24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait(lambda: accepting("127.0.0.1", port, 0.2), 30)
+        return time.perf_counter() - began
+    finally:
+        xvnc.terminate()
+        xvnc.wait()
+
+
+def run(count: int) -> dict:
+    floor, cold = [], []
+    with bench_node() as node:
+        for _ in range(count):
+            floor.append(raw_agent_start() + raw_xvnc_start())
+            began = time.perf_counter()
+            conn = node.connect_desktop()
+            assert Stream(conn.sock, conn.buffer).read(4) == b"RFB "
+            cold.append(time.perf_counter() - began)
+            conn.close()
+            wait(lambda: node.state(1)[1] == "disconnected")
+            node.admin("vm", "stop", "-f", "name=desk0")
+            wait(lambda: node.state(1)[0] == "stopped")
+    return {"cold": summary(cold), "floor": summary(floor)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10)
+    result = run(parser.parse_args().count)
+    cold, floor = result["cold"], result["floor"]
+    print("| figure | qvd | floor | ratio |\n|---|---|---|---|")
+    for label in ("p50", "p99"):
+        print(f"| cold connect (stopped VM, process backend) to the first desktop byte, {label} "
+              f"(n={cold['n']}) | {cold[label] * 1000:.0f} ms | {floor[label] * 1000:.0f} ms "
+              f"(qvd-vma start + Xvnc start, done directly) | {cold[label] / floor[label]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
