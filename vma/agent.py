@@ -64,12 +64,13 @@ class Agent:
         kind = params.get("vma.session.type") or "vnc"
         if kind not in SESSION_TYPES:
             raise BadRequest(f"unknown vma.session.type {kind!r} (nx or vnc)")
-        session = self.session
+        with self.session.lock:
+            self.session.tick()
+            if self.session.state == "stopped" and self.session.kind != kind:
+                self.session = SESSION_TYPES[kind](self.address, self.x_port,
+                                                   self._state_changed)
+            session = self.session
         with session.lock:
-            session.tick()
-            if session.state == "stopped" and session.kind != kind:
-                session = self.session = SESSION_TYPES[kind](self.address, self.x_port,
-                                                             self._state_changed)
             self.props = dict(params)
             try:
                 hooks.on_action(self.props, "pre-connect", session.state)

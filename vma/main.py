@@ -50,6 +50,9 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(400, {"error": str(exc)})
         except SessionError as exc:
             self._reply(409, {"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bug answers 500 and the agent carries on
+            log.exception("%s failed", method)
+            self._reply(500, {"error": f"internal error in {method}: {exc}"})
 
     def _refuse(self):
         self._reply(405, {"error": f"method {self.command} not allowed, use GET"})
