@@ -3,6 +3,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import socket
 import ssl
 import threading
@@ -325,3 +326,39 @@ def test_failed_logins_back_off_per_login_and_per_address(l7r, demo):
     with connect(l7r, "alice@acme", "secret") as conn:
         assert conn.list_of_vm().status == 200
     assert demo.sql("SELECT key FROM auth_failures ORDER BY key") == [("address:127.0.0.1",)]
+
+
+def test_connections_of_a_lost_node_are_released_and_the_desktop_reopens_elsewhere(demo,
+                                                                                     tmp_path):
+    cert, key, _ = write_pair(tmp_path)
+    demo.ok("config", "ssl", "--cert", cert, "--key", key)
+    demo.ok("host", "add", "name=node2", "address=127.0.0.3")
+    nodes = []
+    try:
+        for name in ("node1", "node2"):
+            port = free_port()
+            nodes.append(HkdNode(demo, name, f"l7r.address = 127.0.0.1\nl7r.port = {port}\n"))
+            nodes[-1].port = port
+            nodes[-1].start()
+            wait_for(lambda: accepting("127.0.0.1", port), 15, f"the L7R of {name}")
+        node1, node2 = nodes
+        demo.ok("host", "block", "-f", "name=node1")  # the VM runs on node2
+        demo.ok("vm", "start", "-f", "name=desk")
+        wait_for(lambda: demo.sql("SELECT vm_state FROM vm_runtimes") == [("running",)], 30,
+                 "the VM on node2")
+        demo.ok("host", "unblock", "-f", "name=node1")
+        first, reply, _ = open_desktop((node1.port, cert))  # the client came in through node1
+        with first:
+            assert reply.status == 101
+            node1.signal(signal.SIGSTOP)  # node1 freezes: its lease runs out
+            wait_for(lambda: node1.state()[0] == "lost", 20, "node1 to be declared lost")
+            assert demo.sql("SELECT user_state, l7r_host_id FROM vm_runtimes") == [
+                ("disconnected", None)]
+            assert demo.sql("SELECT end_reason FROM sessions") == [("node node1 lost",)]
+            second, reply, banner = open_desktop((node2.port, cert))
+            with second:
+                assert reply.status == 101 and banner == b"RFB 003.008\n"
+            node1.signal(signal.SIGCONT)
+    finally:
+        for node in nodes:
+            node.cleanup()
