@@ -179,3 +179,6 @@ def make_host_running(qvd, name: str, ram: int = 4096) -> int:
     qvd.sql("UPDATE host_runtimes SET state = 'running', ok_ts = now(), usable_ram = :ram "
             "WHERE host_id = :id", ram=ram, id=host_id)
     return host_id
+
+
+from slapd import slapd  # noqa: E402,F401  (session fixture: a real LDAP server, tests/slapd.py)

@@ -78,8 +78,10 @@ def main(argv=None) -> None:
     parser.add_argument("--x-port", type=int, default=4100, help="desktop session port")
     parser.add_argument("--session", help="command run in the desktop when vma.x_session is "
                                           "not set (default: a desktop or xterm if installed)")
+    parser.add_argument("--log", help="log file (default: standard error)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s qvd-vma %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s qvd-vma %(message)s",
+                        filename=args.log)
     agent = Handler.agent = Agent(args.address, args.x_port,
                                   args.session.split() if args.session else default_session())
 

@@ -11,5 +11,8 @@ def make_backend(cfg) -> Backend:
     if name == "process":
         from .process import ProcessBackend
         return ProcessBackend(cfg.get("path.storage.root"), cfg.get("path.run"))
+    if name == "lxc":
+        from .lxc import LxcBackend
+        return LxcBackend(cfg)
     raise BackendError(f"vm.hypervisor = {name}: this backend is not available yet "
-                       "(use 'process')")
+                       "(use 'process' or 'lxc')")

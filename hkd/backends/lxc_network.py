@@ -1,0 +1,51 @@
+"""The VM network of LXC desktops: a bridge (vm.network.bridge) that carries the node's own
+address on the VM network, made with pyroute2; each container gets a veth on it (LXC makes
+the pair) with a MAC derived from its IP, so a VM keeps its MAC wherever it runs."""
+from __future__ import annotations
+
+import ipaddress
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .base import BackendError
+
+
+def mac_for(ip: str) -> str:
+    """Locally administered, unicast: 02:00 + the four bytes of the IPv4 address."""
+    return "02:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+def ensure_bridge(name: str, address: str, netmask: str) -> None:
+    """The bridge up with the node's address on it; nothing is routed out by this."""
+    prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
+    try:
+        with IPRoute() as ip:
+            found = ip.link_lookup(ifname=name)
+            if not found:
+                ip.link("add", ifname=name, kind="bridge")
+                found = ip.link_lookup(ifname=name)
+            index = found[0]
+            present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                       for a in ip.get_addr(index=index)}
+            if (address, prefix) not in present:
+                ip.addr("add", index=index, address=address, prefixlen=prefix)
+            ip.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        raise BackendError(f"bridge {name}: {exc}") from None
+
+
+def remove_bridge(name: str) -> None:
+    with IPRoute() as ip:
+        found = ip.link_lookup(ifname=name)
+        if found:
+            ip.link("del", index=found[0])
+
+
+def veth_name(vm_id: int) -> str:
+    return f"qvd{vm_id}"  # the host side of the VM's veth (15 characters at most)
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ip:
+        return bool(ip.link_lookup(ifname=name))

@@ -1,0 +1,207 @@
+"""The `ldap` auth plugin against a real slapd (tests/slapd.py): through the real L7R, and the
+plugin function itself for what a client cannot see (uid/gid/home, TLS, timeouts)."""
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from qvd.db.config import Config
+from qvd.hkd.backends.process import free_port
+from qvd.l7r.auth import ldap as ldap_plugin
+from qvd.l7r.auth.base import AuthFailed, Credentials
+from qvd.l7r.db import L7rDb
+from test_l7r import connect, l7r  # noqa: F401  (l7r: the fixture, a real node's L7R)
+
+MODES = ["pattern", "search"]
+
+
+def use_ldap(demo, slapd, mode="pattern", plugins="ldap", **more):
+    """Tenant acme authenticates with LDAP (tenant-level config, as an admin would set it)."""
+    values = slapd.pattern_settings() if mode == "pattern" else slapd.search_settings()
+    values.update({"l7r.auth.plugins": plugins}, **{f"auth.ldap.{k}": v for k, v in more.items()})
+    demo.ok("config", "set", "-t", "acme", *(f"{k}={v}" for k, v in values.items()))
+
+
+def status(l7r, login, password) -> int:
+    with connect(l7r, login, password) as conn:
+        return conn.list_of_vm().status
+
+
+def refusal(l7r, demo, login, password) -> str:
+    """Log in, require 401, return what the L7R logged about it (the reason stays server-side).
+    No test fails more than twice: the login back-off (5 failures) never answers instead."""
+    assert status(l7r, login, password) == 401
+    log = os.path.join(demo.home, "nodes", "node1", "log", "l7r-node1.log")
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        return [line for line in handle if "authentication failed" in line][-1]
+
+
+@pytest.fixture
+def bob(demo):
+    """bob of tenant acme, known to LDAP, without a password of his own in the database."""
+    demo.ok("user", "add", "-t", "acme", "login=bob")
+
+
+def test_bind_by_dn_pattern_and_the_tenant_chain_applies(l7r, demo, slapd, bob):
+    demo.ok("vm", "add", "-t", "acme", "name=bobdesk", "user=bob", "osf=desktop")
+    use_ldap(demo, slapd, "pattern")
+    with connect(l7r, "bob@acme", "bobpw") as conn:
+        reply = conn.list_of_vm()
+        assert reply.status == 200
+        assert [vm["name"] for vm in reply.json()] == ["bobdesk"]
+    # acme's chain is ldap only: alice's database password no longer opens the door.
+    assert "unknown user alice@acme" not in refusal(l7r, demo, "alice@acme", "secret")
+
+
+def test_search_then_bind(l7r, demo, slapd, bob):
+    use_ldap(demo, slapd, "search")
+    with connect(l7r, "bob@acme", "bobpw") as conn:
+        assert conn.list_of_vm().status == 200
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wrong_password(l7r, demo, slapd, bob, mode):
+    use_ldap(demo, slapd, mode)
+    assert "LDAP refused the password of bob" in refusal(l7r, demo, "bob@acme", "carolpw")
+
+
+@pytest.mark.parametrize("mode,reason", [("pattern", "LDAP refused the password of zed"),
+                                         ("search", "found 0 entries")])
+def test_user_unknown_to_ldap(l7r, demo, slapd, mode, reason):
+    demo.ok("user", "add", "-t", "acme", "login=zed")
+    use_ldap(demo, slapd, mode)
+    assert reason in refusal(l7r, demo, "zed@acme", "zedpw")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_password_is_not_an_anonymous_bind(l7r, demo, slapd, bob, mode):
+    use_ldap(demo, slapd, mode)  # this slapd accepts a DN without password as anonymous
+    assert "empty password for bob@acme" in refusal(l7r, demo, "bob@acme", "")
+
+
+def test_ldap_user_not_in_the_database_without_autocreate(l7r, demo, slapd):
+    use_ldap(demo, slapd, "pattern")
+    assert "auth.ldap.autocreate is off" in refusal(l7r, demo, "dave@acme", "davepw")
+    assert demo.sql("SELECT count(*) FROM users WHERE login = 'dave'") == [(0,)]
+
+
+def test_autocreate_makes_the_user_and_a_vm_once(l7r, demo, slapd):
+    use_ldap(demo, slapd, "pattern", autocreate=1, **{"autocreate.osf": "desktop"})
+    results = []
+
+    def first_login():
+        with connect(l7r, "carol@acme", "carolpw") as conn:
+            reply = conn.list_of_vm()
+            results.append((reply.status, [vm["name"] for vm in reply.json()]))
+    threads = [threading.Thread(target=first_login) for _ in range(4)]  # at the same time
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == [(200, ["carol"])] * 4
+    with connect(l7r, "carol@acme", "carolpw") as conn:  # a later login adds nothing
+        assert [vm["name"] for vm in conn.list_of_vm().json()] == ["carol"]
+    assert demo.sql("SELECT u.password, t.name FROM users u JOIN tenants t ON t.id = u.tenant_id "
+                    "WHERE login = 'carol'") == [(None, "acme")]  # no password to guess
+    (vm_id, tag, ip, osf), = demo.sql(
+        "SELECT v.id, v.di_tag, host(v.ip), o.name FROM vms v JOIN users u ON u.id = v.user_id "
+        "JOIN osfs o ON o.id = v.osf_id WHERE u.login = 'carol'")
+    assert (tag, ip, osf) == ("default", "10.0.0.101", "desktop")  # desk has 10.0.0.100
+    assert demo.sql("SELECT vm_state FROM vm_runtimes WHERE vm_id = :v", v=vm_id) == [("stopped",)]
+    assert demo.sql("SELECT count(*) FROM vm_counters WHERE vm_id = :v", v=vm_id) == [(1,)]
+    assert demo.sql("SELECT object, who FROM admin_log WHERE who = 'qvd-l7r' ORDER BY id") == [
+        ("user", "qvd-l7r"), ("vm", "qvd-l7r")]
+    listed = demo.ok("vm", "list", "-f", "name=carol", "--csv")
+    assert "carol" in listed and "10.0.0.101" in listed  # a VM like any other
+
+
+def test_slapd_unreachable_is_a_refusal_and_the_node_keeps_serving(l7r, demo, slapd, bob):
+    use_ldap(demo, slapd, "pattern", host=f"ldap://127.0.0.1:{free_port()}")
+    assert "unreachable" in refusal(l7r, demo, "bob@acme", "bobpw")
+    with connect(l7r, "bob@acme", "bobpw") as conn:
+        assert conn.list_of_vm().status == 401
+        assert conn.ping().status == 200  # same connection, next request
+
+
+def test_chain_default_then_ldap(l7r, demo, slapd, bob):
+    use_ldap(demo, slapd, "pattern", plugins="default,ldap")
+    assert status(l7r, "alice@acme", "secret") == 200   # database only
+    assert status(l7r, "bob@acme", "bobpw") == 200      # LDAP only
+
+
+# --- the plugin function itself, on the test database ---------------------------------------
+
+def plugin_login(demo, settings: dict, login="bob", password="bobpw"):
+    db = L7rDb(demo.params)
+    try:
+        return ldap_plugin.authenticate(db, Config(db_global=settings),
+                                        Credentials("basic", login, "acme", password))
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_identity_carries_uid_gid_home_from_the_entry(demo, slapd, bob, mode):
+    settings = slapd.pattern_settings() if mode == "pattern" else slapd.search_settings()
+    identity = plugin_login(demo, settings)
+    assert (identity.login, identity.tenant) == ("bob", "acme")
+    assert identity.extra == {"uid": "2001", "gid": "2001", "home": "/home/bob"}
+
+
+@pytest.mark.parametrize("tls,trusted", [("ldaps", True), ("starttls", True),
+                                         ("starttls", False), ("ldaps", False)])
+def test_tls_to_the_ldap_server_checks_its_certificate(demo, slapd, bob, tls, trusted):
+    settings = slapd.pattern_settings()
+    if tls == "ldaps":
+        settings["auth.ldap.host"] = slapd.ldaps_uri
+    else:
+        settings["auth.ldap.starttls"] = "1"
+    if trusted:
+        settings["auth.ldap.cacert"] = slapd.cacert
+        assert plugin_login(demo, settings).extra["uid"] == "2001"
+    else:  # the system's CAs do not know the test CA
+        with pytest.raises(AuthFailed):
+            plugin_login(demo, settings)
+
+
+def test_a_silent_ldap_server_times_out(demo, bob):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        settings = {"auth.ldap.host": f"ldap://127.0.0.1:{silent.getsockname()[1]}",
+                    "auth.ldap.dn_pattern": "uid=%u,ou=people,dc=qvd,dc=test",
+                    "auth.ldap.timeout": "1"}
+        started = time.monotonic()
+        with pytest.raises(AuthFailed, match="did not answer in time"):
+            plugin_login(demo, settings)
+        assert time.monotonic() - started < 5
+
+
+def test_special_characters_in_the_login_are_escaped(demo, slapd):
+    # Unescaped, "bob," would make the DN malformed and "*" would match every entry.
+    demo.ok("user", "add", "-t", "acme", "login=bob,")
+    demo.ok("user", "add", "-t", "acme", "login=*")
+    with pytest.raises(AuthFailed, match="refused the password"):
+        plugin_login(demo, slapd.pattern_settings(), "bob,", "bobpw")
+    with pytest.raises(AuthFailed, match="found 0 entries"):
+        plugin_login(demo, slapd.search_settings(), "*", "bobpw")
+
+
+def test_blocked_user_and_blocked_tenant_are_refused(demo, slapd, bob):
+    demo.ok("user", "block", "-f", "login=bob", "-t", "acme")
+    with pytest.raises(AuthFailed, match="bob@acme is blocked"):
+        plugin_login(demo, slapd.pattern_settings())
+    demo.ok("user", "unblock", "-f", "login=bob", "-t", "acme")
+    demo.ok("tenant", "block", "-f", "name=acme")
+    with pytest.raises(AuthFailed, match="bob@acme is blocked"):
+        plugin_login(demo, slapd.pattern_settings())
+
+
+def test_autocreate_with_an_unknown_osf_creates_nothing(demo, slapd):
+    settings = dict(slapd.pattern_settings(), **{"auth.ldap.autocreate": "1",
+                                                 "auth.ldap.autocreate.osf": "nope"})
+    with pytest.raises(AuthFailed, match="no OSF 'nope'"):
+        plugin_login(demo, settings, "dave", "davepw")
+    assert demo.sql("SELECT count(*) FROM users WHERE login = 'dave'") == [(0,)]

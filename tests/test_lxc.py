@@ -1,0 +1,154 @@
+"""The LXC backend with real containers (Debian's lxc), a real bridge and the host-built DI:
+started and stopped through the CLI by a real qvd-hkd, desktops through the real L7R."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from hkd_nodes import HkdNode, wait_for
+from qvd.client.png import read_png
+from qvd.hkd.backends.lxc_network import link_exists, remove_bridge
+from qvd.hkd.backends.lxc_storage import mounts_under
+from qvd.hkd.backends.process import free_port
+from qvd.l7r.client import accepting
+from tests_tls import write_pair
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("lxc-start"),
+                                reason="LXC containers need root and the lxc package")
+BIN = os.path.dirname(sys.executable)
+MAKE_DI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                       "make_host_di.py")
+VM_IP = "10.231.0.10"
+
+
+@pytest.fixture
+def lxc_node(demo, tmp_path):
+    image = str(tmp_path / "host-di.tar")
+    subprocess.run([sys.executable, MAKE_DI, image], check=True, capture_output=True)
+    demo.ok("osf", "add", "-t", "acme", "name=lxc", "memory=256")
+    demo.ok("di", "add", "-t", "acme", f"path={image}", "osf=lxc", "version=host")
+    demo.ok("config", "set", "vm.network.ip.start=10.231.0.10", "vm.network.netmask=255.255.255.0")
+    demo.ok("vm", "add", "-t", "acme", "name=box", "user=alice", "osf=lxc", f"ip={VM_IP}")
+    demo.ok("vm", "del", "-f", "name=desk")  # alice's only desktop is the container
+    cert, key, _ = write_pair(tmp_path)
+    demo.ok("config", "ssl", "--cert", cert, "--key", key)
+    bridge = f"qvdt{os.getpid() % 100000}"
+    port = free_port()
+    node = HkdNode(demo, "node1", f"vm.hypervisor = lxc\nvm.network.bridge = {bridge}\n"
+                   f"vm.lxc.init = {BIN}/qvd-vma\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
+                   "internal.hkd.timeout.vm.state.stopping_shutdown = 10\n")
+    node.port = port
+    node.fingerprint = "sha256:" + hashlib.sha256(
+        ssl.PEM_cert_to_DER_cert(open(cert).read())).hexdigest()
+    node.vm_id = demo.sql("SELECT id FROM vms WHERE name = 'box'")[0][0]
+    node.start()
+    wait_for(lambda: accepting("127.0.0.1", port), 15, "the L7R")
+    yield node
+    node.cleanup()
+    lxcpath = os.path.join(demo.storage, "lxc")
+    subprocess.run(["lxc-stop", "-n", f"qvd-{node.vm_id}", "-P", lxcpath, "-k"],
+                   capture_output=True)
+    for point in sorted(mounts_under(demo.storage), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    remove_bridge(bridge)
+
+
+def attach(demo, vm_id, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["lxc-attach", "-n", f"qvd-{vm_id}", "-P",
+                           os.path.join(demo.storage, "lxc"), "--clear-env", "--", "/bin/sh",
+                           "-c", command], capture_output=True, text=True, timeout=60)
+
+
+def vm_row(demo):
+    (row,) = json.loads(demo.ok("vm", "list", "--json", "-f", "name=box"))
+    return row
+
+
+def ping(address: str) -> dict:
+    with urllib.request.urlopen(f"http://{address}:3030/vma/ping", timeout=3) as reply:
+        return json.load(reply)
+
+
+def start(demo):
+    demo.ok("vm", "start", "-f", "name=box")
+    return wait_for(lambda: vm_row(demo)["state"] == "running" and vm_row(demo), 60,
+                    "the container to run")
+
+
+def stop(demo):
+    demo.ok("vm", "stop", "-f", "name=box")
+    wait_for(lambda: vm_row(demo)["state"] == "stopped", 60, "the container to stop")
+
+
+def test_container_lifecycle_overlay_home_limits_and_cleanup(lxc_node, demo):
+    vm_id = lxc_node.vm_id
+    start(demo)
+    assert ping(VM_IP)["status"] == "ok"  # the agent answers on the VM's address, via the bridge
+    assert link_exists(f"qvd{vm_id}")
+    wrote = attach(demo, vm_id, "echo scratch > /root/scratch && echo kept > /home/kept && "
+                                "cat /proc/self/cgroup | grep memory")
+    assert wrote.returncode == 0, wrote.stderr
+    # a process using more than the OSF's 256 MiB is killed inside; the container lives on
+    hog = attach(demo, vm_id, f"{sys.executable} -c 'b = bytearray(600 << 20); print(len(b))'")
+    assert hog.returncode != 0 and "629145600" not in hog.stdout
+    assert ping(VM_IP)["status"] == "ok"
+
+    stop(demo)
+    lxcpath = os.path.join(demo.storage, "lxc")
+    assert mounts_under(os.path.join(demo.storage, "rootfs")) == []
+    assert not link_exists(f"qvd{vm_id}")
+    info = subprocess.run(["lxc-info", "-n", f"qvd-{vm_id}", "-P", lxcpath, "-s", "-H"],
+                          capture_output=True, text=True)
+    assert info.stdout.strip() in ("", "STOPPED")
+    assert not any(name.endswith(f"qvd-{vm_id}") for _, dirs, _ in
+                   os.walk("/sys/fs/cgroup/memory") for name in dirs)
+    assert not os.path.exists(os.path.join(demo.storage, "overlayfs", str(vm_id)))
+
+    start(demo)
+    again = attach(demo, vm_id, "cat /home/kept; test -e /root/scratch && echo still-there")
+    assert again.stdout.split() == ["kept"]  # /home persists, the rest was the overlay's
+    stop(demo)
+
+
+def test_desktop_in_a_container_survives_an_hkd_kill(lxc_node, demo, tmp_path):
+    client = [os.path.join(BIN, "qvd-client"), "connect", "--host", "127.0.0.1", "--port",
+              str(lxc_node.port), "--fingerprint", lxc_node.fingerprint, "--login", "alice@acme"]
+    env = dict(os.environ, QVD_PASSWORD="secret")
+    shot = subprocess.run([*client, "--screenshot", str(tmp_path / "lxc.png"), "--geometry",
+                           "800x600", "--settle", "2"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    log = os.path.join(demo.storage, "rootfs", str(lxc_node.vm_id), "var/log/qvd-vma.log")
+    assert shot.returncode == 0, shot.stderr + open(log).read()
+    width, height, rgb = read_png(str(tmp_path / "lxc.png"))
+    assert (width, height) == (800, 600) and len({rgb[i:i + 3] for i in range(0, len(rgb), 291)}) > 1
+
+    viewer_port = free_port()
+    session = subprocess.Popen([*client, "--listen", f"127.0.0.1:{viewer_port}"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in session.stderr:  # a probe connection would be taken as the viewer
+            if "desktop ready" in line:
+                break
+        viewer = socket.create_connection(("127.0.0.1", viewer_port))
+        assert viewer.recv(12) == b"RFB 003.008\n"
+        pid = vm_row(demo)["pid"]
+        lxc_node.signal(signal.SIGKILL)  # the node daemon dies; the container must not
+        lxc_node.proc.wait()
+        lxc_node.start()
+        wait_for(lambda: vm_row(demo)["state"] == "running", 30, "re-adoption")
+        assert vm_row(demo)["pid"] == pid and ping(VM_IP)["status"] == "ok"
+        viewer.sendall(b"RFB 003.008\n")  # the desktop connection still carries bytes
+        assert viewer.recv(64)[:1] >= b"\x01"
+        viewer.close()
+    finally:
+        session.kill()
+        session.wait()
+    stop(demo)
