@@ -110,8 +110,10 @@ def test_nx_desktop_through_the_tunnel_with_nxproxy(node, demo):
     try:
         sessions.append(client(node, "connect", "--nxproxy", "--link", "lan", env=xserver.env))
         wait_for(lambda: '"QVD"' in xserver.windows(), 90, "the NX desktop on the client display")
-        state = vma_state(demo)
-        assert (state["session"], state["x_state"]) == ("nx", "connected")
+        # nxagent draws its window a moment before it logs "Session started"
+        state = wait_for(lambda: vma_state(demo)["x_state"] == "connected" and vma_state(demo),
+                         15, "the NX session to be connected")
+        assert state["session"] == "nx"
         # a second client takes over: the first is cut, the same nxagent session is resumed
         sessions.append(client(node, "connect", "--nxproxy", env=xserver.env))
         assert finished(sessions[0], 60)[0] is not None
