@@ -11,7 +11,7 @@ DEBS+=(slapd ldap-utils libldap2-dev libsasl2-dev pkg-config gcc python3-dev)
 # xwininfo for the client side of the NX tests.
 DEBS+=(xterm nxagent nxproxy xvfb x11-utils)
 # The LXC backend: Debian's lxc (lxc-start, lxc-stop, lxc-info, lxc-attach in tests).
-DEBS+=(lxc)
+DEBS+=(lxc nftables)
 python3 -c 'import venv, ensurepip' 2>/dev/null || DEBS+=(python3-venv)
 
 missing=()

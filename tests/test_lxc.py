@@ -15,6 +15,7 @@ import pytest
 
 from hkd_nodes import HkdNode, wait_for
 from qvd.client.png import read_png
+from qvd.hkd.backends.lxc_firewall import remove as remove_firewall
 from qvd.hkd.backends.lxc_network import link_exists, remove_bridge
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.process import free_port
@@ -54,11 +55,12 @@ def lxc_node(demo, tmp_path):
     yield node
     node.cleanup()
     lxcpath = os.path.join(demo.storage, "lxc")
-    subprocess.run(["lxc-stop", "-n", f"qvd-{node.vm_id}", "-P", lxcpath, "-k"],
-                   capture_output=True)
+    for name in os.listdir(lxcpath) if os.path.isdir(lxcpath) else []:
+        subprocess.run(["lxc-stop", "-n", name, "-P", lxcpath, "-k"], capture_output=True)
     for point in sorted(mounts_under(demo.storage), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
     remove_bridge(bridge)
+    remove_firewall(bridge)
 
 
 def attach(demo, vm_id, command: str) -> subprocess.CompletedProcess:
@@ -67,8 +69,8 @@ def attach(demo, vm_id, command: str) -> subprocess.CompletedProcess:
                            "-c", command], capture_output=True, text=True, timeout=60)
 
 
-def vm_row(demo):
-    (row,) = json.loads(demo.ok("vm", "list", "--json", "-f", "name=box"))
+def vm_row(demo, name="box"):
+    (row,) = json.loads(demo.ok("vm", "list", "--json", "-f", f"name={name}"))
     return row
 
 
@@ -77,15 +79,15 @@ def ping(address: str) -> dict:
         return json.load(reply)
 
 
-def start(demo):
-    demo.ok("vm", "start", "-f", "name=box")
-    return wait_for(lambda: vm_row(demo)["state"] == "running" and vm_row(demo), 60,
-                    "the container to run")
+def start(demo, name="box"):
+    demo.ok("vm", "start", "-f", f"name={name}")
+    return wait_for(lambda: vm_row(demo, name)["state"] == "running" and vm_row(demo, name), 60,
+                    f"the container {name} to run")
 
 
-def stop(demo):
-    demo.ok("vm", "stop", "-f", "name=box")
-    wait_for(lambda: vm_row(demo)["state"] == "stopped", 60, "the container to stop")
+def stop(demo, name="box"):
+    demo.ok("vm", "stop", "-f", f"name={name}")
+    wait_for(lambda: vm_row(demo, name)["state"] == "stopped", 60, f"the container {name} to stop")
 
 
 def test_container_lifecycle_overlay_home_limits_and_cleanup(lxc_node, demo):
@@ -151,4 +153,52 @@ def test_desktop_in_a_container_survives_an_hkd_kill(lxc_node, demo, tmp_path):
     finally:
         session.kill()
         session.wait()
+    stop(demo)
+
+
+def test_firewall_keeps_vms_away_from_the_node_and_from_each_other(lxc_node, demo):
+    demo.ok("vm", "add", "-t", "acme", "name=box2", "user=alice", "osf=lxc", "ip=10.231.0.11")
+    listener = socket.create_server(("0.0.0.0", 0))  # a node service on every address
+    port = listener.getsockname()[1]
+    box2 = demo.sql("SELECT id FROM vms WHERE name = 'box2'")[0][0]
+    probe = (f"{sys.executable} -c \"import socket, sys; socket.create_connection("
+             f"(sys.argv[1], int(sys.argv[2])), timeout=2); print('reached')\"")
+    try:
+        start(demo)
+        start(demo, "box2")
+        assert ping(VM_IP)["status"] == "ok"  # the node still reaches its VMs
+        to_node = attach(demo, lxc_node.vm_id, f"{probe} 10.231.0.1 {port}")
+        to_vm = attach(demo, lxc_node.vm_id, f"{probe} 10.231.0.11 3030")
+        assert "reached" not in to_node.stdout and "timed out" in to_node.stderr
+        assert "reached" not in to_vm.stdout and "timed out" in to_vm.stderr
+        # the same probes without protection: the rules were what stopped them
+        demo.ok("config", "set", "vm.network.firewall.protect_host=0",
+                "vm.network.firewall.protect_vms=0")
+        stop(demo, "box2")
+        start(demo, "box2")  # rules are (re)applied when a VM is prepared
+        assert "reached" in attach(demo, lxc_node.vm_id, f"{probe} 10.231.0.1 {port}").stdout
+        assert "reached" in attach(demo, box2, f"{probe} 10.231.0.10 3030").stdout
+    finally:
+        listener.close()
+    stop(demo)
+    stop(demo, "box2")
+
+
+def test_retagging_the_di_changes_the_next_start_not_the_running_vm(lxc_node, demo, tmp_path):
+    import io
+    import tarfile
+    v2 = str(tmp_path / "host-di-v2.tar")
+    shutil.copy(str(tmp_path / "host-di.tar"), v2)
+    with tarfile.open(v2, "a") as tar:
+        info = tarfile.TarInfo("rootfs/etc/qvd-di")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"v2\n"))
+    start(demo)
+    demo.ok("di", "add", "-t", "acme", f"path={v2}", "osf=lxc", "version=v2")
+    demo.ok("di", "tag", "-t", "acme", "-f", "version=v2", "tag=default")
+    marker = "cat /etc/qvd-di 2>/dev/null || echo v1"
+    assert attach(demo, lxc_node.vm_id, marker).stdout.strip() == "v1"  # keeps its image
+    stop(demo)
+    start(demo)
+    assert attach(demo, lxc_node.vm_id, marker).stdout.strip() == "v2"
     stop(demo)

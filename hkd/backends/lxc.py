@@ -12,6 +12,7 @@ import ipaddress
 import os
 import subprocess
 
+from . import lxc_firewall as firewall
 from .base import Backend, BackendError, VmAddress, VmSpec
 from .lxc_network import ensure_bridge, mac_for, veth_name
 from .lxc_storage import Storage
@@ -98,7 +99,12 @@ class LxcBackend(Backend):
         persistent = self.cfg.get_bool("vm.overlay.persistent")
 
         def disks():
-            ensure_bridge(bridge, gateway, str(ipaddress.IPv4Network(f"0.0.0.0/{prefix}").netmask))
+            network = ipaddress.IPv4Network(f"{gateway}/{prefix}", strict=False)
+            ensure_bridge(bridge, gateway, str(network.netmask))
+            firewall.apply(firewall.ruleset(
+                bridge, str(network), self.cfg.get_bool("vm.network.firewall.protect_host"),
+                self.cfg.get_bool("vm.network.firewall.protect_vms"),
+                self.cfg.get_bool("vm.network.firewall.nat")))
             base = self.storage.basefs(vm.image)
             root, fstab, extra = self.storage.layout(base)
             rootfs = self.storage.mount_root(vm.vm_id, root, persistent)

@@ -42,8 +42,11 @@ def remove_bridge(name: str) -> None:
             ip.link("del", index=found[0])
 
 
+VETH_PREFIX = "qvd"
+
+
 def veth_name(vm_id: int) -> str:
-    return f"qvd{vm_id}"  # the host side of the VM's veth (15 characters at most)
+    return f"{VETH_PREFIX}{vm_id}"  # the host side of the VM's veth (15 characters at most)
 
 
 def link_exists(name: str) -> bool:
