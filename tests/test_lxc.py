@@ -15,6 +15,7 @@ import pytest
 
 from hkd_nodes import HkdNode, wait_for
 from qvd.client.png import read_png
+from qvd.hkd.backends import host_di
 from qvd.hkd.backends.lxc_firewall import remove as remove_firewall
 from qvd.hkd.backends.lxc_network import link_exists, remove_bridge
 from qvd.hkd.backends.lxc_storage import mounts_under
@@ -25,15 +26,13 @@ from tests_tls import write_pair
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("lxc-start"),
                                 reason="LXC containers need root and the lxc package")
 BIN = os.path.dirname(sys.executable)
-MAKE_DI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
-                       "make_host_di.py")
 VM_IP = "10.231.0.10"
 
 
 @pytest.fixture
 def lxc_node(demo, tmp_path):
     image = str(tmp_path / "host-di.tar")
-    subprocess.run([sys.executable, MAKE_DI, image], check=True, capture_output=True)
+    host_di.build(image)
     demo.ok("osf", "add", "-t", "acme", "name=lxc", "memory=256")
     demo.ok("di", "add", "-t", "acme", f"path={image}", "osf=lxc", "version=host")
     demo.ok("config", "set", "vm.network.ip.start=10.231.0.10", "vm.network.netmask=255.255.255.0")

@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from qvd.cli.objects.system import node_conf_text
+from qvd.cli.objects.system import lxc_usable, node_conf_text
+from qvd.hkd.backends.lxc_firewall import remove as remove_firewall
+from qvd.hkd.backends.lxc_network import remove_bridge
+from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.procfs import alive as _alive
 from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, tls_context
@@ -24,6 +27,11 @@ def home():
     yield os.path.join(root, "qvd")
     subprocess.run([QVD_ADMIN, "system", "stop"], env=_env(os.path.join(root, "qvd")),
                    capture_output=True)
+    if lxc_usable():  # the demo bridge and its rules, made for the containers
+        remove_bridge("qvdnet")
+        remove_firewall("qvdnet")
+    for point in sorted(mounts_under(root), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
     subprocess.run(["rm", "-rf", root])
 
 

@@ -5,17 +5,21 @@ Starting again while it is up changes nothing but restarts any part that died.
 """
 import hashlib
 import io
+import shutil
 import os
 import socket
 import ssl
 import sys
 import tarfile
+import time
 
 import click
 from sqlalchemy import func, select
 
 from qvd.db.engine import embedded_cluster, uses_embedded
 from qvd.hkd import daemon
+from qvd.hkd.backends import host_di
+from qvd.l7r.client import accepting
 from qvd.l7r.tls import self_signed
 from qvd.db.models import SslConfig, Tenant, User
 
@@ -34,10 +38,28 @@ path.home = {home}
 path.storage.root = {home}/storage
 path.run = {home}/run
 path.log = {home}/log
+{backend}# No database.* keys: the embedded PostgreSQL under path.home/pg is used.
+"""
+
+PROCESS_BACKEND = """\
 # The process backend runs each VM as a local qvd-vma process (no root needed).
 vm.hypervisor = process
-# No database.* keys: the embedded PostgreSQL under path.home/pg is used.
 """
+
+# Root with LXC installed: real containers, on a bridge of their own with no route out.
+LXC_BACKEND = """\
+# Running as root with LXC: each VM is an LXC container on the bridge qvdnet (10.213.0.0/24,
+# this node is 10.213.0.1 on it); the demo image borrows this machine's /usr read-only.
+vm.hypervisor = lxc
+vm.lxc.init = {vma}
+vm.network.bridge = qvdnet
+vm.network.ip.start = 10.213.0.100
+vm.network.netmask = 255.255.255.0
+"""
+
+
+def lxc_usable() -> bool:
+    return os.geteuid() == 0 and shutil.which("lxc-start") is not None
 
 
 def _home() -> str:
@@ -45,7 +67,10 @@ def _home() -> str:
 
 
 def node_conf_text(home: str) -> str:
-    return NODE_CONF.format(nodename=socket.gethostname().split(".")[0], home=home)
+    vma = os.path.join(os.path.dirname(sys.executable), "qvd-vma")
+    backend = LXC_BACKEND.format(vma=vma) if lxc_usable() else PROCESS_BACKEND
+    return NODE_CONF.format(nodename=socket.gethostname().split(".")[0], home=home,
+                            backend=backend)
 
 
 def write_node_conf(home: str) -> str:
@@ -59,8 +84,11 @@ def write_node_conf(home: str) -> str:
     return path
 
 
-def demo_image(home: str) -> str:
-    """A placeholder image (a README in a tarball) until a real desktop image is built."""
+def demo_image(home: str, hypervisor: str) -> str:
+    """For LXC, a desktop image made of this machine (host_di); for the process backend,
+    which needs no image, a placeholder tarball."""
+    if hypervisor == "lxc":
+        return host_di.build(os.path.join(home, "demo-host-di.tar"))
     path = os.path.join(home, "demo-image.tar")
     if not os.path.exists(path):
         text = b"QVD demo image placeholder: replaced by a real desktop image by later issues.\n"
@@ -84,7 +112,8 @@ def create_demo(admin, home: str) -> list[str] | None:
         ["tenant", "add", f"name={DEMO['tenant']}"],
         ["user", "add", *t, f"login={DEMO['login']}", f"password={DEMO['password']}"],
         ["osf", "add", *t, f"name={DEMO['osf']}", "memory=256", "user_storage=64"],
-        ["di", "add", *t, f"path={demo_image(home)}", f"osf={DEMO['osf']}"],
+        ["di", "add", *t, f"path={demo_image(home, admin.cfg.get('vm.hypervisor'))}",
+         f"osf={DEMO['osf']}"],
         ["vm", "add", *t, f"name={DEMO['vm']}", f"user={DEMO['login']}", f"osf={DEMO['osf']}"],
         ["host", "add", f"name={admin.cfg.get('nodename')}", "address=127.0.0.1"],
     ]
@@ -121,11 +150,25 @@ def certificate_fingerprint(admin) -> str:
     return "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
+def _l7r_host(admin) -> str:
+    address = admin.cfg.get("l7r.address")
+    return "127.0.0.1" if address in ("", "0.0.0.0", "::") else address
+
+
+def _l7r_accepting(admin, wait: float = 20.0) -> bool:
+    """The node starts its L7R a moment after it starts: wait, so the printed command works."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if accepting(_l7r_host(admin), admin.cfg.get_int("l7r.port"), 0.5):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def client_command(admin) -> str:
     """The exact command that saves a picture of the demo desktop."""
     qvd_client = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-client")
-    address = admin.cfg.get("l7r.address")
-    host = "127.0.0.1" if address in ("", "0.0.0.0", "::") else address
+    host = _l7r_host(admin)
     return (f"QVD_PASSWORD={DEMO['password']} {qvd_client} connect --host {host} "
             f"--port {admin.cfg.get('l7r.port')} --login {DEMO['login']}@{DEMO['tenant']} "
             f"--fingerprint {certificate_fingerprint(admin)} --screenshot demo-desktop.png")
@@ -140,6 +183,9 @@ def start(admin, debug):
     conf = write_node_conf(home)
     for line in init_database(admin):
         click.echo(line)
+    hypervisor = admin.cfg.get("vm.hypervisor")
+    click.echo(f"VMs run as {'LXC containers' if hypervisor == 'lxc' else 'local processes'} "
+               f"(vm.hypervisor = {hypervisor} in {conf})")
     steps = create_demo(admin, home)
     click.echo("demo objects created" if steps else "demo objects already there")
     if ensure_certificate(admin):
@@ -153,6 +199,9 @@ def start(admin, debug):
         click.echo(f"qvd-hkd started (pid {pid}, log {admin.cfg.get('path.log')}/hkd.log)")
     else:
         click.echo(f"qvd-hkd already running (pid {pid})")
+    if not _l7r_accepting(admin):
+        click.echo("warning: the L7R does not accept connections yet; see "
+                   f"{admin.cfg.get('path.log')}/hkd.log")
     qvd_admin = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-admin")
     click.echo(f"""
 QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.

@@ -24,6 +24,18 @@ def container(vm_id: int) -> str:
     return f"qvd-{vm_id}"
 
 
+def first_error(log: str) -> str:
+    """LXC's first ERROR line is the cause; the ones after it are consequences."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if " ERROR " in line:
+                    return line.split(" - ", 2)[-1].strip()
+    except FileNotFoundError:
+        pass
+    return "failed (no log)"
+
+
 class LxcBackend(Backend):
     name = "lxc"
 
@@ -118,8 +130,13 @@ class LxcBackend(Backend):
     async def start(self, vm: VmSpec) -> int | None:
         name = container(vm.vm_id)
         log = os.path.join(self.lxcpath, name, "lxc.log")
-        await self._lxc("lxc-start", "-n", name, "-d", "-f", self._config_path(vm.vm_id),
-                        "-o", log, "-l", "NOTICE")
+        if os.path.exists(log):
+            os.unlink(log)  # this start's story only
+        try:
+            await self._lxc("lxc-start", "-n", name, "-d", "-f", self._config_path(vm.vm_id),
+                            "-o", log, "-l", "NOTICE")
+        except BackendError:
+            raise BackendError(f"lxc-start {name}: {first_error(log)}") from None
         pid = await self._lxc("lxc-info", "-n", name, "-p", "-H", check=False)
         return int(pid) if pid.isdigit() else None
 

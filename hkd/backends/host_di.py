@@ -2,7 +2,7 @@
 demos: an extended-layout tarball whose lxc/fstab bind-mounts the host's /usr, the Python
 that runs qvd and this checkout read-only, so the agent, Xvnc and xterm inside are the host's.
 
-    .venv/bin/python scripts/make_host_di.py /tmp/host-di.tar
+    .venv/bin/python -m qvd.hkd.backends.host_di /tmp/host-di.tar
     qvd-admin di add path=/tmp/host-di.tar osf=desktop
     qvd-admin config set vm.lxc.init=$PWD/.venv/bin/qvd-vma
 """
@@ -13,18 +13,21 @@ import os
 import sys
 import tarfile
 
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the sources of this package (an editable install runs them from the checkout)
+SOURCES = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIRECTORIES = ["usr", "etc", "proc", "sys", "dev", "tmp", "run", "home", "root", "var/tmp",
                "var/lib", "var/log"]
 LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
 
 
 def host_binds() -> list[str]:
-    """What the container borrows from the host, read-only."""
-    binds = ["/usr"] + [p for p in ("/etc/alternatives", "/etc/fonts", "/etc/X11",
-                                     "/etc/ld.so.cache") if os.path.exists(p)]
-    for path in (os.path.realpath(sys.base_prefix), CHECKOUT):
-        if not path.startswith("/usr/") and path not in binds:
+    """What the container borrows from the host, read-only (no path inside another one)."""
+    wanted = ["/usr", *(p for p in ("/etc/alternatives", "/etc/fonts", "/etc/X11",
+                                    "/etc/ld.so.cache") if os.path.exists(p)),
+              os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), SOURCES]
+    binds: list[str] = []
+    for path in sorted(set(wanted), key=len):
+        if not any(path == b or path.startswith(b + "/") for b in binds):
             binds.append(path)
     return binds
 
