@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: a private PostgreSQL, a migrated database, percentiles."""
+"""Shared by the benchmarks: a private PostgreSQL, a migrated database, percentiles, and the
+rows every benchmark reports (a figure, its floor or peer measured in the same run)."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import shutil
 import statistics
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 from sqlalchemy.pool import NullPool
@@ -14,14 +16,16 @@ from qvd.db import migrate
 from qvd.db.embedded import Cluster
 from qvd.db.engine import make_engine
 
+SPEED = {"fsync": "off", "synchronous_commit": "off"}
+
 
 @contextmanager
-def private_database(name: str = "bench"):
+def private_database(name: str = "bench", settings: dict | None = None):
     """(root dir, libpq params) of a throwaway cluster with a migrated database."""
     root = tempfile.mkdtemp(prefix="qvd-bench-")
     os.chmod(root, 0o755)
     cluster = Cluster(os.path.join(root, "pg"))
-    cluster.create({"fsync": "off", "synchronous_commit": "off"})
+    cluster.create({**SPEED, **(settings or {})})
     cluster.start()
     try:
         params = cluster.connection_params()
@@ -43,5 +47,50 @@ def percentile(samples: list[float], pct: float) -> float:
 
 
 def summary(samples: list[float]) -> dict:
+    """p50, p99 and mean; the samples themselves are kept for the plots."""
     return {"n": len(samples), "p50": percentile(samples, 50), "p99": percentile(samples, 99),
-            "mean": statistics.fmean(samples)}
+            "mean": statistics.fmean(samples), "samples": list(samples)}
+
+
+@dataclass
+class Row:
+    """One line of a results table. `key` names the figure across repeated runs; `value` and
+    `floor` are in `unit`; a row whose value is None was not measured (`note` says why)."""
+    key: str
+    figure: str
+    value: float | None
+    unit: str
+    floor: float | None = None
+    floor_label: str = "-"
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.floor:
+            return None
+        return self.value / self.floor
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+    return f"{value:,.{digits}f} {unit}"
+
+
+def table(rows: list[Row], project: str = "qvd") -> str:
+    """The Markdown table a benchmark's own main() prints (one run, no medians)."""
+    lines = [f"| figure | {project} | floor or peer (same run) | ratio |", "|---|---|---|---|"]
+    for row in rows:
+        if row.value is None:
+            lines.append(f"| {row.figure} | not measured: {row.note} | - | - |")
+            continue
+        floor = f"{fmt(row.floor, row.unit)} ({row.floor_label})" if row.floor is not None \
+            else row.floor_label
+        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"
+        lines.append(f"| {row.figure} | {fmt(row.value, row.unit)} | {floor} | {ratio} |")
+    return "\n".join(lines)
+
+
+def ms(samples: list[float]) -> list[float]:
+    return [s * 1000 for s in samples]

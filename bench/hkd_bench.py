@@ -1,10 +1,11 @@
-"""qvd-hkd benchmarks (python -m bench.hkd_bench, or make bench-hkd).
+"""qvd-hkd benchmarks (python -m bench.hkd_bench; part of make bench).
 
 1. Command latency: a committed `vm start` until the node has claimed it (state `starting`,
    observed through the state notification), against its floor: a bare NOTIFY round trip
    (NOTIFY to a listener that answers with a NOTIFY) on the same server, same event loop.
 2. Idle database statements per second of one node managing N running VMs (fake backend,
-   fake VMAs: the database load is what is measured).
+   fake VMAs: the database load is what is measured). No floor: bench.scale_bench compares
+   clusters of 1 to 50 such nodes.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import time
 import psycopg
 
 from qvd.hkd.backends.fake import FakeBackend
-from qvd.hkd.fake_node import FakeNode, fake_node_config
+from qvd.hkd.fake_node import fake_node_config
 
-from .common import private_database, summary
+from .common import Row, ms, private_database, summary, table
+from .fake_nodes import BenchFakeNode
 
 SEED = """
 INSERT INTO users (tenant_id, login) VALUES (1, 'bench');
@@ -83,7 +85,8 @@ async def run(count: int, vms: int, idle_seconds: float) -> dict:
             conn.execute("INSERT INTO vm_counters (vm_id) SELECT id FROM vms")
         os.makedirs(f"{root}/storage/images", exist_ok=True)
         backend = FakeBackend()
-        node = FakeNode(fake_node_config(params, root, f"{root}/storage", nodename="bench-node"), backend)
+        cfg = fake_node_config(params, root, f"{root}/storage", nodename="bench-node")
+        node = BenchFakeNode(cfg, backend)
         node_task = asyncio.create_task(node.run())
         await asyncio.sleep(1)
         floor = await notify_round_trips(params, count)
@@ -96,17 +99,33 @@ async def run(count: int, vms: int, idle_seconds: float) -> dict:
                          "vm_address = '127.0.0.1', vm_vma_port = 10000 + vm_id, "
                          "vm_x_port = 20000 + vm_id")
         backend.running = {vm: None for vm in range(1, vms + 1)}
-        node = FakeNode(fake_node_config(params, root, f"{root}/storage", nodename="bench-node"), backend)
+        node = BenchFakeNode(cfg, backend)
         node_task = asyncio.create_task(node.run())
         await asyncio.sleep(3)
-        before = node.db.queries + node.monitor_db.queries
+        before = node.queries
         await asyncio.sleep(idle_seconds)
-        idle_qps = (node.db.queries + node.monitor_db.queries - before) / idle_seconds
+        idle_qps = (node.queries - before) / idle_seconds
         managed = len(node.machines)
         node.request_stop()
         await node_task
         return {"floor": summary(floor), "latency": summary(latency), "idle_qps": idle_qps,
                 "vms": managed}
+
+
+def rows(result: dict) -> list[Row]:
+    floor, latency = result["floor"], result["latency"]
+    found = [Row(f"command_{label}", "command latency: `vm start` committed -> node claims it, "
+                 f"{label} (n={latency['n']})", latency[label] * 1000, "ms",
+                 floor[label] * 1000, "bare NOTIFY round trip") for label in ("p50", "p99")]
+    found.append(Row("idle_one_node", f"idle DB statements/s, one node, {result['vms']} running "
+                     "VMs", result["idle_qps"], "/s", None, "- (see the scale rows)"))
+    return found
+
+
+def distributions(result: dict) -> dict:
+    return {"command_latency": ("vm start committed -> node claims it", "ms", {
+        "qvd-hkd": ms(result["latency"]["samples"]),
+        "bare NOTIFY round trip": ms(result["floor"]["samples"])})}
 
 
 def main() -> None:
@@ -115,16 +134,7 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=30)
     args = parser.parse_args()
-    result = asyncio.run(run(args.count, args.vms, args.idle_seconds))
-    floor, latency = result["floor"], result["latency"]
-    ms = lambda s: f"{s * 1000:.2f} ms"  # noqa: E731
-    print("| figure | qvd-hkd | floor | ratio |\n|---|---|---|---|")
-    for label in ("p50", "p99"):
-        print(f"| vm start committed -> node claims it, {label} (n={latency['n']}) | "
-              f"{ms(latency[label])} | {ms(floor[label])} (bare NOTIFY round trip) | "
-              f"{latency[label] / floor[label]:.2f} |")
-    print(f"| idle DB statements/s, one node, {result['vms']} running VMs | "
-          f"{result['idle_qps']:.2f} | - | - |")
+    print(table(rows(asyncio.run(run(args.count, args.vms, args.idle_seconds))), "qvd-hkd"))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Warm connect: a running VM, a new TLS connection, authentication, list_of_vm, co
 101 and the first desktop byte (Xvnc's RFB banner), against its floor measured in the same
 run: a new TLS connection to the same L7R plus one HTTP round trip (/qvd/ping).
 Tunnel throughput: bytes pushed through the L7R (TLS, then the proxy) into a sink that
-stands in for the desktop port, against the same bytes over a direct TCP connection.
+stands in for the desktop port, against the same bytes over a direct TCP connection and
+through a TLS proxy peer (socat, Debian's package: OPENSSL-LISTEN to TCP, with the L7R's
+256 KiB buffer) pushed from the same Python ssl client.
 Memory: USS (private pages) of each L7R process serving a connected desktop, against a bare
 forked Python process. Rate: desktop connects per second one node sustains with concurrent
 clients, against TLS + /qvd/ping connections per second with as many clients.
@@ -14,12 +16,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 
-from .common import summary
+from qvd.hkd.backends.process import free_port
+from qvd.l7r.client import tls_context
+from qvd.l7r.proxy import BUFFER
+from qvd.l7r.tls import self_signed
+
+from .common import Row, ms, summary, table
 from .node import UPGRADE, BenchNode, bench_node, uss_kib, wait
 
 WORKERS = 4
@@ -134,17 +144,81 @@ def _push(sock, sink: Sink, total: int) -> float:
     return total / (time.perf_counter() - start) / 1e6
 
 
+def socat_throughput(sink: Sink, total: int) -> float | None:
+    """The same bytes through socat's TLS-to-TCP proxy into the same sink (None: no socat)."""
+    socat = shutil.which("socat")
+    if socat is None:
+        return None
+    cert, key = self_signed("bench")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in (("cert.pem", cert), ("key.pem", key)):
+            with open(os.path.join(tmp, name), "w", encoding="ascii") as handle:
+                handle.write(text)
+        port = free_port()
+        proxy = subprocess.Popen(
+            [socat, "-b", str(BUFFER), f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,"
+             f"cert={tmp}/cert.pem,key={tmp}/key.pem,verify=0", f"TCP:127.0.0.1:{sink.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # socat serves one connection: no probing, connect when it listens
+                try:
+                    raw = socket.create_connection(("127.0.0.1", port))
+                    break
+                except ConnectionRefusedError:
+                    if proxy.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("socat did not start listening") from None
+                    time.sleep(0.05)
+            with tls_context(verify=False).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                return _push(sock, sink, total)
+        finally:
+            proxy.kill()
+            proxy.wait()
+
+
 def measure_throughput(node: BenchNode, total: int = 256 << 20) -> dict:
     sink = Sink()
     with socket.create_connection(("127.0.0.1", sink.port)) as direct:
         direct_mbps = _push(direct, sink, total)
+    socat_mbps = socat_throughput(sink, total)
     # The desktop the L7R connects to is whatever the VM's row names: point it at the sink.
     node.db.execute("UPDATE vm_runtimes SET vm_x_port = %s WHERE vm_id = 1", (sink.port,))
     with node.login() as conn:
         reply = conn.request("/qvd/connect_to_vm", {"id": 1}, UPGRADE)
         assert reply.status == 101, reply.body
         tunnel_mbps = _push(conn.sock, sink, total)
-    return {"tunnel_mbps": tunnel_mbps, "direct_mbps": direct_mbps, "tunnel_bytes": total}
+    return {"tunnel_mbps": tunnel_mbps, "direct_mbps": direct_mbps, "socat_mbps": socat_mbps,
+            "tunnel_bytes": total}
+
+
+def rows(result: dict) -> list[Row]:
+    floor, warm = result["floor"], result["warm"]
+    mib = result["tunnel_bytes"] >> 20
+    found = [Row(f"warm_{label}", "warm connect (TLS + auth + list + connect -> 101 -> first "
+                 f"desktop byte), {label} (n={warm['n']})", warm[label] * 1000, "ms",
+                 floor[label] * 1000, "new TLS connection + one HTTP round trip")
+             for label in ("p50", "p99")]
+    found.append(Row("tunnel_direct", f"tunnel throughput client -> desktop ({mib} MiB, TLS "
+                     "included)", result["tunnel_mbps"], "MB/s", result["direct_mbps"],
+                     "direct TCP, no TLS"))
+    tunnel = Row("tunnel_socat", f"tunnel throughput client -> desktop ({mib} MiB, TLS "
+                 "included)", result["tunnel_mbps"], "MB/s", result["socat_mbps"],
+                 "socat TLS proxy, same client")
+    if result["socat_mbps"] is None:
+        tunnel.value, tunnel.note = None, "socat is not installed (make bench installs it as root)"
+    found.append(tunnel)
+    found.append(Row("session_uss", f"memory per connected session, USS (median of "
+                     f"{result['sessions']} sessions)", result["uss_kib"] / 1024, "MiB",
+                     result["bare_kib"] / 1024, "a bare forked Python"))
+    found.append(Row("connect_rate", f"desktop connects per second, {WORKERS} clients",
+                     result["connects_per_s"], "/s", result["ping_per_s"], "TLS + /qvd/ping"))
+    return found
+
+
+def distributions(result: dict) -> dict:
+    return {"warm_connect": ("warm connect to the first desktop byte", "ms", {
+        "qvd-l7r": ms(result["warm"]["samples"]),
+        "new TLS connection + one HTTP round trip": ms(result["floor"]["samples"])})}
 
 
 def main() -> None:
@@ -152,22 +226,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    result = run(args.count, args.seconds)
-    floor, warm = result["floor"], result["warm"]
-    print("| figure | qvd-l7r | floor | ratio |\n|---|---|---|---|")
-    print(f"| tunnel throughput client -> desktop ({result['tunnel_bytes'] >> 20} MiB) | "
-          f"{result['tunnel_mbps']:.0f} MB/s | {result['direct_mbps']:.0f} MB/s (direct TCP) | "
-          f"{result['tunnel_mbps'] / result['direct_mbps']:.2f} |")
-    for label in ("p50", "p99"):
-        print(f"| warm connect to the first desktop byte, {label} (n={warm['n']}) | "
-              f"{warm[label] * 1000:.1f} ms | {floor[label] * 1000:.1f} ms (new TLS connection "
-              f"+ one HTTP round trip) | {warm[label] / floor[label]:.2f} |")
-    print(f"| memory per connected session, USS (median of {result['sessions']}) | "
-          f"{result['uss_kib'] / 1024:.1f} MiB | {result['bare_kib'] / 1024:.1f} MiB (a bare "
-          f"forked Python) | {result['uss_kib'] / result['bare_kib']:.2f} |")
-    print(f"| desktop connects per second, {WORKERS} clients | {result['connects_per_s']:.1f}/s | "
-          f"{result['ping_per_s']:.1f}/s (TLS + /qvd/ping) | "
-          f"{result['connects_per_s'] / result['ping_per_s']:.2f} |")
+    print(table(rows(run(args.count, args.seconds)), "qvd-l7r"))
 
 
 if __name__ == "__main__":
