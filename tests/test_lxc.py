@@ -16,8 +16,8 @@ import pytest
 from hkd_nodes import HkdNode, wait_for
 from qvd.client.png import read_png
 from qvd.hkd.backends import host_di
-from qvd.hkd.backends.lxc_firewall import remove as remove_firewall
-from qvd.hkd.backends.lxc_network import link_exists, remove_bridge
+from qvd.hkd.backends.firewall import remove as remove_firewall
+from qvd.hkd.backends.bridge import link_exists, remove_bridge
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import accepting

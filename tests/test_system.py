@@ -10,8 +10,8 @@ import time
 import pytest
 
 from qvd.cli.objects.system import lxc_usable, node_conf_text
-from qvd.hkd.backends.lxc_firewall import remove as remove_firewall
-from qvd.hkd.backends.lxc_network import remove_bridge
+from qvd.hkd.backends.firewall import remove as remove_firewall
+from qvd.hkd.backends.bridge import remove_bridge
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.procfs import alive as _alive
 from qvd.hkd.backends.process import free_port

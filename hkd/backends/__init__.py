@@ -14,5 +14,7 @@ def make_backend(cfg) -> Backend:
     if name == "lxc":
         from .lxc import LxcBackend
         return LxcBackend(cfg)
-    raise BackendError(f"vm.hypervisor = {name}: this backend is not available yet "
-                       "(use 'process' or 'lxc')")
+    if name == "kvm":
+        from .kvm import KvmBackend
+        return KvmBackend(cfg)
+    raise BackendError(f"vm.hypervisor = {name}: unknown backend (process, lxc or kvm)")

@@ -8,13 +8,12 @@ watchdog) finds them there. The agent (qvd-vma) runs inside, on the VM's own add
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import subprocess
 
-from . import lxc_firewall as firewall
+from . import bridge as network
 from .base import Backend, BackendError, VmAddress, VmSpec
-from .lxc_network import ensure_bridge, mac_for, veth_name
+from .bridge import mac_for, veth_name
 from .lxc_storage import Storage
 
 VMA_PORT, X_PORT = 3030, 4100
@@ -48,13 +47,6 @@ class LxcBackend(Backend):
         self.x_port = cfg.get_int("internal.vm.port.x")
 
     # --- helpers -------------------------------------------------------------------------------
-    def _network(self) -> tuple[str, int, str]:
-        """(bridge, prefix length, the node's address on the bridge)."""
-        start, netmask = self.cfg.get("vm.network.ip.start"), self.cfg.get("vm.network.netmask")
-        network = ipaddress.IPv4Network(f"{start}/{netmask}", strict=False)
-        gateway = self.cfg.get("vm.network.gateway") or str(network.network_address + 1)
-        return self.cfg.get("vm.network.bridge"), network.prefixlen, gateway
-
     def _config_path(self, vm_id: int) -> str:
         return os.path.join(self.lxcpath, container(vm_id), "config")
 
@@ -71,7 +63,7 @@ class LxcBackend(Backend):
 
     def config_text(self, vm: VmSpec, rootfs: str, home: str, fstab: str | None,
                     extra: str | None) -> str:
-        bridge, prefix, gateway = self._network()
+        bridge, prefix, gateway = network.plan(self.cfg)
         lines = [
             f"lxc.uts.name = {vm.name}",
             f"lxc.rootfs.path = dir:{rootfs}",
@@ -107,16 +99,10 @@ class LxcBackend(Backend):
 
     # --- the interface ---------------------------------------------------------------------
     async def prepare(self, vm: VmSpec) -> VmAddress:
-        bridge, prefix, gateway = self._network()
         persistent = self.cfg.get_bool("vm.overlay.persistent")
 
         def disks():
-            network = ipaddress.IPv4Network(f"{gateway}/{prefix}", strict=False)
-            ensure_bridge(bridge, gateway, str(network.netmask))
-            firewall.apply(firewall.ruleset(
-                bridge, str(network), self.cfg.get_bool("vm.network.firewall.protect_host"),
-                self.cfg.get_bool("vm.network.firewall.protect_vms"),
-                self.cfg.get_bool("vm.network.firewall.nat")))
+            network.setup(self.cfg)
             base = self.storage.basefs(vm.image)
             root, fstab, extra = self.storage.layout(base)
             rootfs = self.storage.mount_root(vm.vm_id, root, persistent)
@@ -137,6 +123,8 @@ class LxcBackend(Backend):
                             "-o", log, "-l", "NOTICE")
         except BackendError:
             raise BackendError(f"lxc-start {name}: {first_error(log)}") from None
+        if self.cfg.get_bool("vm.network.firewall.protect_vms"):
+            network.isolate_port(veth_name(vm.vm_id))
         pid = await self._lxc("lxc-info", "-n", name, "-p", "-H", check=False)
         return int(pid) if pid.isdigit() else None
 

@@ -2,20 +2,20 @@
 
 - protect_host: VMs cannot open connections to the node (answers to connections the node
   opened, such as the L7R's and the HKD's, still flow);
-- protect_vms: VMs cannot reach each other across the bridge;
 - nat: VM traffic leaving by another interface is masqueraded (off unless configured: nothing
   leaves the machine unless an admin wants it to).
+
+protect_vms is not here: each VM's bridge port is isolated instead (bridge.isolate_port), which
+keeps VMs apart on exactly this bridge.
 """
 from __future__ import annotations
 
 import subprocess
 
 from .base import BackendError
-from .lxc_network import VETH_PREFIX
 
 
-def ruleset(bridge: str, network: str, protect_host: bool, protect_vms: bool,
-            nat: bool) -> str:
+def ruleset(bridge: str, network: str, protect_host: bool, nat: bool) -> str:
     table = f"qvd_{bridge}"
     inet = [f'iifname "{bridge}" ct state established,related accept']
     if protect_host:
@@ -28,12 +28,6 @@ def ruleset(bridge: str, network: str, protect_host: bool, protect_vms: bool,
         lines += ["  chain postrouting {", "    type nat hook postrouting priority 100;",
                   f'    ip saddr {network} oifname != "{bridge}" masquerade', "  }"]
     lines.append("}")
-    lines += [f"table bridge {table}", f"delete table bridge {table}"]
-    if protect_vms:
-        lines += [f"table bridge {table} {{",
-                  "  chain forward {", "    type filter hook forward priority 0; policy accept;",
-                  # between two VM ports (veths are named qvd<vm id>, see lxc_network)
-                  f'    iifname "{VETH_PREFIX}*" oifname "{VETH_PREFIX}*" drop', "  }", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -44,5 +38,4 @@ def apply(text: str) -> None:
 
 
 def remove(bridge: str) -> None:
-    for family in ("inet", "bridge"):
-        subprocess.run(["nft", "delete", "table", family, f"qvd_{bridge}"], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "inet", f"qvd_{bridge}"], capture_output=True)

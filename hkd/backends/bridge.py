@@ -1,0 +1,89 @@
+"""The VM network, shared by the LXC and KVM backends: a bridge (vm.network.bridge) that carries
+the node's own address on the VM network, made with pyroute2; each VM gets a port on it (a
+veth made by LXC, a tap made by libvirt) with a MAC derived from its IP, so a VM keeps its MAC
+wherever it runs. With vm.network.firewall.protect_vms the port is isolated: isolated ports
+reach the node but not each other."""
+from __future__ import annotations
+
+import ipaddress
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .base import BackendError
+
+
+def mac_for(ip: str) -> str:
+    """Locally administered, unicast: 02:00 + the four bytes of the IPv4 address."""
+    return "02:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+def ensure_bridge(name: str, address: str, netmask: str) -> None:
+    """The bridge up with the node's address on it; nothing is routed out by this."""
+    prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
+    try:
+        with IPRoute() as ip:
+            found = ip.link_lookup(ifname=name)
+            if not found:
+                ip.link("add", ifname=name, kind="bridge")
+                found = ip.link_lookup(ifname=name)
+            index = found[0]
+            present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                       for a in ip.get_addr(index=index)}
+            if (address, prefix) not in present:
+                ip.addr("add", index=index, address=address, prefixlen=prefix)
+            ip.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        raise BackendError(f"bridge {name}: {exc}") from None
+
+
+def isolate_port(port: str, isolated: bool = True) -> None:
+    try:
+        with IPRoute() as ip:
+            found = ip.link_lookup(ifname=port)
+            if not found:
+                raise BackendError(f"no network port {port} to isolate")
+            ip.brport("set", index=found[0], isolated=int(isolated))
+    except NetlinkError as exc:
+        raise BackendError(f"port {port}: {exc}") from None
+
+
+def setup(cfg) -> tuple[str, int, str]:
+    """The VM bridge and its firewall, as the node's settings say; (bridge, prefix, gateway)."""
+    from . import firewall
+    start, netmask = cfg.get("vm.network.ip.start"), cfg.get("vm.network.netmask")
+    network = ipaddress.IPv4Network(f"{start}/{netmask}", strict=False)
+    gateway = cfg.get("vm.network.gateway") or str(network.network_address + 1)
+    bridge = cfg.get("vm.network.bridge")
+    ensure_bridge(bridge, gateway, str(network.netmask))
+    firewall.apply(firewall.ruleset(bridge, str(network),
+                                    cfg.get_bool("vm.network.firewall.protect_host"),
+                                    cfg.get_bool("vm.network.firewall.nat")))
+    return bridge, network.prefixlen, gateway
+
+
+def plan(cfg) -> tuple[str, int, str]:
+    """(bridge, prefix, gateway) without touching anything."""
+    start, netmask = cfg.get("vm.network.ip.start"), cfg.get("vm.network.netmask")
+    network = ipaddress.IPv4Network(f"{start}/{netmask}", strict=False)
+    return (cfg.get("vm.network.bridge"), network.prefixlen,
+            cfg.get("vm.network.gateway") or str(network.network_address + 1))
+
+
+def remove_bridge(name: str) -> None:
+    with IPRoute() as ip:
+        found = ip.link_lookup(ifname=name)
+        if found:
+            ip.link("del", index=found[0])
+
+
+VETH_PREFIX = "qvd"
+
+
+def veth_name(vm_id: int) -> str:
+    return f"{VETH_PREFIX}{vm_id}"  # the host side of the VM's veth (15 characters at most)
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ip:
+        return bool(ip.link_lookup(ifname=name))
