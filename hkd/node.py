@@ -50,6 +50,7 @@ class Node:
         self.monitor_db = Database(params, f"qvd-hkd {self.name} monitor")
         self.backend = make_backend(cfg)
         self.machines: dict[int, asyncio.Task] = {}
+        self.claiming: dict[int, asyncio.Event] = {}  # starts between check and spawn
         self.inboxes: dict[int, VmMachine] = {}
         self.fenced = False
         self.state = "starting"
@@ -162,16 +163,24 @@ class Node:
     async def handle_command(self, vm_id: int, cmd: str) -> None:
         try:
             if cmd == "start":
-                if self.fenced or vm_id in self.machines:
+                if self.fenced or vm_id in self.machines or vm_id in self.claiming:
                     return  # taken again by the poll once possible
-                if self.state != "running":
-                    await self.store.refuse_start(vm_id, f"node {self.name} is {self.state}")
-                elif await self.store.claim_start(vm_id):
-                    await self.store.count(vm_id, "run_attempts")
-                    self.spawn(vm_id, "starting")
-                else:
-                    await self.store.refuse_start(vm_id, "the VM is blocked or not stopped")
+                # Reserved before the first await: a stop arriving while the start is being
+                # claimed waits for the machine instead of making a second one.
+                self.claiming[vm_id] = asyncio.Event()
+                try:
+                    if self.state != "running":
+                        await self.store.refuse_start(vm_id, f"node {self.name} is {self.state}")
+                    elif await self.store.claim_start(vm_id):
+                        self.spawn(vm_id, "starting")
+                        await self.store.count(vm_id, "run_attempts")
+                    else:
+                        await self.store.refuse_start(vm_id, "the VM is blocked or not stopped")
+                finally:
+                    self.claiming.pop(vm_id).set()
             elif cmd == "stop":
+                if vm_id in self.claiming:
+                    await self.claiming[vm_id].wait()
                 state = await self.store.claim_stop(vm_id)
                 if state is None:
                     return

@@ -12,6 +12,10 @@ DEBS+=(slapd ldap-utils libldap2-dev libsasl2-dev pkg-config gcc python3-dev)
 DEBS+=(xterm nxagent nxproxy xvfb x11-utils)
 # The LXC backend: Debian's lxc (lxc-start, lxc-stop, lxc-info, lxc-attach in tests).
 DEBS+=(lxc nftables)
+# The KVM backend: libvirt without systemd (the -sysv package), QEMU, qemu-img; libvirt-dev
+# builds libvirt-python; busybox-static makes the tests' tiny guest.
+DEBS+=(libvirt-daemon-system libvirt-daemon-system-sysv qemu-system-x86 qemu-utils libvirt-dev
+       busybox-static)
 python3 -c 'import venv, ensurepip' 2>/dev/null || DEBS+=(python3-venv)
 
 missing=()

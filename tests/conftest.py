@@ -182,3 +182,4 @@ def make_host_running(qvd, name: str, ram: int = 4096) -> int:
 
 
 from slapd import slapd  # noqa: E402,F401  (session fixture: a real LDAP server, tests/slapd.py)
+from libvirtd import libvirtd  # noqa: E402,F401  (session fixture: tests/libvirtd.py)

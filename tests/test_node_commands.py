@@ -29,3 +29,41 @@ def test_start_arriving_while_the_previous_handler_finishes_is_taken(demo):
         assert state == [("running",)]
     os.makedirs(os.path.join(demo.storage, "images"), exist_ok=True)
     asyncio.run(scenario())
+
+
+def test_stop_arriving_while_the_start_is_claimed_makes_no_second_machine(demo):
+    async def scenario():
+        node = FakeNode(fake_node_config(demo.params, demo.home, demo.storage,
+                                         **{"hkd.poll.interval": "600"}))
+        running = asyncio.create_task(node.run())
+        while node.state != "running":
+            await asyncio.sleep(0.05)
+        spawned = []
+        spawn, claim = node.spawn, node.store.claim_start
+
+        def counting_spawn(vm_id, *args):
+            spawned.append(vm_id)
+            return spawn(vm_id, *args)
+
+        async def slow_claim(vm_id):  # the claim is committed: the stop can come now
+            claimed = await claim(vm_id)
+            await asyncio.sleep(0.3)
+            return claimed
+        node.spawn, node.store.claim_start = counting_spawn, slow_claim
+        demo.sql("UPDATE vm_runtimes SET host_id = (SELECT id FROM hosts), vm_cmd = 'start'")
+        for _ in range(100):  # the node claims it (NOTIFY), then takes 0.3 s to go on
+            await asyncio.sleep(0.02)
+            if demo.sql("SELECT vm_state FROM vm_runtimes") == [("starting",)]:
+                break
+        assert not spawned
+        demo.sql("UPDATE vm_runtimes SET vm_cmd = 'stop'")  # arrives in that gap
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if demo.sql("SELECT vm_state FROM vm_runtimes") == [("stopped",)] and not node.machines:
+                break
+        state = demo.sql("SELECT vm_state, last_error FROM vm_runtimes")
+        node.request_stop()
+        await running
+        assert spawned == [1] and state == [("stopped", None)]  # one machine, a clean stop
+    os.makedirs(os.path.join(demo.storage, "images"), exist_ok=True)
+    asyncio.run(scenario())

@@ -46,13 +46,18 @@ class KvmBackend(Backend):
         self.vma_port = cfg.get_int("internal.vm.port.vma")
         self.x_port = cfg.get_int("internal.vm.port.x")
         self._domain_type: str | None = None
+        self._conn: libvirt.virConnect | None = None
 
     # --- helpers -------------------------------------------------------------------------------
     def _connect(self) -> libvirt.virConnect:
+        """One connection, kept (and opened again after libvirtd restarts)."""
+        if self._conn is not None and self._conn.isAlive():
+            return self._conn
         try:
-            return libvirt.open(self.uri)
+            self._conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
             raise BackendError(f"libvirt at {self.uri}: {exc.get_error_message()}") from None
+        return self._conn
 
     def domain_type(self) -> str:
         """vm.kvm.accel: kvm, tcg, or auto = kvm only when KVM really runs a guest here."""
@@ -111,8 +116,6 @@ class KvmBackend(Backend):
                 conn.createXML(xml, 0)
             except libvirt.libvirtError as exc:
                 raise BackendError(f"libvirt: {exc.get_error_message()}") from None
-            finally:
-                conn.close()
         await asyncio.to_thread(create)
         if self.cfg.get_bool("vm.network.firewall.protect_vms"):
             network.isolate_port(tap_name(vm.vm_id))
@@ -130,8 +133,6 @@ class KvmBackend(Backend):
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return False
             raise BackendError(f"libvirt {action}: {exc.get_error_message()}") from None
-        finally:
-            conn.close()
 
     async def state(self, vm_id: int) -> str:
         active = await asyncio.to_thread(self._domain_call, vm_id, "isActive")
@@ -145,17 +146,13 @@ class KvmBackend(Backend):
 
     async def list(self) -> dict[int, VmAddress | None]:
         def running():
-            conn = self._connect()
-            try:
-                found = {}
-                for domain in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                    name = domain.name()
-                    if name.startswith("qvd-") and name[4:].isdigit():
-                        found[int(name[4:])] = _address(domain.XMLDesc(0), self.vma_port,
-                                                        self.x_port)
-                return found
-            finally:
-                conn.close()
+            found = {}
+            for domain in self._connect().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                name = domain.name()
+                if name.startswith("qvd-") and name[4:].isdigit():
+                    found[int(name[4:])] = _address(domain.XMLDesc(0), self.vma_port,
+                                                    self.x_port)
+            return found
         return await asyncio.to_thread(running)
 
     async def cleanup(self, vm_id: int) -> None:
@@ -168,18 +165,14 @@ class KvmBackend(Backend):
 
     def kill_all(self) -> list[int]:
         killed = []
-        conn = self._connect()
-        try:
-            for domain in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                name = domain.name()
-                if name.startswith("qvd-") and name[4:].isdigit():
-                    try:
-                        domain.destroy()
-                        killed.append(int(name[4:]))
-                    except libvirt.libvirtError:
-                        pass
-        finally:
-            conn.close()
+        for domain in self._connect().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            name = domain.name()
+            if name.startswith("qvd-") and name[4:].isdigit():
+                try:
+                    domain.destroy()
+                    killed.append(int(name[4:]))
+                except libvirt.libvirtError:
+                    pass
         return killed
 
 

@@ -1,0 +1,170 @@
+"""The KVM backend: domain XML and lifecycle against libvirt's test:///default driver (no
+daemon), then a real boot under QEMU/TCG of a tiny guest (tests/tiny_guest.py) driven from
+stopped to running to stopped through the CLI by a real qvd-hkd."""
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+
+from hkd_nodes import HkdNode, wait_for
+from qvd.db.config import Config
+from qvd.hkd.backends.base import VmSpec
+from qvd.hkd.backends.bridge import link_exists, remove_bridge
+from qvd.hkd.backends.firewall import remove as remove_firewall
+
+libvirt = pytest.importorskip("libvirt")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-img"),
+                                reason="the KVM backend needs root and qemu-utils")
+
+
+def spec(tmp_path, **props) -> VmSpec:
+    image = str(tmp_path / "di.qcow2")
+    if not os.path.exists(image):
+        subprocess.run(["qemu-img", "create", "-f", "qcow2", image, "64M"], check=True,
+                       capture_output=True)
+    return VmSpec(vm_id=5, name="box", memory=384, image=image, ip="10.233.0.20",
+                  use_overlay=True, user_storage=32, properties=props)
+
+
+def backend(tmp_path, uri="test:///default", **more):
+    from qvd.hkd.backends.kvm import KvmBackend
+    node = {"path.storage.root": str(tmp_path / "storage"), "path.log": str(tmp_path / "log"),
+            "vm.kvm.uri": uri, "vm.kvm.accel": "tcg", "vm.network.bridge": "qvdkt",
+            "vm.network.ip.start": "10.233.0.20", "vm.network.netmask": "255.255.255.0",
+            "vm.network.firewall.protect_vms": "0", **more}
+    return KvmBackend(Config(node=node))
+
+
+@pytest.fixture
+def kvm_bridge():
+    yield "qvdkt"
+    remove_bridge("qvdkt")
+    remove_firewall("qvdkt")
+
+
+def test_domain_xml_comes_from_the_data(tmp_path):
+    kvm = backend(tmp_path)
+    vm = spec(tmp_path, **{"vm.kvm.vcpus": "2", "vm.kvm.kernel": "/k", "vm.kvm.initrd": "/i"})
+    from qvd.hkd.backends.kvm_domain import domain_xml
+    root = ElementTree.fromstring(domain_xml(vm, kvm.plan(vm)))
+    assert root.get("type") == "qemu" and root.findtext("name") == "qvd-5"
+    assert root.find("memory").text == "384" and root.find("memory").get("unit") == "MiB"
+    assert root.findtext("vcpu") == "2" and root.find("features/acpi") is not None
+    disks = root.findall("devices/disk")
+    assert [d.find("source").get("file") for d in disks] == [
+        kvm.overlay_path(5), kvm.home_path(5)]
+    assert disks[0].find("readonly") is None
+    nic = root.find("devices/interface")
+    assert nic.find("source").get("bridge") == "qvdkt"
+    assert nic.find("mac").get("address") == "02:00:0a:e9:00:14"
+    assert nic.find("model").get("type") == "virtio"
+    assert root.find("devices/serial/source").get("path").endswith("qvd-5.log")
+    assert "qvd.ip=10.233.0.20/24 qvd.gw=10.233.0.1 qvd.vma_port=3030" in root.findtext("os/cmdline")
+    # without an overlay the DI itself is the disk, read-only
+    vm.use_overlay, vm.user_storage = False, None
+    root = ElementTree.fromstring(domain_xml(vm, kvm.plan(vm)))
+    (disk,) = root.findall("devices/disk")
+    assert disk.find("source").get("file") == vm.image and disk.find("readonly") is not None
+
+
+def test_lifecycle_against_the_libvirt_test_driver(tmp_path, kvm_bridge):
+    kvm = backend(tmp_path)
+    vm = spec(tmp_path)
+
+    async def scenario():
+        address = await kvm.prepare(vm)
+        assert (address.address, address.vma_port) == ("10.233.0.20", 3030)
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json",
+                                          kvm.overlay_path(5)], capture_output=True,
+                                         text=True, check=True).stdout)
+        assert info["backing-filename"] == vm.image  # a qcow2 overlay on the DI
+        assert os.path.exists(kvm.home_path(5)) and link_exists("qvdkt")
+        await kvm.start(vm)
+        assert await kvm.state(5) == "running"
+        listed = await kvm.list()
+        assert list(listed) == [5] and listed[5].address == "10.233.0.20"  # from the MAC
+        await kvm.kill(5)
+        assert await kvm.state(5) == "stopped" and await kvm.list() == {}
+        await kvm.cleanup(5)
+        assert not os.path.exists(kvm.overlay_path(5)) and os.path.exists(kvm.home_path(5))
+    asyncio.run(scenario())
+
+
+def test_auto_acceleration_asks_kvm_itself(tmp_path, monkeypatch):
+    from qvd.hkd.backends import kvm as kvm_module
+    monkeypatch.setattr(kvm_module, "kvm_runs_guests", lambda: False)
+    assert backend(tmp_path, **{"vm.kvm.accel": "auto"}).domain_type() == "qemu"
+    monkeypatch.setattr(kvm_module, "kvm_runs_guests", lambda: True)
+    assert backend(tmp_path, **{"vm.kvm.accel": "auto"}).domain_type() == "kvm"
+    assert backend(tmp_path, **{"vm.kvm.accel": "tcg"}).domain_type() == "qemu"
+
+
+@pytest.fixture
+def kvm_node(demo, tmp_path, libvirtd):
+    import tiny_guest
+    # qemu runs as libvirt-qemu: it must reach the disks, the kernel and the console log
+    for directory in (tmp_path, tmp_path.parent, tmp_path.parent.parent):
+        directory.chmod(0o755)
+    kernel, initrd = tiny_guest.build(str(tmp_path))
+    disk = str(tmp_path / "tiny.qcow2")
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", disk, "64M"], check=True,
+                   capture_output=True)
+    demo.ok("config", "set", "vm.network.ip.start=10.233.0.20", "vm.network.netmask=255.255.255.0")
+    demo.ok("osf", "add", "-t", "acme", "name=tiny", "memory=256", "user_storage=32")
+    demo.ok("di", "add", "-t", "acme", f"path={disk}", "osf=tiny", "version=tiny")
+    demo.ok("di", "propset", "-t", "acme", "-f", "version=tiny", f"vm.kvm.kernel={kernel}",
+            f"vm.kvm.initrd={initrd}", "vm.kvm.cmdline=console=ttyS0 quiet")
+    demo.ok("vm", "add", "-t", "acme", "name=tiny", "user=alice", "osf=tiny", "ip=10.233.0.20")
+    node = HkdNode(demo, "node1", f"vm.hypervisor = kvm\nvm.kvm.uri = {libvirtd}\n"
+                   "vm.kvm.accel = tcg\nvm.network.bridge = qvdkt\n"
+                   "internal.hkd.timeout.vm.state.stopping_shutdown = 20\n"
+                   "internal.hkd.timeout.vm.state.starting = 180\n")
+    node.vm_id = demo.sql("SELECT id FROM vms WHERE name = 'tiny'")[0][0]
+    node.start()
+    yield node
+    node.cleanup()
+    conn = libvirt.open(libvirtd)
+    for domain in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        if domain.name() == f"qvd-{node.vm_id}":
+            domain.destroy()
+    conn.close()
+    remove_bridge("qvdkt")
+    remove_firewall("qvdkt")
+
+
+def _row(demo):
+    (row,) = json.loads(demo.ok("vm", "list", "--json", "-f", "name=tiny"))
+    return row
+
+
+def test_a_tiny_guest_boots_under_tcg_and_stops_through_the_cli(kvm_node, demo, libvirtd):
+    vm_id = kvm_node.vm_id
+    storage = demo.storage
+    overlay = os.path.join(storage, "overlays", f"{vm_id}.qcow2")
+    home = os.path.join(storage, "homes", f"{vm_id}-data.qcow2")
+    for round_ in range(2):
+        demo.ok("vm", "start", "-f", "name=tiny")
+        row = wait_for(lambda: _row(demo)["state"] == "running" and _row(demo) or
+                       _row(demo)["last_error"], 240, "the guest to boot")
+        assert isinstance(row, dict), row  # else the reason it did not start
+        with urllib.request.urlopen("http://10.233.0.20:3030/vma/ping", timeout=5) as reply:
+            assert json.load(reply)["status"] == "ok"  # through the bridge, from the guest
+        assert os.path.exists(overlay) and link_exists(f"qvdk{vm_id}")
+        if round_ == 0:
+            home_inode = os.stat(home).st_ino
+        assert os.stat(home).st_ino == home_inode  # the same home disk both times
+        demo.ok("vm", "stop", "-f", "name=tiny")
+        wait_for(lambda: _row(demo)["state"] == "stopped", 120, "the guest to stop")
+        conn = libvirt.open(libvirtd)
+        try:
+            assert f"qvd-{vm_id}" not in [d.name() for d in conn.listAllDomains()]
+        finally:
+            conn.close()
+        assert not os.path.exists(overlay) and os.path.exists(home)
+        assert not link_exists(f"qvdk{vm_id}")
+    assert row["pid"]
