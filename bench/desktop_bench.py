@@ -10,7 +10,6 @@ the results as not measured until this tree has them and a benchmark for them.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -78,23 +77,12 @@ def run(count: int) -> dict:
     return {"cold": summary(cold), "floor": summary(floor)}
 
 
-def other_backends() -> list[Row]:
-    """The backends this benchmark does not measure, and why."""
-    found = []
-    for name in ("lxc", "kvm"):
-        present = importlib.util.find_spec(f"qvd.hkd.backends.{name}") is not None
-        found.append(Row(f"cold_{name}", f"cold connect, {name} backend", None, "ms", note=(
-            f"qvd/hkd/backends/{name}.py exists but has no benchmark yet" if present else
-            f"there is no {name} backend yet (qvd/hkd/backends/{name}.py)")))
-    return found
-
-
 def rows(result: dict) -> list[Row]:
     cold, floor = result["cold"], result["floor"]
     return [Row(f"cold_process_{label}", "cold connect (stopped VM, process backend) to the "
                 f"first desktop byte, {label} (n={cold['n']})", cold[label] * 1000, "ms",
                 floor[label] * 1000, "qvd-vma start + Xvnc start, done directly")
-            for label in ("p50", "p99")] + other_backends()
+            for label in ("p50", "p99")]
 
 
 def distributions(result: dict) -> dict:

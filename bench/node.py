@@ -90,25 +90,31 @@ def uss_kib(pid: int) -> int:
 
 
 @contextmanager
-def bench_node(users: int = 1):
+def bench_node(users: int = 1, hypervisor: str = "process", node_conf: str = "",
+               image=None, memory: int = 64, di_properties: tuple[str, ...] = ()):
+    """image(home) -> path of the DI to use (default: an empty file for the process backend)."""
     with private_database() as (root, params), tempfile.TemporaryDirectory() as home:
+        os.chmod(home, 0o755)  # qemu (libvirt-qemu) must reach the disks
         port = free_port()
         with open(os.path.join(home, "node.conf"), "w", encoding="utf-8") as handle:
             handle.write(f"nodename = bench\npath.home = {home}\npath.run = {home}/run\n"
                          f"path.log = {home}/log\npath.storage.root = {home}/storage\n"
-                         f"vm.hypervisor = process\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
+                         f"vm.hypervisor = {hypervisor}\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
                          f"database.host = {params['host']}\ndatabase.port = {params['port']}\n"
                          f"database.user = {params['user']}\n"
                          f"database.password = {params['password']}\n"
-                         f"database.name = {params['dbname']}\n")
+                         f"database.name = {params['dbname']}\n{node_conf}")
         cert, key = self_signed("bench")
         for name, text in (("cert.pem", cert), ("key.pem", key), ("image.tar", "")):
             with open(os.path.join(home, name), "w", encoding="ascii") as handle:
                 handle.write(text)
         node = BenchNode(home, params, port)
         node.admin("config", "ssl", "--cert", f"{home}/cert.pem", "--key", f"{home}/key.pem")
-        node.admin("osf", "add", "name=desk", "memory=64")
-        node.admin("di", "add", f"path={home}/image.tar", "osf=desk")
+        node.admin("osf", "add", "name=desk", f"memory={memory}", "user_storage=32")
+        node.admin("di", "add", f"path={image(home) if image else home + '/image.tar'}",
+                   "osf=desk")
+        if di_properties:
+            node.admin("di", "propset", "-f", "osf=desk", *di_properties)
         node.admin("host", "add", "name=bench", "address=127.0.0.1")
         for user in range(users):
             node.admin("user", "add", f"login=bench{user}", "password=bench")
@@ -122,6 +128,11 @@ def bench_node(users: int = 1):
         finally:
             hkd.terminate()
             hkd.wait(60)
-            from qvd.hkd.backends.process import ProcessBackend
-            ProcessBackend(os.path.join(home, "storage"), os.path.join(home, "run")).kill_all()
+            from qvd.db.config import Config
+            from qvd.hkd.backends import make_backend
+            make_backend(Config(node={
+                "vm.hypervisor": hypervisor, "path.storage.root": os.path.join(home, "storage"),
+                "path.run": os.path.join(home, "run"), "path.log": os.path.join(home, "log"),
+                **dict(line.split(" = ", 1) for line in node_conf.splitlines() if " = " in line)
+            })).kill_all()
             node.db.close()

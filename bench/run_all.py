@@ -22,7 +22,7 @@ import tempfile
 import time
 import traceback
 
-from . import desktop_bench, failover_bench, hkd_bench, l7r_bench, scale_bench
+from . import backend_bench, desktop_bench, failover_bench, hkd_bench, l7r_bench, scale_bench
 from .common import Row, fmt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,6 +41,8 @@ def _benches(args) -> list[tuple[str, object, object]]:
             20 if quick else 200, 100 if quick else 1000, 2 if quick else 10))),
         ("l7r", l7r_bench, lambda: l7r_bench.run(3 if quick else 30, 1 if quick else 5)),
         ("desktop", desktop_bench, lambda: desktop_bench.run(1 if quick else 10)),
+        ("backends", backend_bench, lambda: backend_bench.run(1 if quick else 5,
+                                                               1 if quick else 2)),
         ("failover", failover_bench, lambda: failover_bench.run(2 if quick else 5,
                                                                  failover_timings)),
         ("scale", scale_bench, lambda: scale_bench.run(

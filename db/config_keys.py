@@ -148,6 +148,8 @@ KEYS: list[Key] = [
     _k("vm.lxc.init", "/usr/bin/qvd-vma", "str",
        "Container init: the agent, started with --address/--port/--x-port of the VM."),
     _k("vm.lxc.unionfs.bind.fstab", 1, "bool", "Use an extended DI's lxc/fstab."),
+    _k("vm.lxc.cpu.shares", 1024, "int", "CPU weight of each container (cgroup cpu.shares)."),
+    _k("vm.lxc.cpuset", "", "str", "CPUs containers may use, e.g. 2-7 (empty: all)."),
     _k("vm.lxc.config.extra", 1, "bool", "Append an extended DI's lxc/config-extra."),
     _k("vm.kvm.accel", "auto", "enum:auto|kvm|tcg", "KVM acceleration or QEMU's TCG."),
     _k("vm.kvm.uri", "qemu:///system", "str", "libvirt connection URI."),

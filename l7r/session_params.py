@@ -25,7 +25,8 @@ SELECT key, value FROM (
   SELECT p.key, p.value, 4 FROM vm_properties p WHERE p.owner_id = %(vm)s
 ) merged ORDER BY level"""
 
-IDENTITY_KEYS = {"uid": "qvd.vm.user.uid", "gid": "qvd.vm.user.gid", "home": "qvd.vm.user.home"}
+# qvd.vm.user.home is the parent of homes (a setting); LDAP's homeDirectory is the home itself
+IDENTITY_KEYS = {"uid": "qvd.vm.user.uid", "gid": "qvd.vm.user.gid", "home": "qvd.auth.home"}
 
 
 def x_start_params(db, cfg, vm_id: int, identity, client: list[tuple[str, str]]) -> dict:

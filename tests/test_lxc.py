@@ -43,7 +43,7 @@ def lxc_node(demo, tmp_path):
     bridge = f"qvdt{os.getpid() % 100000}"
     port = free_port()
     node = HkdNode(demo, "node1", f"vm.hypervisor = lxc\nvm.network.bridge = {bridge}\n"
-                   f"vm.lxc.init = {BIN}/qvd-vma\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
+                   f"vm.lxc.init = {BIN}/qvd-vma\nvm.lxc.cpu.shares = 512\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
                    "internal.hkd.timeout.vm.state.stopping_shutdown = 10\n")
     node.port = port
     node.fingerprint = "sha256:" + hashlib.sha256(
@@ -94,9 +94,12 @@ def test_container_lifecycle_overlay_home_limits_and_cleanup(lxc_node, demo):
     start(demo)
     assert ping(VM_IP)["status"] == "ok"  # the agent answers on the VM's address, via the bridge
     assert link_exists(f"qvd{vm_id}")
-    wrote = attach(demo, vm_id, "echo scratch > /root/scratch && echo kept > /home/kept && "
-                                "cat /proc/self/cgroup | grep memory")
+    wrote = attach(demo, vm_id, "echo scratch > /root/scratch && echo kept > /home/kept")
     assert wrote.returncode == 0, wrote.stderr
+    limits = [open(f"/sys/fs/cgroup/{controller}/lxc.payload.qvd-{vm_id}/{name}").read().strip()
+              for controller, name in (("memory", "memory.limit_in_bytes"),
+                                       ("cpu", "cpu.shares"))]
+    assert limits == [str(256 << 20), "512"]  # the OSF's memory, the node's CPU weight
     # a process using more than the OSF's 256 MiB is killed inside; the container lives on
     hog = attach(demo, vm_id, f"{sys.executable} -c 'b = bytearray(600 << 20); print(len(b))'")
     assert hog.returncode != 0 and "629145600" not in hog.stdout
@@ -128,6 +131,10 @@ def test_desktop_in_a_container_survives_an_hkd_kill(lxc_node, demo, tmp_path):
                           timeout=120)
     log = os.path.join(demo.storage, "rootfs", str(lxc_node.vm_id), "var/log/qvd-vma.log")
     assert shot.returncode == 0, shot.stderr + open(log).read()
+    # the desktop runs as the provisioned account, its home on the persistent volume
+    owners = attach(demo, lxc_node.vm_id, "id -u qvd; ls -d /home/qvd; for p in /proc/[0-9]*; "
+                    "do [ \"$(cat $p/comm)\" = Xvnc ] && stat -c %u $p; done")
+    assert owners.stdout.split() == ["1000", "/home/qvd", "1000"], owners.stdout + owners.stderr
     width, height, rgb = read_png(str(tmp_path / "lxc.png"))
     assert (width, height) == (800, 600) and len({rgb[i:i + 3] for i in range(0, len(rgb), 291)}) > 1
 

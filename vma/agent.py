@@ -13,6 +13,7 @@ import time
 
 from . import hooks
 from .nx_session import NxSession
+from .provision import ensure_account
 from .session import DesktopSession, SessionError
 from .vnc_session import VncSession
 
@@ -26,7 +27,8 @@ class BadRequest(Exception):
 
 class Agent:
     def __init__(self, address: str = "127.0.0.1", x_port: int = 4100,
-                 session_command: list[str] | None = None) -> None:
+                 session_command: list[str] | None = None, provision: bool = False) -> None:
+        self.provision = provision
         self.address, self.x_port = address, x_port
         self.started = time.time()
         self.expiration: dict[str, str] = {}
@@ -74,6 +76,8 @@ class Agent:
             self.props = dict(params)
             try:
                 hooks.on_action(self.props, "pre-connect", session.state)
+                if self.provision and session.state == "stopped":
+                    session.account = ensure_account(self.props)
                 state = self._settled(session, session.start(self.props,
                                                               self._command(self.props)))
                 hooks.on_action(self.props, "connect", state)

@@ -79,11 +79,15 @@ def main(argv=None) -> None:
     parser.add_argument("--session", help="command run in the desktop when vma.x_session is "
                                           "not set (default: a desktop or xterm if installed)")
     parser.add_argument("--log", help="log file (default: standard error)")
+    parser.add_argument("--provision", action="store_true",
+                        help="run sessions as the qvd.vm.user.* account, created if missing "
+                             "(inside a VM: never on a shared machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s qvd-vma %(message)s",
                         filename=args.log)
     agent = Handler.agent = Agent(args.address, args.x_port,
-                                  args.session.split() if args.session else default_session())
+                                  args.session.split() if args.session else default_session(),
+                                  provision=args.provision)
 
     def terminate(*_):
         agent.session.stop_and_wait()

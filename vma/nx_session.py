@@ -59,8 +59,7 @@ class NxSession(DesktopSession):
         return subprocess.Popen(
             [nxagent, f":{self.display}", "-ac", "-name", "QVD", "-nolisten", "tcp",
              "-display", f"nx/nx,options={self.options_file}:{self.display}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **self.spawn_args())
 
     def on_log_line(self, line: str) -> None:
         if WAITING_LINE in line and self.state == "starting":

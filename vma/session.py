@@ -4,7 +4,7 @@ The display server (Xvnc or nxagent) reports what happens on its log; a reader t
 those lines into transitions. The table below is the whole life of a session; a transition
 not in it is a bug and raises. Timeouts: a new session nobody connects to is stopped; a
 resumed one that nobody takes goes back to `suspended` (the desktop never vanishes for that);
-suspending and stopping are bounded.
+starting, suspending and stopping are bounded.
 """
 from __future__ import annotations
 
@@ -37,6 +37,17 @@ def free_display(first: int = 100) -> int:
                 not os.path.exists(f"/tmp/.X11-unix/X{number}"):
             return number
     raise RuntimeError("no free X display")
+
+
+def x_socket_dirs() -> None:
+    """/tmp/.X11-unix as the X server wants it (root's, sticky): a server started as the
+    desktop's account cannot make it itself. What a distribution's boot scripts do."""
+    if os.geteuid() != 0:
+        return
+    for directory in ("/tmp/.X11-unix", "/tmp/.ICE-unix"):
+        os.makedirs(directory, exist_ok=True)
+        os.chown(directory, 0, 0)
+        os.chmod(directory, 0o1777)
 
 
 def end_group(proc: subprocess.Popen | None, grace: float = 5.0) -> None:
@@ -73,6 +84,7 @@ class DesktopSession:
         self.display = 0
         self.props: dict[str, str] = {}
         self.command: list[str] | None = None
+        self.account = None  # provision.Account: the session runs as it (None: as the agent)
         self.lock = threading.RLock()
 
     # --- the state machine ------------------------------------------------------------------
@@ -88,12 +100,19 @@ class DesktopSession:
                 self._start_desktop()  # only now does the display accept X clients
         self.on_state(new, self.props)
 
+    def spawn_args(self) -> dict:
+        """Popen arguments of the session's processes: as the account, when there is one."""
+        args = {"stdin": subprocess.DEVNULL, "start_new_session": True}
+        if self.account is not None:
+            args.update(self.account.popen_args())
+        return args
+
     def _start_desktop(self) -> None:
+        args = self.spawn_args()
+        args["env"] = dict(args.get("env", os.environ), DISPLAY=f":{self.display}")
         try:
-            self.desktop = subprocess.Popen(
-                self.command, env=dict(os.environ, DISPLAY=f":{self.display}"),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True)
+            self.desktop = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, **args)
         except OSError as exc:
             log.warning("%s session: cannot run %s: %s", self.kind, self.command, exc)
 
@@ -121,6 +140,11 @@ class DesktopSession:
                 else:
                     log.info("%s session: nobody connected in time", self.kind)
                     self.stop()
+            elif self.state == "starting" and not self.resumed and \
+                    waited > self.timeout("starting"):
+                log.info("%s session: the display server did not come up, killing it",
+                         self.kind)
+                self.kill()
             elif self.state in ("suspending", "stopping") and waited > self.timeout(self.state):
                 log.info("%s session: %s took too long, killing it", self.kind, self.state)
                 self.kill()
@@ -133,6 +157,7 @@ class DesktopSession:
                 self.resumed = False
                 self.move("starting")
                 try:
+                    x_socket_dirs()
                     self.display = free_display()
                     self.server = self.launch(props)
                 except (OSError, SessionError):

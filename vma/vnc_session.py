@@ -36,8 +36,7 @@ class VncSession(DesktopSession):
             [xvnc, f":{self.display}", "-rfbport", str(self.port), "-interface", self.address,
              "-SecurityTypes", "None", "-geometry", geometry, "-depth", "24", "-AlwaysShared",
              "-nolisten", "tcp"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **self.spawn_args())
 
     def on_log_line(self, line: str) -> None:
         if "created VNC server for screen" in line and self.state == "starting":

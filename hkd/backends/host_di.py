@@ -17,6 +17,13 @@ import tarfile
 SOURCES = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIRECTORIES = ["usr", "etc", "proc", "sys", "dev", "tmp", "run", "home", "root", "var/tmp",
                "var/lib", "var/log"]
+ACCOUNTS = [
+    ("passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:"
+               "/usr/sbin/nologin\n", 0o644),
+    ("group", "root:x:0:\nnogroup:x:65534:\n", 0o644),
+    ("shadow", "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n", 0o640),
+    ("gshadow", "root:*::\nnogroup:*::\n", 0o640),
+]
 LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
 
 
@@ -53,9 +60,13 @@ def build(path: str) -> str:
             _add(tar, directory)
         for name, target in LINKS.items():
             _add(tar, f"rootfs/{name}", link=target)
-        for name in ("passwd", "group", "hosts", "nsswitch.conf"):
-            with open(f"/etc/{name}", "rb") as handle:
-                _add(tar, f"rootfs/etc/{name}", handle.read())
+        # accounts of the image's own: root and nobody (the agent adds the desktop's)
+        for name, text, mode in ACCOUNTS:
+            _add(tar, f"rootfs/etc/{name}", text.encode(), mode)
+        for name in ("hosts", "nsswitch.conf", "login.defs"):
+            if os.path.exists(f"/etc/{name}"):
+                with open(f"/etc/{name}", "rb") as handle:
+                    _add(tar, f"rootfs/etc/{name}", handle.read())
         fstab = "".join(f"{b} {b.lstrip('/')} none bind,ro,"
                         f"create={'dir' if os.path.isdir(b) else 'file'} 0 0\n" for b in binds)
         _add(tar, "lxc/fstab", fstab.encode())

@@ -80,6 +80,9 @@ class LxcBackend(Backend):
             f"lxc.net.0.ipv4.gateway = {gateway}",
             "lxc.net.0.flags = up",
             f"lxc.cgroup.memory.limit_in_bytes = {vm.memory}M",
+            f"lxc.cgroup.cpu.shares = {self.cfg.get_int('vm.lxc.cpu.shares')}",
+            f"lxc.cgroup.cpuset.cpus = {self.cfg.get('vm.lxc.cpuset')}"
+            if self.cfg.get("vm.lxc.cpuset") else "",
             f"lxc.cgroup.memory.memsw.limit_in_bytes = {vm.memory}M"
             if os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") else "",
             f"lxc.environment = QVD_VM_ID={vm.vm_id}",
@@ -87,7 +90,7 @@ class LxcBackend(Backend):
             "lxc.environment = HOME=/root",
             f"lxc.console.logfile = {os.path.join(self.lxcpath, container(vm.vm_id), 'console.log')}",
             f"lxc.init.cmd = {self.cfg.get('vm.lxc.init')} --address {vm.ip} "
-            f"--port {self.vma_port} --x-port {self.x_port} --log /var/log/qvd-vma.log",
+            f"--port {self.vma_port} --x-port {self.x_port} --log /var/log/qvd-vma.log --provision",
         ]
         if fstab and self.cfg.get_bool("vm.lxc.unionfs.bind.fstab"):
             lines.append(f"lxc.mount.fstab = {fstab}")

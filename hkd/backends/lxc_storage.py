@@ -47,8 +47,7 @@ class Storage:
             os.makedirs(partial)
             try:
                 with tarfile.open(image) as tar:
-                    # numeric owners and device-free: a root filesystem, unpacked by root
-                    tar.extractall(partial, filter="tar", numeric_owner=True)
+                    tar.extractall(partial, filter=_rootfs_filter, numeric_owner=True)
             except (tarfile.TarError, OSError) as exc:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise BackendError(f"image {name} cannot be unpacked: {exc}") from None
@@ -96,6 +95,13 @@ class Storage:
         shutil.rmtree(self.path("rootfs", vm_id), ignore_errors=True)
         if not persistent:
             shutil.rmtree(self.path("overlayfs", vm_id), ignore_errors=True)
+
+
+def _rootfs_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    """tarfile's "tar" safety checks (nothing outside the target, no absolute links) but the
+    modes kept: a root filesystem needs its sticky /tmp and its setuid binaries."""
+    checked = tarfile.tar_filter(member, path)
+    return checked.replace(mode=member.mode, deep=False) if checked is not None else None
 
 
 def mounts_under(path: str) -> list[str]:
