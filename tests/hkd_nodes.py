@@ -9,7 +9,7 @@ import threading
 import time
 
 from qvd.hkd.backends.procfs import alive
-from qvd.hkd.backends.process import ProcessBackend
+from qvd.hkd.backends.process import ProcessBackend, free_port
 from qvd.hkd.pidfile import PidFile
 
 QVD_HKD = os.path.join(os.path.dirname(sys.executable), "qvd-hkd")
@@ -97,7 +97,8 @@ class HkdNode:
 
 
 def vma_processes(vm_id: int) -> list[int]:
-    """Live processes that are the VMA of this VM, on any node."""
+    """Live processes that are the VMA of this VM, on any node (not the desktop's processes,
+    which inherit its environment)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -105,9 +106,11 @@ def vma_processes(vm_id: int) -> list[int]:
         try:
             with open(f"/proc/{entry}/environ", "rb") as handle:
                 environ = handle.read().split(b"\0")
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                is_agent = b"qvd.vma.main" in handle.read()
         except OSError:
             continue
-        if f"QVD_VM_ID={vm_id}".encode() in environ and alive(int(entry)):
+        if is_agent and f"QVD_VM_ID={vm_id}".encode() in environ and alive(int(entry)):
             found.append(int(entry))
     return found
 
@@ -131,3 +134,24 @@ class DuplicateWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def l7r_node(env, directory, name: str = "node1", extra_conf: str = "") -> HkdNode:
+    """A started node whose L7R accepts TLS on a free loopback port, with a test certificate
+    stored: node.port, node.cert and node.fingerprint (what qvd-client --fingerprint pins)."""
+    import hashlib
+    import ssl
+
+    from qvd.l7r.client import accepting
+    from tests_tls import write_pair
+    cert, key, _ = write_pair(directory)
+    env.ok("config", "ssl", "--cert", cert, "--key", key)
+    port = free_port()
+    node = HkdNode(env, name, f"l7r.address = 127.0.0.1\nl7r.port = {port}\n{extra_conf}")
+    node.port, node.cert = port, cert
+    with open(cert, encoding="ascii") as handle:
+        der = ssl.PEM_cert_to_DER_cert(handle.read())
+    node.fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
+    node.start()
+    wait_for(lambda: accepting("127.0.0.1", port), 15, "the L7R to accept")
+    return node

@@ -1,19 +1,15 @@
 """A real desktop end to end: qvd-client -> L7R over TLS -> process-backend VM -> qvd-vma ->
 Xvnc or nxagent, started by a real qvd-hkd."""
-import hashlib
 import os
-import ssl
 import subprocess
 import sys
 import time
 
 import pytest
 
-from hkd_nodes import HkdNode, wait_for
+from hkd_nodes import l7r_node, wait_for
 from qvd.client.png import read_png
 from qvd.hkd.backends.process import free_port
-from qvd.l7r.client import accepting
-from tests_tls import write_pair
 from xserver import Xvfb
 
 QVD_CLIENT = os.path.join(os.path.dirname(sys.executable), "qvd-client")
@@ -21,14 +17,7 @@ QVD_CLIENT = os.path.join(os.path.dirname(sys.executable), "qvd-client")
 
 @pytest.fixture
 def node(demo, tmp_path):
-    cert, key, _ = write_pair(tmp_path)
-    demo.ok("config", "ssl", "--cert", cert, "--key", key)
-    port = free_port()
-    hkd = HkdNode(demo, "node1", f"l7r.address = 127.0.0.1\nl7r.port = {port}\n")
-    hkd.start()
-    wait_for(lambda: accepting("127.0.0.1", port), 15, "the L7R to accept")
-    der = ssl.PEM_cert_to_DER_cert(open(cert).read())
-    hkd.port, hkd.fingerprint = port, "sha256:" + hashlib.sha256(der).hexdigest()
+    hkd = l7r_node(demo, tmp_path)
     yield hkd
     hkd.cleanup()
 

@@ -10,22 +10,15 @@ import threading
 
 import pytest
 
-from hkd_nodes import HkdNode, wait_for
+from hkd_nodes import l7r_node, wait_for
 from qvd.db.passwords import is_legacy
-from qvd.hkd.backends.process import free_port
-from qvd.l7r.client import QvdConnection, accepting, tls_context
-from tests_tls import write_pair
+from qvd.l7r.client import QvdConnection, tls_context
 
 
 @pytest.fixture
 def l7r(demo, tmp_path):
-    cert, key, _ = write_pair(tmp_path)
-    demo.ok("config", "ssl", "--cert", cert, "--key", key)
-    port = free_port()
-    node = HkdNode(demo, "node1", f"l7r.address = 127.0.0.1\nl7r.port = {port}\n")
-    node.start()
-    wait_for(lambda: accepting("127.0.0.1", port), 15, "the L7R to accept")
-    yield port, cert
+    node = l7r_node(demo, tmp_path)
+    yield node.port, node.cert
     node.cleanup()
 
 
@@ -330,18 +323,13 @@ def test_failed_logins_back_off_per_login_and_per_address(l7r, demo):
 
 def test_connections_of_a_lost_node_are_released_and_the_desktop_reopens_elsewhere(demo,
                                                                                      tmp_path):
-    cert, key, _ = write_pair(tmp_path)
-    demo.ok("config", "ssl", "--cert", cert, "--key", key)
     demo.ok("host", "add", "name=node2", "address=127.0.0.3")
     nodes = []
     try:
         for name in ("node1", "node2"):
-            port = free_port()
-            nodes.append(HkdNode(demo, name, f"l7r.address = 127.0.0.1\nl7r.port = {port}\n"))
-            nodes[-1].port = port
-            nodes[-1].start()
-            wait_for(lambda: accepting("127.0.0.1", port), 15, f"the L7R of {name}")
+            nodes.append(l7r_node(demo, tmp_path, name))
         node1, node2 = nodes
+        cert = node1.cert
         demo.ok("host", "block", "-f", "name=node1")  # the VM runs on node2
         demo.ok("vm", "start", "-f", "name=desk")
         wait_for(lambda: demo.sql("SELECT vm_state FROM vm_runtimes") == [("running",)], 30,

@@ -1,27 +1,23 @@
 """The LXC backend with real containers (Debian's lxc), a real bridge and the host-built DI:
 started and stopped through the CLI by a real qvd-hkd, desktops through the real L7R."""
-import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import urllib.request
 
 import pytest
 
-from hkd_nodes import HkdNode, wait_for
+from hkd_nodes import l7r_node, wait_for
 from qvd.client.png import read_png
 from qvd.hkd.backends import host_di
 from qvd.hkd.backends.firewall import remove as remove_firewall
 from qvd.hkd.backends.bridge import link_exists, remove_bridge
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.process import free_port
-from qvd.l7r.client import accepting
-from tests_tls import write_pair
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("lxc-start"),
                                 reason="LXC containers need root and the lxc package")
@@ -38,19 +34,11 @@ def lxc_node(demo, tmp_path):
     demo.ok("config", "set", "vm.network.ip.start=10.231.0.10", "vm.network.netmask=255.255.255.0")
     demo.ok("vm", "add", "-t", "acme", "name=box", "user=alice", "osf=lxc", f"ip={VM_IP}")
     demo.ok("vm", "del", "-f", "name=desk")  # alice's only desktop is the container
-    cert, key, _ = write_pair(tmp_path)
-    demo.ok("config", "ssl", "--cert", cert, "--key", key)
     bridge = f"qvdt{os.getpid() % 100000}"
-    port = free_port()
-    node = HkdNode(demo, "node1", f"vm.hypervisor = lxc\nvm.network.bridge = {bridge}\n"
-                   f"vm.lxc.init = {BIN}/qvd-vma\nvm.lxc.cpu.shares = 512\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
-                   "internal.hkd.timeout.vm.state.stopping_shutdown = 10\n")
-    node.port = port
-    node.fingerprint = "sha256:" + hashlib.sha256(
-        ssl.PEM_cert_to_DER_cert(open(cert).read())).hexdigest()
+    node = l7r_node(demo, tmp_path, extra_conf=(
+        f"vm.hypervisor = lxc\nvm.network.bridge = {bridge}\nvm.lxc.init = {BIN}/qvd-vma\n"
+        "vm.lxc.cpu.shares = 512\ninternal.hkd.timeout.vm.state.stopping_shutdown = 10\n"))
     node.vm_id = demo.sql("SELECT id FROM vms WHERE name = 'box'")[0][0]
-    node.start()
-    wait_for(lambda: accepting("127.0.0.1", port), 15, "the L7R")
     yield node
     node.cleanup()
     lxcpath = os.path.join(demo.storage, "lxc")
