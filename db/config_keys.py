@@ -151,6 +151,9 @@ KEYS: list[Key] = [
     _k("vm.lxc.cpu.shares", 1024, "int", "CPU weight of each container (cgroup cpu.shares)."),
     _k("vm.lxc.cpuset", "", "str", "CPUs containers may use, e.g. 2-7 (empty: all)."),
     _k("vm.lxc.config.extra", 1, "bool", "Append an extended DI's lxc/config-extra."),
+    _k("vm.lxc.hooks.allow", 0, "bool",
+       "Run an extended DI's hooks/<pre-start|mount|start|stop|post-stop> as LXC hooks "
+       "(they run as root on the node: only for trusted images)."),
     _k("vm.kvm.accel", "auto", "enum:auto|kvm|tcg", "KVM acceleration or QEMU's TCG."),
     _k("vm.kvm.uri", "qemu:///system", "str", "libvirt connection URI."),
     _k("internal.vm.port.vma", 3030, "port", "Port of the VMA inside each VM."),

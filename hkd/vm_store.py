@@ -126,7 +126,7 @@ class VmStore:
         spec = VmSpec(vm_id=vm_id, name=row["name"], memory=row["memory"], ip=row["ip"],
                       image=os.path.join(self.images, row["di_path"]),
                       use_overlay=row["use_overlay"], user_storage=row["user_storage_size"],
-                      properties={p["key"]: p["value"] for p in props})
+                      user_id=row["user_id"], properties={p["key"]: p["value"] for p in props})
         return spec, row["di_id"]
 
     async def set_state(self, vm_id: int, old: str, new: str, release: bool = False,

@@ -196,3 +196,32 @@ def test_retagging_the_di_changes_the_next_start_not_the_running_vm(lxc_node, de
     start(demo)
     assert attach(demo, lxc_node.vm_id, marker).stdout.strip() == "v2"
     stop(demo)
+
+
+def test_home_per_user_and_the_di_hooks(lxc_node, demo, tmp_path):
+    import io
+    import tarfile
+    marker = tmp_path / "pre-start-ran"
+    hooked = str(tmp_path / "host-di-hooks.tar")
+    shutil.copy(str(tmp_path / "host-di.tar"), hooked)
+    with tarfile.open(hooked, "a") as tar:
+        script = f"#!/bin/sh\necho $LXC_NAME >> {marker}\n".encode()
+        info = tarfile.TarInfo("hooks/pre-start")
+        info.size, info.mode = len(script), 0o755
+        tar.addfile(info, io.BytesIO(script))
+    demo.ok("di", "add", "-t", "acme", f"path={hooked}", "osf=lxc", "version=hooks")
+    demo.ok("di", "tag", "-t", "acme", "-f", "version=hooks", "tag=default")
+    demo.ok("vm", "add", "-t", "acme", "name=box2", "user=alice", "osf=lxc", "ip=10.231.0.11")
+    box2 = demo.sql("SELECT id FROM vms WHERE name = 'box2'")[0][0]
+    start(demo)
+    assert not marker.exists()  # the image's hooks run on the node: off unless allowed
+    attach(demo, lxc_node.vm_id, "echo mine > /home/note")
+    stop(demo)
+    demo.ok("config", "set", "vm.lxc.home.per.user=1", "vm.lxc.hooks.allow=1")
+    start(demo)
+    attach(demo, lxc_node.vm_id, "echo shared > /home/note")
+    start(demo, "box2")
+    assert attach(demo, box2, "cat /home/note").stdout.strip() == "shared"  # alice's home
+    assert marker.read_text().split() == [f"qvd-{lxc_node.vm_id}", f"qvd-{box2}"]
+    stop(demo)
+    stop(demo, "box2")

@@ -19,6 +19,7 @@ class VmSpec:
     ip: str                       # the VM's network address
     use_overlay: bool = True
     user_storage: int | None = None
+    user_id: int | None = None    # the owner (homes per user instead of per VM)
     properties: dict[str, str] = field(default_factory=dict)
 
 

@@ -62,7 +62,7 @@ class LxcBackend(Backend):
         return text
 
     def config_text(self, vm: VmSpec, rootfs: str, home: str, fstab: str | None,
-                    extra: str | None) -> str:
+                    extra: str | None, hooks: dict[str, str] | None = None) -> str:
         bridge, prefix, gateway = network.plan(self.cfg)
         lines = [
             f"lxc.uts.name = {vm.name}",
@@ -94,6 +94,8 @@ class LxcBackend(Backend):
         ]
         if fstab and self.cfg.get_bool("vm.lxc.unionfs.bind.fstab"):
             lines.append(f"lxc.mount.fstab = {fstab}")
+        if hooks and self.cfg.get_bool("vm.lxc.hooks.allow"):
+            lines += [f"lxc.hook.{name} = {path}" for name, path in sorted(hooks.items())]
         text = "\n".join(line for line in lines if line) + "\n"
         if extra and self.cfg.get_bool("vm.lxc.config.extra"):
             with open(extra, encoding="utf-8") as handle:
@@ -107,9 +109,11 @@ class LxcBackend(Backend):
         def disks():
             network.setup(self.cfg)
             base = self.storage.basefs(vm.image)
-            root, fstab, extra = self.storage.layout(base)
+            root, fstab, extra, hooks = self.storage.layout(base)
             rootfs = self.storage.mount_root(vm.vm_id, root, persistent)
-            return self.config_text(vm, rootfs, self.storage.home(vm.vm_id), fstab, extra)
+            per_user = self.cfg.get_bool("vm.lxc.home.per.user")
+            home = self.storage.home(vm.vm_id, vm.user_id if per_user else None)
+            return self.config_text(vm, rootfs, home, fstab, extra, hooks)
         config = await asyncio.to_thread(disks)
         os.makedirs(os.path.dirname(self._config_path(vm.vm_id)), exist_ok=True)
         with open(self._config_path(vm.vm_id), "w", encoding="utf-8") as handle:

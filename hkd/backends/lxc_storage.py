@@ -5,6 +5,7 @@
   overlayfs/<vm>/      the VM's writable layer (upper + work), gone at stop unless persistent
   rootfs/<vm>/         where the VM's root is mounted (overlay of basefs and its upper layer)
   homefs/<vm>/         the VM's persistent home, bind-mounted at /home
+  homefs/user-<id>/    ... or the user's, shared by all their VMs (vm.lxc.home.per.user)
 
 A DI is "basic" (the tarball is the root) or "extended" (rootfs/, lxc/fstab, lxc/config-extra,
 hooks/): the extended parts are used only when their vm.lxc.* flag allows.
@@ -18,6 +19,10 @@ import subprocess
 import tarfile
 
 from .base import BackendError
+
+
+# an extended DI's hooks/<name> becomes lxc.hook.<name> (when vm.lxc.hooks.allow)
+LXC_HOOKS = ("pre-start", "pre-mount", "mount", "start", "stop", "post-stop")
 
 
 class Storage:
@@ -55,13 +60,17 @@ class Storage:
         return target
 
     @staticmethod
-    def layout(basefs: str) -> tuple[str, str | None, str | None]:
-        """(root directory, lxc/fstab or None, lxc/config-extra or None) of an unpacked DI."""
-        if os.path.isdir(os.path.join(basefs, "rootfs")):
-            extra = [os.path.join(basefs, "lxc", n) for n in ("fstab", "config-extra")]
-            return (os.path.join(basefs, "rootfs"),
-                    *(p if os.path.isfile(p) else None for p in extra))
-        return basefs, None, None
+    def layout(basefs: str) -> tuple[str, str | None, str | None, dict[str, str]]:
+        """(root directory, lxc/fstab or None, lxc/config-extra or None, hooks by LXC hook
+        type) of an unpacked DI."""
+        if not os.path.isdir(os.path.join(basefs, "rootfs")):
+            return basefs, None, None, {}
+        extra = [os.path.join(basefs, "lxc", n) for n in ("fstab", "config-extra")]
+        hooks_dir = os.path.join(basefs, "hooks")
+        hooks = {name: os.path.join(hooks_dir, name) for name in LXC_HOOKS
+                 if os.access(os.path.join(hooks_dir, name), os.X_OK)}
+        return (os.path.join(basefs, "rootfs"),
+                *(p if os.path.isfile(p) else None for p in extra), hooks)
 
     # --- the VM's root and home ----------------------------------------------------------------
     def mount_root(self, vm_id: int, lower: str, persistent: bool) -> str:
@@ -77,8 +86,9 @@ class Storage:
               f"lowerdir={lower},upperdir={overlay}/upper,workdir={overlay}/work", rootfs])
         return rootfs
 
-    def home(self, vm_id: int) -> str:
-        home = self.path("homefs", vm_id)
+    def home(self, vm_id: int, user_id: int | None = None) -> str:
+        """The VM's home volume, or its user's when user_id is given."""
+        home = self.path("homefs", f"user-{user_id}" if user_id is not None else vm_id)
         os.makedirs(home, exist_ok=True)
         return home
 
