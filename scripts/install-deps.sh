@@ -10,8 +10,9 @@ DEBS+=(slapd ldap-utils libldap2-dev libsasl2-dev pkg-config gcc python3-dev)
 # Desktops: xterm as the default session; nxagent for NX sessions; nxproxy, Xvfb and
 # xwininfo for the client side of the NX tests.
 DEBS+=(xterm nxagent nxproxy xvfb x11-utils)
-# The LXC backend: Debian's lxc (lxc-start, lxc-stop, lxc-info, lxc-attach in tests).
-DEBS+=(lxc nftables)
+# The LXC backend: Debian's lxc (lxc-start, lxc-stop, lxc-info, lxc-attach in tests), nftables,
+# dnsmasq for vm.network.use_dhcp.
+DEBS+=(lxc nftables dnsmasq-base)
 # The KVM backend: libvirt without systemd (the -sysv package), QEMU, qemu-img; libvirt-dev
 # builds libvirt-python; busybox-static makes the tests' tiny guest.
 DEBS+=(libvirt-daemon-system libvirt-daemon-system-sysv qemu-system-x86 qemu-utils libvirt-dev

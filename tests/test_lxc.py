@@ -13,7 +13,7 @@ import pytest
 
 from hkd_nodes import l7r_node, wait_for
 from qvd.client.png import read_png
-from qvd.hkd.backends import host_di
+from qvd.hkd.backends import dhcp, host_di
 from qvd.hkd.backends.firewall import remove as remove_firewall
 from qvd.hkd.backends.bridge import link_exists, remove_bridge
 from qvd.hkd.backends.lxc_storage import mounts_under
@@ -46,6 +46,7 @@ def lxc_node(demo, tmp_path):
         subprocess.run(["lxc-stop", "-n", name, "-P", lxcpath, "-k"], capture_output=True)
     for point in sorted(mounts_under(demo.storage), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
+    dhcp.stop_server(node.run_dir, bridge)
     remove_bridge(bridge)
     remove_firewall(bridge)
 
@@ -225,3 +226,20 @@ def test_home_per_user_and_the_di_hooks(lxc_node, demo, tmp_path):
     assert marker.read_text().split() == [f"qvd-{lxc_node.vm_id}", f"qvd-{box2}"]
     stop(demo)
     stop(demo, "box2")
+
+
+def test_addresses_by_dhcp_static_leases(lxc_node, demo, tmp_path):
+    for directory in (tmp_path, tmp_path.parent, tmp_path.parent.parent):
+        directory.chmod(0o755)  # dnsmasq drops root: it must reach the node's run directory
+    demo.ok("config", "set", "vm.network.use_dhcp=1")
+    start(demo)
+    assert ping(VM_IP)["status"] == "ok"  # the address came from dnsmasq, not from LXC
+    config = os.path.join(demo.storage, "lxc", f"qvd-{lxc_node.vm_id}", "config")
+    assert "ipv4.address" not in open(config).read()
+    bridge = open(lxc_node.conf).read().split("vm.network.bridge = ")[1].split()[0]
+    log = open(os.path.join(lxc_node.home, "log", f"dnsmasq-{bridge}.log")).read()
+    assert f"DHCPACK({bridge}) {VM_IP} 02:00:0a:e7:00:0a" in log
+    hosts = os.path.join(lxc_node.run_dir, f"dnsmasq-{bridge}.hosts")
+    assert os.listdir(hosts) == [str(lxc_node.vm_id)]
+    stop(demo)
+    assert os.listdir(hosts) == []  # the lease goes with the VM

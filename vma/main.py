@@ -79,12 +79,21 @@ def main(argv=None) -> None:
     parser.add_argument("--session", help="command run in the desktop when vma.x_session is "
                                           "not set (default: a desktop or xterm if installed)")
     parser.add_argument("--log", help="log file (default: standard error)")
+    parser.add_argument("--dhcp", action="store_true",
+                        help="configure eth0 by DHCP before listening (the VM's first process)")
     parser.add_argument("--provision", action="store_true",
                         help="run sessions as the qvd.vm.user.* account, created if missing "
                              "(inside a VM: never on a shared machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s qvd-vma %(message)s",
                         filename=args.log)
+    if args.dhcp:
+        from . import dhcp
+        try:
+            dhcp.configure()
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            raise SystemExit(1) from None
     agent = Handler.agent = Agent(args.address, args.x_port,
                                   args.session.split() if args.session else default_session(),
                                   provision=args.provision)

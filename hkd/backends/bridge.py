@@ -18,6 +18,11 @@ def mac_for(ip: str) -> str:
     return "02:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
+def ip_from_mac(mac: str) -> str:
+    """The inverse of mac_for: 02:00:a:b:c:d -> a.b.c.d."""
+    return ".".join(str(int(part, 16)) for part in mac.split(":")[2:])
+
+
 def ensure_bridge(name: str, address: str, netmask: str) -> None:
     """The bridge up with the node's address on it; nothing is routed out by this."""
     prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
@@ -58,7 +63,11 @@ def setup(cfg) -> tuple[str, int, str]:
     ensure_bridge(bridge, gateway, str(network.netmask))
     firewall.apply(firewall.ruleset(bridge, str(network),
                                     cfg.get_bool("vm.network.firewall.protect_host"),
-                                    cfg.get_bool("vm.network.firewall.nat")))
+                                    cfg.get_bool("vm.network.firewall.nat"),
+                                    cfg.get_bool("vm.network.use_dhcp")))
+    if cfg.get_bool("vm.network.use_dhcp"):
+        from . import dhcp
+        dhcp.ensure_server(cfg.get("path.run"), cfg.get("path.log"), bridge, network, gateway)
     return bridge, network.prefixlen, gateway
 
 

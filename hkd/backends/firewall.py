@@ -15,9 +15,12 @@ import subprocess
 from .base import BackendError
 
 
-def ruleset(bridge: str, network: str, protect_host: bool, nat: bool) -> str:
+def ruleset(bridge: str, network: str, protect_host: bool, nat: bool,
+            dhcp: bool = False) -> str:
     table = f"qvd_{bridge}"
     inet = [f'iifname "{bridge}" ct state established,related accept']
+    if dhcp:  # the node's dnsmasq gives the VMs their addresses
+        inet.append(f'iifname "{bridge}" udp dport 67 accept')
     if protect_host:
         inet.append(f'iifname "{bridge}" drop')
     lines = [f"table inet {table}", f"delete table inet {table}",

@@ -15,6 +15,8 @@ import subprocess
 import libvirt
 
 from . import bridge as network
+from . import dhcp
+from .bridge import ip_from_mac
 from .base import Backend, BackendError, VmAddress, VmSpec
 from .kvm_domain import DomainPlan, domain_name, domain_xml
 from .kvm_probe import kvm_runs_guests
@@ -24,11 +26,6 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as 
 
 def tap_name(vm_id: int) -> str:
     return f"qvdk{vm_id}"
-
-
-def ip_from_mac(mac: str) -> str:
-    """The inverse of bridge.mac_for: 02:00:a:b:c:d -> a.b.c.d."""
-    return ".".join(str(int(part, 16)) for part in mac.split(":")[2:])
 
 
 class KvmBackend(Backend):
@@ -96,6 +93,9 @@ class KvmBackend(Backend):
 
         def disks_and_network():
             network.setup(self.cfg)
+            if self.cfg.get_bool("vm.network.use_dhcp"):
+                dhcp.add_lease(self.cfg.get("path.run"), self.cfg.get("vm.network.bridge"),
+                               vm.vm_id, vm.ip)
             if vm.use_overlay and not (persistent and os.path.exists(plan.os_disk)):
                 _qemu_img("create", "-f", "qcow2", "-F", _format(vm.image), "-b", vm.image,
                           plan.os_disk)
@@ -158,6 +158,7 @@ class KvmBackend(Backend):
     async def cleanup(self, vm_id: int) -> None:
         if await self.state(vm_id) == "running":
             raise BackendError("the domain is still running")
+        dhcp.remove_lease(self.cfg.get("path.run"), self.cfg.get("vm.network.bridge"), vm_id)
         if not self.cfg.get_bool("vm.overlay.persistent"):
             for path in (self.overlay_path(vm_id), self._xml_path(vm_id)):
                 if os.path.exists(path):

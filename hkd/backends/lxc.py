@@ -12,8 +12,9 @@ import os
 import subprocess
 
 from . import bridge as network
+from . import dhcp
 from .base import Backend, BackendError, VmAddress, VmSpec
-from .bridge import mac_for, veth_name
+from .bridge import ip_from_mac, mac_for, veth_name
 from .lxc_storage import Storage
 
 VMA_PORT, X_PORT = 3030, 4100
@@ -64,6 +65,7 @@ class LxcBackend(Backend):
     def config_text(self, vm: VmSpec, rootfs: str, home: str, fstab: str | None,
                     extra: str | None, hooks: dict[str, str] | None = None) -> str:
         bridge, prefix, gateway = network.plan(self.cfg)
+        dhcp = self.cfg.get_bool("vm.network.use_dhcp")
         lines = [
             f"lxc.uts.name = {vm.name}",
             f"lxc.rootfs.path = dir:{rootfs}",
@@ -76,8 +78,8 @@ class LxcBackend(Backend):
             f"lxc.net.0.link = {bridge}",
             f"lxc.net.0.veth.pair = {veth_name(vm.vm_id)}",
             f"lxc.net.0.hwaddr = {mac_for(vm.ip)}",
-            f"lxc.net.0.ipv4.address = {vm.ip}/{prefix}",
-            f"lxc.net.0.ipv4.gateway = {gateway}",
+            *([] if dhcp else [f"lxc.net.0.ipv4.address = {vm.ip}/{prefix}",
+                               f"lxc.net.0.ipv4.gateway = {gateway}"]),
             "lxc.net.0.flags = up",
             f"lxc.cgroup.memory.limit_in_bytes = {vm.memory}M",
             f"lxc.cgroup.cpu.shares = {self.cfg.get_int('vm.lxc.cpu.shares')}",
@@ -90,7 +92,8 @@ class LxcBackend(Backend):
             "lxc.environment = HOME=/root",
             f"lxc.console.logfile = {os.path.join(self.lxcpath, container(vm.vm_id), 'console.log')}",
             f"lxc.init.cmd = {self.cfg.get('vm.lxc.init')} --address {vm.ip} "
-            f"--port {self.vma_port} --x-port {self.x_port} --log /var/log/qvd-vma.log --provision",
+            f"--port {self.vma_port} --x-port {self.x_port} --log /var/log/qvd-vma.log --provision"
+            + (" --dhcp" if dhcp else ""),
         ]
         if fstab and self.cfg.get_bool("vm.lxc.unionfs.bind.fstab"):
             lines.append(f"lxc.mount.fstab = {fstab}")
@@ -113,6 +116,9 @@ class LxcBackend(Backend):
             rootfs = self.storage.mount_root(vm.vm_id, root, persistent)
             per_user = self.cfg.get_bool("vm.lxc.home.per.user")
             home = self.storage.home(vm.vm_id, vm.user_id if per_user else None)
+            if self.cfg.get_bool("vm.network.use_dhcp"):
+                dhcp.add_lease(self.cfg.get("path.run"), self.cfg.get("vm.network.bridge"),
+                               vm.vm_id, vm.ip)
             return self.config_text(vm, rootfs, home, fstab, extra, hooks)
         config = await asyncio.to_thread(disks)
         os.makedirs(os.path.dirname(self._config_path(vm.vm_id)), exist_ok=True)
@@ -158,9 +164,9 @@ class LxcBackend(Backend):
     def _ip_of(self, vm_id: int) -> str:
         with open(self._config_path(vm_id), encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("lxc.net.0.ipv4.address"):
-                    return line.split("=", 1)[1].strip().split("/")[0]
-        raise BackendError(f"VM {vm_id}: no address in its container config")
+                if line.startswith("lxc.net.0.hwaddr"):  # the MAC says the IP (mac_for)
+                    return ip_from_mac(line.split("=", 1)[1].strip())
+        raise BackendError(f"VM {vm_id}: no MAC in its container config")
 
     async def cleanup(self, vm_id: int) -> None:
         if await self.state(vm_id) == "running":
@@ -170,6 +176,7 @@ class LxcBackend(Backend):
         config = self._config_path(vm_id)
         if os.path.exists(config):
             os.unlink(config)
+        dhcp.remove_lease(self.cfg.get("path.run"), self.cfg.get("vm.network.bridge"), vm_id)
 
     def kill_all(self) -> list[int]:
         killed = []
