@@ -347,6 +347,8 @@ def test_connections_of_a_lost_node_are_released_and_the_desktop_reopens_elsewhe
             with second:
                 assert reply.status == 101 and banner == b"RFB 003.008\n"
             node1.signal(signal.SIGCONT)
+            # let node1 finish fencing and rejoin: its L7R is then stopped by its own stop
+            wait_for(lambda: node1.state()[0] == "running", 20, "node1 to rejoin")
     finally:
         for node in nodes:
             node.cleanup()
