@@ -14,8 +14,8 @@ import pytest
 from hkd_nodes import HkdNode, wait_for
 from qvd.db.config import Config
 from qvd.hkd.backends.base import VmSpec
-from qvd.hkd.backends.bridge import link_exists, remove_bridge
-from qvd.hkd.backends.firewall import remove as remove_firewall
+from qvd.hkd.backends.bridge import link_exists
+from vm_network import clear_network, remove_test_bridge
 
 libvirt = pytest.importorskip("libvirt")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-img"),
@@ -42,9 +42,9 @@ def backend(tmp_path, uri="test:///default", **more):
 
 @pytest.fixture
 def kvm_bridge():
+    clear_network("10.233.0.0/24", keep="qvdkt")
     yield "qvdkt"
-    remove_bridge("qvdkt")
-    remove_firewall("qvdkt")
+    remove_test_bridge("qvdkt")
 
 
 def test_domain_xml_comes_from_the_data(tmp_path):
@@ -106,6 +106,7 @@ def test_auto_acceleration_asks_kvm_itself(tmp_path, monkeypatch):
 
 @pytest.fixture
 def kvm_node(demo, tmp_path, libvirtd):
+    clear_network("10.233.0.0/24", keep="qvdkt")
     import tiny_guest
     # qemu runs as libvirt-qemu: it must reach the disks, the kernel and the console log
     for directory in (tmp_path, tmp_path.parent, tmp_path.parent.parent):
@@ -133,8 +134,7 @@ def kvm_node(demo, tmp_path, libvirtd):
         if domain.name() == f"qvd-{node.vm_id}":
             domain.destroy()
     conn.close()
-    remove_bridge("qvdkt")
-    remove_firewall("qvdkt")
+    remove_test_bridge("qvdkt")
 
 
 def _row(demo):

@@ -14,10 +14,10 @@ import pytest
 from hkd_nodes import l7r_node, wait_for
 from qvd.client.png import read_png
 from qvd.hkd.backends import dhcp, host_di
-from qvd.hkd.backends.firewall import remove as remove_firewall
-from qvd.hkd.backends.bridge import link_exists, remove_bridge
+from qvd.hkd.backends.bridge import link_exists
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.process import free_port
+from vm_network import clear_network, remove_test_bridge
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("lxc-start"),
                                 reason="LXC containers need root and the lxc package")
@@ -35,6 +35,7 @@ def lxc_node(demo, tmp_path):
     demo.ok("vm", "add", "-t", "acme", "name=box", "user=alice", "osf=lxc", f"ip={VM_IP}")
     demo.ok("vm", "del", "-f", "name=desk")  # alice's only desktop is the container
     bridge = f"qvdt{os.getpid() % 100000}"
+    clear_network("10.231.0.0/24", keep=bridge)
     node = l7r_node(demo, tmp_path, extra_conf=(
         f"vm.hypervisor = lxc\nvm.network.bridge = {bridge}\nvm.lxc.init = {BIN}/qvd-vma\n"
         "vm.lxc.cpu.shares = 512\ninternal.hkd.timeout.vm.state.stopping_shutdown = 10\n"))
@@ -47,8 +48,7 @@ def lxc_node(demo, tmp_path):
     for point in sorted(mounts_under(demo.storage), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
     dhcp.stop_server(node.run_dir, bridge)
-    remove_bridge(bridge)
-    remove_firewall(bridge)
+    remove_test_bridge(bridge)
 
 
 def attach(demo, vm_id, command: str) -> subprocess.CompletedProcess:
@@ -68,9 +68,14 @@ def ping(address: str) -> dict:
 
 
 def start(demo, name="box"):
-    demo.ok("vm", "start", "-f", f"name={name}")
-    return wait_for(lambda: vm_row(demo, name)["state"] == "running" and vm_row(demo, name), 60,
-                    f"the container {name} to run")
+    demo.ok("vm", "start", "-f", f"name={name}")  # clears last_error
+
+    def running():
+        row = vm_row(demo, name)
+        # a start the node gave up on says why: fail with that rather than time out
+        assert row["state"] != "stopped" or not row["last_error"], row["last_error"]
+        return row["state"] == "running" and row
+    return wait_for(running, 60, f"the container {name} to run")
 
 
 def stop(demo, name="box"):

@@ -10,26 +10,26 @@ import time
 import pytest
 
 from qvd.cli.objects.system import lxc_usable, node_conf_text
-from qvd.hkd.backends.firewall import remove as remove_firewall
-from qvd.hkd.backends.bridge import remove_bridge
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.procfs import alive as _alive
 from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, tls_context
 
 from conftest import QVD_ADMIN
+from vm_network import clear_network, remove_test_bridge
 
 
 @pytest.fixture
 def home():
     root = tempfile.mkdtemp(prefix="qvd-home-")
     os.chmod(root, 0o755)
+    if lxc_usable():
+        clear_network("10.213.0.0/24", keep="qvdnet")
     yield os.path.join(root, "qvd")
     subprocess.run([QVD_ADMIN, "system", "stop"], env=_env(os.path.join(root, "qvd")),
                    capture_output=True)
     if lxc_usable():  # the demo bridge and its rules, made for the containers
-        remove_bridge("qvdnet")
-        remove_firewall("qvdnet")
+        remove_test_bridge("qvdnet")
     for point in sorted(mounts_under(root), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
     subprocess.run(["rm", "-rf", root])

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +23,6 @@ METHODS = ("ping", "x_state", "x_start", "x_suspend", "x_stop", "poweroff", "exp
 
 
 def default_session() -> list[str] | None:
-    import shutil
     for program in ("startlxde", "startxfce4", "xterm"):
         if shutil.which(program):
             return [program]

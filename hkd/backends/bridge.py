@@ -33,6 +33,8 @@ def ensure_bridge(name: str, address: str, netmask: str) -> None:
                 ip.link("add", ifname=name, kind="bridge")
                 found = ip.link_lookup(ifname=name)
             index = found[0]
+            _refuse_overlap(ip, name, index, ipaddress.IPv4Network(f"{address}/{prefix}",
+                                                                   strict=False))
             present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
                        for a in ip.get_addr(index=index)}
             if (address, prefix) not in present:
@@ -40,6 +42,22 @@ def ensure_bridge(name: str, address: str, netmask: str) -> None:
             ip.link("set", index=index, state="up")
     except NetlinkError as exc:
         raise BackendError(f"bridge {name}: {exc}") from None
+
+
+def _refuse_overlap(ip: IPRoute, name: str, index: int, network: ipaddress.IPv4Network) -> None:
+    """Another link on the VM network (a bridge left by a crashed test, a second setup) takes
+    the route to the VMs: nothing would answer them, so say where the clash is instead."""
+    for addr in ip.get_addr(family=2):
+        if addr["index"] == index:
+            continue
+        other = ipaddress.IPv4Network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}",
+                                      strict=False)
+        if other.overlaps(network):
+            link = ip.get_links(addr["index"])[0].get_attr("IFLA_IFNAME")
+            raise BackendError(f"the VM network {network} is also on {link} "
+                               f"({addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}): VMs on "
+                               f"{name} would be unreachable; remove that address or choose "
+                               "another vm.network.ip.start")
 
 
 def isolate_port(port: str, isolated: bool = True) -> None:
@@ -53,30 +71,45 @@ def isolate_port(port: str, isolated: bool = True) -> None:
         raise BackendError(f"port {port}: {exc}") from None
 
 
-def setup(cfg) -> tuple[str, int, str]:
-    """The VM bridge and its firewall, as the node's settings say; (bridge, prefix, gateway)."""
-    from . import firewall
+def _network(cfg) -> tuple[str, ipaddress.IPv4Network, str]:
+    """(bridge, VM network, the node's address on it) from the node's settings."""
     start, netmask = cfg.get("vm.network.ip.start"), cfg.get("vm.network.netmask")
     network = ipaddress.IPv4Network(f"{start}/{netmask}", strict=False)
     gateway = cfg.get("vm.network.gateway") or str(network.network_address + 1)
-    bridge = cfg.get("vm.network.bridge")
-    ensure_bridge(bridge, gateway, str(network.netmask))
-    firewall.apply(firewall.ruleset(bridge, str(network),
-                                    cfg.get_bool("vm.network.firewall.protect_host"),
-                                    cfg.get_bool("vm.network.firewall.nat"),
-                                    cfg.get_bool("vm.network.use_dhcp")))
-    if cfg.get_bool("vm.network.use_dhcp"):
-        from . import dhcp
-        dhcp.ensure_server(cfg.get("path.run"), cfg.get("path.log"), bridge, network, gateway)
-    return bridge, network.prefixlen, gateway
+    return cfg.get("vm.network.bridge"), network, gateway
 
 
 def plan(cfg) -> tuple[str, int, str]:
     """(bridge, prefix, gateway) without touching anything."""
-    start, netmask = cfg.get("vm.network.ip.start"), cfg.get("vm.network.netmask")
-    network = ipaddress.IPv4Network(f"{start}/{netmask}", strict=False)
-    return (cfg.get("vm.network.bridge"), network.prefixlen,
-            cfg.get("vm.network.gateway") or str(network.network_address + 1))
+    bridge, network, gateway = _network(cfg)
+    return bridge, network.prefixlen, gateway
+
+
+def attach_vm(cfg, vm_id: int, ip: str) -> None:
+    """Before a VM starts: the bridge and its firewall as the settings say now, and the VM's
+    DHCP lease when addresses come from DHCP."""
+    from . import dhcp, firewall
+    bridge, network, gateway = _network(cfg)
+    ensure_bridge(bridge, gateway, str(network.netmask))
+    use_dhcp = cfg.get_bool("vm.network.use_dhcp")
+    firewall.apply(firewall.ruleset(bridge, str(network),
+                                    cfg.get_bool("vm.network.firewall.protect_host"),
+                                    cfg.get_bool("vm.network.firewall.nat"), use_dhcp))
+    if use_dhcp:
+        dhcp.ensure_server(cfg.get("path.run"), cfg.get("path.log"), bridge, network, gateway)
+        dhcp.add_lease(cfg.get("path.run"), bridge, vm_id, ip)
+
+
+def port_up(cfg, port: str) -> None:
+    """Once the VM's port (veth or tap) exists: isolated when VMs must not reach each other."""
+    if cfg.get_bool("vm.network.firewall.protect_vms"):
+        isolate_port(port)
+
+
+def detach_vm(cfg, vm_id: int) -> None:
+    """After a VM stopped: its DHCP lease goes (there is none without DHCP)."""
+    from . import dhcp
+    dhcp.remove_lease(cfg.get("path.run"), cfg.get("vm.network.bridge"), vm_id)
 
 
 def remove_bridge(name: str) -> None:
@@ -86,11 +119,8 @@ def remove_bridge(name: str) -> None:
             ip.link("del", index=found[0])
 
 
-VETH_PREFIX = "qvd"
-
-
 def veth_name(vm_id: int) -> str:
-    return f"{VETH_PREFIX}{vm_id}"  # the host side of the VM's veth (15 characters at most)
+    return f"qvd{vm_id}"  # the host side of the VM's veth (15 characters at most)
 
 
 def link_exists(name: str) -> bool:

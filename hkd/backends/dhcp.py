@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 
 from ..pidfile import PidFile
 from .base import BackendError
@@ -24,19 +25,33 @@ def ensure_server(run_dir: str, log_dir: str, bridge: str, network, gateway: str
     os.makedirs(hosts, exist_ok=True)
     if PidFile(pidfile).running() is not None:
         return
+    ready = os.path.join(run_dir, f"dnsmasq-{bridge}.ready")
+    if os.path.exists(ready):
+        os.unlink(ready)
     dnsmasq = shutil.which("dnsmasq")
     if dnsmasq is None:
         raise BackendError("vm.network.use_dhcp needs dnsmasq (Debian: dnsmasq-base)")
     os.makedirs(log_dir, exist_ok=True)
-    proc = subprocess.Popen(
-        [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
-         f"--interface={bridge}", "--bind-interfaces", "--except-interface=lo",
-         f"--dhcp-range={network.network_address},static,{network.netmask},12h",
-         f"--dhcp-hostsdir={hosts}", "--dhcp-authoritative", f"--dhcp-option=3,{gateway}",
-         f"--dhcp-leasefile={os.path.join(run_dir, f'dnsmasq-{bridge}.leases')}",
-         f"--log-facility={os.path.join(log_dir, f'dnsmasq-{bridge}.log')}", "--log-dhcp"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+    # what dnsmasq says before its own log is open (bad options, a busy port) goes here
+    with open(os.path.join(log_dir, f"dnsmasq-{bridge}.err"), "ab") as errors:
+        proc = subprocess.Popen(
+            [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+             f"--interface={bridge}", "--bind-interfaces", "--except-interface=lo",
+             f"--dhcp-range={network.network_address},static,{network.netmask},12h",
+             f"--dhcp-hostsdir={hosts}", "--dhcp-authoritative", f"--dhcp-option=3,{gateway}",
+             f"--dhcp-leasefile={os.path.join(run_dir, f'dnsmasq-{bridge}.leases')}",
+             f"--log-facility={os.path.join(log_dir, f'dnsmasq-{bridge}.log')}", "--log-dhcp",
+             f"--pid-file={ready}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+            start_new_session=True)
+    # dnsmasq writes its own pid file once it is set up; until then a SIGHUP (a lease added
+    # by the next VM) would kill it instead of making it read its hosts again
+    deadline = time.monotonic() + 10
+    while not os.path.exists(ready):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise BackendError(f"dnsmasq for {bridge} did not start; see "
+                               f"{os.path.join(log_dir, f'dnsmasq-{bridge}.err')}")
+        time.sleep(0.02)
     PidFile(pidfile).record(proc.pid)
 
 

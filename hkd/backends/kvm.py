@@ -15,7 +15,6 @@ import subprocess
 import libvirt
 
 from . import bridge as network
-from . import dhcp
 from .bridge import ip_from_mac
 from .base import Backend, BackendError, VmAddress, VmSpec
 from .kvm_domain import DomainPlan, domain_name, domain_xml
@@ -92,10 +91,7 @@ class KvmBackend(Backend):
         persistent = self.cfg.get_bool("vm.overlay.persistent")
 
         def disks_and_network():
-            network.setup(self.cfg)
-            if self.cfg.get_bool("vm.network.use_dhcp"):
-                dhcp.add_lease(self.cfg.get("path.run"), self.cfg.get("vm.network.bridge"),
-                               vm.vm_id, vm.ip)
+            network.attach_vm(self.cfg, vm.vm_id, vm.ip)
             if vm.use_overlay and not (persistent and os.path.exists(plan.os_disk)):
                 _qemu_img("create", "-f", "qcow2", "-F", _format(vm.image), "-b", vm.image,
                           plan.os_disk)
@@ -117,8 +113,7 @@ class KvmBackend(Backend):
             except libvirt.libvirtError as exc:
                 raise BackendError(f"libvirt: {exc.get_error_message()}") from None
         await asyncio.to_thread(create)
-        if self.cfg.get_bool("vm.network.firewall.protect_vms"):
-            network.isolate_port(tap_name(vm.vm_id))
+        network.port_up(self.cfg, tap_name(vm.vm_id))
         return _qemu_pid(domain_name(vm.vm_id))
 
     def _domain_call(self, vm_id: int, action: str) -> bool:
@@ -158,7 +153,7 @@ class KvmBackend(Backend):
     async def cleanup(self, vm_id: int) -> None:
         if await self.state(vm_id) == "running":
             raise BackendError("the domain is still running")
-        dhcp.remove_lease(self.cfg.get("path.run"), self.cfg.get("vm.network.bridge"), vm_id)
+        network.detach_vm(self.cfg, vm_id)
         if not self.cfg.get_bool("vm.overlay.persistent"):
             for path in (self.overlay_path(vm_id), self._xml_path(vm_id)):
                 if os.path.exists(path):

@@ -12,13 +12,9 @@ import os
 import subprocess
 
 from . import bridge as network
-from . import dhcp
 from .base import Backend, BackendError, VmAddress, VmSpec
 from .bridge import ip_from_mac, mac_for, veth_name
 from .lxc_storage import Storage
-
-VMA_PORT, X_PORT = 3030, 4100
-
 
 def container(vm_id: int) -> str:
     return f"qvd-{vm_id}"
@@ -65,7 +61,7 @@ class LxcBackend(Backend):
     def config_text(self, vm: VmSpec, rootfs: str, home: str, fstab: str | None,
                     extra: str | None, hooks: dict[str, str] | None = None) -> str:
         bridge, prefix, gateway = network.plan(self.cfg)
-        dhcp = self.cfg.get_bool("vm.network.use_dhcp")
+        use_dhcp = self.cfg.get_bool("vm.network.use_dhcp")
         lines = [
             f"lxc.uts.name = {vm.name}",
             f"lxc.rootfs.path = dir:{rootfs}",
@@ -78,7 +74,7 @@ class LxcBackend(Backend):
             f"lxc.net.0.link = {bridge}",
             f"lxc.net.0.veth.pair = {veth_name(vm.vm_id)}",
             f"lxc.net.0.hwaddr = {mac_for(vm.ip)}",
-            *([] if dhcp else [f"lxc.net.0.ipv4.address = {vm.ip}/{prefix}",
+            *([] if use_dhcp else [f"lxc.net.0.ipv4.address = {vm.ip}/{prefix}",
                                f"lxc.net.0.ipv4.gateway = {gateway}"]),
             "lxc.net.0.flags = up",
             f"lxc.cgroup.memory.limit_in_bytes = {vm.memory}M",
@@ -93,7 +89,7 @@ class LxcBackend(Backend):
             f"lxc.console.logfile = {os.path.join(self.lxcpath, container(vm.vm_id), 'console.log')}",
             f"lxc.init.cmd = {self.cfg.get('vm.lxc.init')} --address {vm.ip} "
             f"--port {self.vma_port} --x-port {self.x_port} --log /var/log/qvd-vma.log --provision"
-            + (" --dhcp" if dhcp else ""),
+            + (" --dhcp" if use_dhcp else ""),
         ]
         if fstab and self.cfg.get_bool("vm.lxc.unionfs.bind.fstab"):
             lines.append(f"lxc.mount.fstab = {fstab}")
@@ -110,15 +106,12 @@ class LxcBackend(Backend):
         persistent = self.cfg.get_bool("vm.overlay.persistent")
 
         def disks():
-            network.setup(self.cfg)
+            network.attach_vm(self.cfg, vm.vm_id, vm.ip)
             base = self.storage.basefs(vm.image)
             root, fstab, extra, hooks = self.storage.layout(base)
             rootfs = self.storage.mount_root(vm.vm_id, root, persistent)
             per_user = self.cfg.get_bool("vm.lxc.home.per.user")
             home = self.storage.home(vm.vm_id, vm.user_id if per_user else None)
-            if self.cfg.get_bool("vm.network.use_dhcp"):
-                dhcp.add_lease(self.cfg.get("path.run"), self.cfg.get("vm.network.bridge"),
-                               vm.vm_id, vm.ip)
             return self.config_text(vm, rootfs, home, fstab, extra, hooks)
         config = await asyncio.to_thread(disks)
         os.makedirs(os.path.dirname(self._config_path(vm.vm_id)), exist_ok=True)
@@ -136,8 +129,7 @@ class LxcBackend(Backend):
                             "-o", log, "-l", "NOTICE")
         except BackendError:
             raise BackendError(f"lxc-start {name}: {first_error(log)}") from None
-        if self.cfg.get_bool("vm.network.firewall.protect_vms"):
-            network.isolate_port(veth_name(vm.vm_id))
+        network.port_up(self.cfg, veth_name(vm.vm_id))
         pid = await self._lxc("lxc-info", "-n", name, "-p", "-H", check=False)
         return int(pid) if pid.isdigit() else None
 
@@ -176,7 +168,7 @@ class LxcBackend(Backend):
         config = self._config_path(vm_id)
         if os.path.exists(config):
             os.unlink(config)
-        dhcp.remove_lease(self.cfg.get("path.run"), self.cfg.get("vm.network.bridge"), vm_id)
+        network.detach_vm(self.cfg, vm_id)
 
     def kill_all(self) -> list[int]:
         killed = []
