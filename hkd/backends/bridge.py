@@ -29,12 +29,12 @@ def ensure_bridge(name: str, address: str, netmask: str) -> None:
     try:
         with IPRoute() as ip:
             found = ip.link_lookup(ifname=name)
+            _refuse_overlap(ip, name, found[0] if found else None,
+                            ipaddress.IPv4Network(f"{address}/{prefix}", strict=False))
             if not found:
                 ip.link("add", ifname=name, kind="bridge")
                 found = ip.link_lookup(ifname=name)
             index = found[0]
-            _refuse_overlap(ip, name, index, ipaddress.IPv4Network(f"{address}/{prefix}",
-                                                                   strict=False))
             present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
                        for a in ip.get_addr(index=index)}
             if (address, prefix) not in present:
@@ -44,7 +44,7 @@ def ensure_bridge(name: str, address: str, netmask: str) -> None:
         raise BackendError(f"bridge {name}: {exc}") from None
 
 
-def _refuse_overlap(ip: IPRoute, name: str, index: int, network: ipaddress.IPv4Network) -> None:
+def _refuse_overlap(ip: IPRoute, name: str, index: int | None, network: ipaddress.IPv4Network) -> None:
     """Another link on the VM network (a bridge left by a crashed test, a second setup) takes
     the route to the VMs: nothing would answer them, so say where the clash is instead."""
     for addr in ip.get_addr(family=2):
