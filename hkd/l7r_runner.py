@@ -2,6 +2,7 @@
 restarted when it dies or the certificate changes, stopped (children untouched) at the end."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -24,6 +25,9 @@ class L7rRunner:
         self.proc: subprocess.Popen | None = None
         self.pidfile = PidFile(os.path.join(node.run_dir, f"l7r-{node.name}.pid"))
         self._warned = False
+        # One start at a time: two (a reload of the certificate and of its key, say) would both
+        # pass the pid file check while they read the database, and one acceptor would leak.
+        self._starting = asyncio.Lock()
 
     async def _tls_arguments(self) -> list[str] | None:
         cfg, run_dir = self.node.cfg, self.node.run_dir
@@ -47,6 +51,15 @@ class L7rRunner:
         return arguments
 
     async def ensure(self) -> None:
+        async with self._starting:
+            await self._ensure()
+
+    async def restart(self) -> None:
+        async with self._starting:
+            self.stop()
+            await self._ensure()
+
+    async def _ensure(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             log.warning("qvd-l7r exited (status %s): restarting it", self.proc.returncode)
             self.proc = None
@@ -77,7 +90,3 @@ class L7rRunner:
     @staticmethod
     def affected_by(key: str) -> bool:
         return key.startswith(ACCEPTOR_KEYS)
-
-    async def restart(self) -> None:
-        self.stop()
-        await self.ensure()

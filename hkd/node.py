@@ -310,6 +310,11 @@ class Node:
                  + cfg.get_float("internal.hkd.timeout.vm.state.stopping_stop") + 10)
         if self.machines:
             await asyncio.wait(list(self.machines.values()), timeout=limit)
+        try:
+            if not await self.backend.list():  # all stopped in time: the node's setup goes too
+                await self.backend.release_node()
+        except Exception:  # noqa: BLE001 - the stop goes on; the next start redoes the setup
+            log.exception("node %s: releasing the VM network failed", self.name)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

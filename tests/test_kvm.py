@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import urllib.request
 import xml.etree.ElementTree as ElementTree
@@ -34,6 +35,7 @@ def spec(tmp_path, **props) -> VmSpec:
 def backend(tmp_path, uri="test:///default", **more):
     from qvd.hkd.backends.kvm import KvmBackend
     node = {"path.storage.root": str(tmp_path / "storage"), "path.log": str(tmp_path / "log"),
+            "path.run": str(tmp_path / "run"),
             "vm.kvm.uri": uri, "vm.kvm.accel": "tcg", "vm.network.bridge": "qvdkt",
             "vm.network.ip.start": "10.233.0.20", "vm.network.netmask": "255.255.255.0",
             "vm.network.firewall.protect_vms": "0", **more}
@@ -137,12 +139,22 @@ def kvm_node(demo, tmp_path, libvirtd):
     remove_test_bridge("qvdkt")
 
 
+def _domains(uri: str, vm_id: int) -> list[str]:
+    conn = libvirt.open(uri)
+    try:
+        return [d.name() for d in conn.listAllDomains() if d.name() == f"qvd-{vm_id}"]
+    finally:
+        conn.close()
+
+
 def _row(demo):
     (row,) = json.loads(demo.ok("vm", "list", "--json", "-f", "name=tiny"))
     return row
 
 
-def test_a_tiny_guest_boots_under_tcg_and_stops_through_the_cli(kvm_node, demo, libvirtd):
+def test_a_tiny_guest_under_tcg_through_the_cli_adopted_and_orphaned(kvm_node, demo, libvirtd):
+    """Booted and stopped twice through the CLI; after a kill -9 of the HKD the guest is adopted
+    as it runs, and one the database let go meanwhile is destroyed as an orphan."""
     vm_id = kvm_node.vm_id
     storage = demo.storage
     overlay = os.path.join(storage, "overlays", f"{vm_id}.qcow2")
@@ -158,13 +170,23 @@ def test_a_tiny_guest_boots_under_tcg_and_stops_through_the_cli(kvm_node, demo, 
         if round_ == 0:
             home_inode = os.stat(home).st_ino
         assert os.stat(home).st_ino == home_inode  # the same home disk both times
-        demo.ok("vm", "stop", "-f", "name=tiny")
+        kvm_node.signal(signal.SIGKILL)  # the node daemon dies; the guest must not
+        kvm_node.proc.wait()
+        if round_ == 0:
+            kvm_node.start()  # adopted: the same qemu, still answering, stopped by the new HKD
+            wait_for(lambda: "adopted (running)" in kvm_node.log(), 30, "re-adoption")
+            assert _row(demo)["pid"] == row["pid"] and _row(demo)["state"] == "running"
+            with urllib.request.urlopen("http://10.233.0.20:3030/vma/ping", timeout=5) as reply:
+                assert json.load(reply)["status"] == "ok"
+            demo.ok("vm", "stop", "-f", "name=tiny")
+        else:  # meanwhile the database let the VM go: the guest is an orphan, destroyed
+            demo.sql("UPDATE vm_runtimes SET vm_state = 'stopped', host_id = NULL, "
+                     "vm_cmd = NULL WHERE vm_id = :v", v=vm_id)
+            kvm_node.start()
+            wait_for(lambda: "does not place it here" in kvm_node.log(), 30, "the orphan")
         wait_for(lambda: _row(demo)["state"] == "stopped", 120, "the guest to stop")
-        conn = libvirt.open(libvirtd)
-        try:
-            assert f"qvd-{vm_id}" not in [d.name() for d in conn.listAllDomains()]
-        finally:
-            conn.close()
-        assert not os.path.exists(overlay) and os.path.exists(home)
+        wait_for(lambda: not _domains(libvirtd, vm_id) and not os.path.exists(overlay), 30,
+                 "the domain and its overlay to go")
+        assert os.path.exists(home)
         assert not link_exists(f"qvdk{vm_id}")
     assert row["pid"]

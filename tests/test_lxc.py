@@ -17,6 +17,8 @@ from qvd.hkd.backends import dhcp, host_di
 from qvd.hkd.backends.bridge import link_exists
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.process import free_port
+from qvd.hkd.backends.procfs import alive
+from qvd.hkd.pidfile import PidFile
 from vm_network import clear_network, remove_test_bridge
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("lxc-start"),
@@ -248,3 +250,13 @@ def test_addresses_by_dhcp_static_leases(lxc_node, demo, tmp_path):
     assert os.listdir(hosts) == [str(lxc_node.vm_id)]
     stop(demo)
     assert os.listdir(hosts) == []  # the lease goes with the VM
+    server = PidFile(os.path.join(lxc_node.run_dir, f"dnsmasq-{bridge}.pid")).running()
+    assert server is not None and link_exists(bridge) and firewall_table(bridge)
+    start(demo)  # a second VM start while the node still runs needs nothing new
+    lxc_node.stop()  # a clean node stop stops its VMs, then the network it made for them
+    assert not link_exists(bridge) and not firewall_table(bridge) and not alive(server)
+
+
+def firewall_table(bridge: str) -> bool:
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return f"inet qvd_{bridge}" in tables

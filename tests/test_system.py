@@ -10,6 +10,7 @@ import time
 import pytest
 
 from qvd.cli.objects.system import lxc_usable, node_conf_text
+from qvd.hkd.backends.bridge import link_exists
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.procfs import alive as _alive
 from qvd.hkd.backends.process import free_port
@@ -130,5 +131,7 @@ def test_system_start_demo_restart_and_stop(home):
     assert not _alive(pid) and not _alive(hkd_pid) and not _alive(vma_pid)
     with pytest.raises(OSError):  # the L7R acceptor is gone too
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    if lxc_usable():  # and so is the bridge it made for the containers
+        assert not link_exists("qvdnet")
     down = run(home, "db", "status")
     assert down.returncode == 1 and "not running" in down.stderr

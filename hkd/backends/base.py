@@ -67,6 +67,10 @@ class Backend(ABC):
     async def cleanup(self, vm_id: int) -> None:
         """Remove what prepare made (the persistent home stays)."""
 
+    async def release_node(self) -> None:
+        """The node stops cleanly and none of its VMs runs: undo what it set up for them all
+        (bridge, firewall, DHCP server). Nothing to undo by default."""
+
     @abstractmethod
     def kill_all(self) -> list[int]:
         """Kill every VM of this node at once; used by the watchdog. Returns the ids killed."""

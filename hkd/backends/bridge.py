@@ -6,6 +6,7 @@ reach the node but not each other."""
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -23,15 +24,17 @@ def ip_from_mac(mac: str) -> str:
     return ".".join(str(int(part, 16)) for part in mac.split(":")[2:])
 
 
-def ensure_bridge(name: str, address: str, netmask: str) -> None:
-    """The bridge up with the node's address on it; nothing is routed out by this."""
+def ensure_bridge(name: str, address: str, netmask: str) -> bool:
+    """The bridge up with the node's address on it; nothing is routed out by this.
+    True when it had to be made (an admin's own bridge is used as it is, never removed)."""
     prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
     try:
         with IPRoute() as ip:
             found = ip.link_lookup(ifname=name)
             _refuse_overlap(ip, name, found[0] if found else None,
                             ipaddress.IPv4Network(f"{address}/{prefix}", strict=False))
-            if not found:
+            made = not found
+            if made:
                 ip.link("add", ifname=name, kind="bridge")
                 found = ip.link_lookup(ifname=name)
             index = found[0]
@@ -42,6 +45,7 @@ def ensure_bridge(name: str, address: str, netmask: str) -> None:
             ip.link("set", index=index, state="up")
     except NetlinkError as exc:
         raise BackendError(f"bridge {name}: {exc}") from None
+    return made
 
 
 def _refuse_overlap(ip: IPRoute, name: str, index: int | None, network: ipaddress.IPv4Network) -> None:
@@ -90,7 +94,9 @@ def attach_vm(cfg, vm_id: int, ip: str) -> None:
     DHCP lease when addresses come from DHCP."""
     from . import dhcp, firewall
     bridge, network, gateway = _network(cfg)
-    ensure_bridge(bridge, gateway, str(network.netmask))
+    if ensure_bridge(bridge, gateway, str(network.netmask)):
+        os.makedirs(cfg.get("path.run"), exist_ok=True)
+        open(_made_marker(cfg), "w").close()
     use_dhcp = cfg.get_bool("vm.network.use_dhcp")
     firewall.apply(firewall.ruleset(bridge, str(network),
                                     cfg.get_bool("vm.network.firewall.protect_host"),
@@ -110,6 +116,22 @@ def detach_vm(cfg, vm_id: int) -> None:
     """After a VM stopped: its DHCP lease goes (there is none without DHCP)."""
     from . import dhcp
     dhcp.remove_lease(cfg.get("path.run"), cfg.get("vm.network.bridge"), vm_id)
+
+
+def release(cfg) -> None:
+    """No VM of the node runs any more (a clean stop): its DHCP server, firewall table and
+    the bridge, if the node made it, go; the next VM's start makes them again."""
+    from . import dhcp, firewall
+    bridge = cfg.get("vm.network.bridge")
+    dhcp.stop_server(cfg.get("path.run"), bridge)
+    firewall.remove(bridge)
+    if os.path.exists(_made_marker(cfg)):
+        remove_bridge(bridge)
+        os.unlink(_made_marker(cfg))
+
+
+def _made_marker(cfg) -> str:
+    return os.path.join(cfg.get("path.run"), f"bridge-{cfg.get('vm.network.bridge')}.made")
 
 
 def remove_bridge(name: str) -> None:

@@ -150,6 +150,9 @@ class KvmBackend(Backend):
             return found
         return await asyncio.to_thread(running)
 
+    async def release_node(self) -> None:
+        await asyncio.to_thread(network.release, self.cfg)
+
     async def cleanup(self, vm_id: int) -> None:
         if await self.state(vm_id) == "running":
             raise BackendError("the domain is still running")

@@ -160,6 +160,9 @@ class LxcBackend(Backend):
                     return ip_from_mac(line.split("=", 1)[1].strip())
         raise BackendError(f"VM {vm_id}: no MAC in its container config")
 
+    async def release_node(self) -> None:
+        await asyncio.to_thread(network.release, self.cfg)
+
     async def cleanup(self, vm_id: int) -> None:
         if await self.state(vm_id) == "running":
             raise BackendError("the container is still running")
