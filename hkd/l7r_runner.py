@@ -75,10 +75,17 @@ class L7rRunner:
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         l7r = os.path.join(os.path.dirname(sys.executable), "qvd-l7r")
         with open(log_path, "ab") as logfile:
-            self.proc = subprocess.Popen([l7r, *arguments], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([l7r, *arguments, *self._settings()], stdin=subprocess.DEVNULL,
                                          stdout=logfile, stderr=logfile, start_new_session=True)
         self.pidfile.record(self.proc.pid)
         log.info("qvd-l7r started (pid %d)", self.proc.pid)
+
+    def _settings(self) -> list[str]:
+        """The acceptor reads the node file itself; the database's global layer (which wins
+        over it) reaches it as arguments."""
+        cfg = self.node.cfg
+        return [f"--set={name}={value}" for name, value in sorted(cfg.db_global.items())
+                if self.affected_by(name) and not name.startswith("l7r.ssl.")]
 
     def stop(self) -> None:
         """Stop accepting; connections already served (their own processes) go on."""

@@ -78,11 +78,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="qvd-l7r", description=__doc__.splitlines()[0])
     parser.add_argument("--cert", help="PEM certificate (required unless l7r.use_ssl = 0)")
     parser.add_argument("--key", help="PEM private key")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the database's global layer (qvd-hkd passes the "
+                             "acceptor's own: it has no database connection)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s qvd-l7r[%(process)d] %(levelname)s %(message)s")
     try:
         cfg = qconfig.load()
+        for setting in args.set:
+            name, _, value = setting.partition("=")
+            cfg.db_global[name] = qconfig.validate(name, value)
         tls = None
         if cfg.get_bool("l7r.use_ssl"):
             if not (args.cert and args.key):

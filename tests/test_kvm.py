@@ -14,6 +14,7 @@ import pytest
 
 from hkd_nodes import HkdNode, wait_for
 from qvd.db.config import Config
+from qvd.hkd.backends import dhcp
 from qvd.hkd.backends.base import VmSpec
 from qvd.hkd.backends.bridge import link_exists
 from vm_network import clear_network, remove_test_bridge
@@ -136,6 +137,7 @@ def kvm_node(demo, tmp_path, libvirtd):
         if domain.name() == f"qvd-{node.vm_id}":
             domain.destroy()
     conn.close()
+    dhcp.stop_server(node.run_dir, "qvdkt")
     remove_test_bridge("qvdkt")
 
 
@@ -153,13 +155,16 @@ def _row(demo):
 
 
 def test_a_tiny_guest_under_tcg_through_the_cli_adopted_and_orphaned(kvm_node, demo, libvirtd):
-    """Booted and stopped twice through the CLI; after a kill -9 of the HKD the guest is adopted
-    as it runs, and one the database let go meanwhile is destroyed as an orphan."""
+    """Booted and stopped twice through the CLI (the address on the kernel command line, then
+    by DHCP); after a kill -9 of the HKD the guest is adopted as it runs, and one the database
+    let go meanwhile is destroyed as an orphan."""
     vm_id = kvm_node.vm_id
     storage = demo.storage
     overlay = os.path.join(storage, "overlays", f"{vm_id}.qcow2")
     home = os.path.join(storage, "homes", f"{vm_id}-data.qcow2")
     for round_ in range(2):
+        if round_ == 1:  # the second boot takes its address from the node's dnsmasq
+            demo.ok("config", "set", "vm.network.use_dhcp=1")
         demo.ok("vm", "start", "-f", "name=tiny")
         row = wait_for(lambda: _row(demo)["state"] == "running" and _row(demo) or
                        _row(demo)["last_error"], 240, "the guest to boot")
@@ -170,6 +175,9 @@ def test_a_tiny_guest_under_tcg_through_the_cli_adopted_and_orphaned(kvm_node, d
         if round_ == 0:
             home_inode = os.stat(home).st_ino
         assert os.stat(home).st_ino == home_inode  # the same home disk both times
+        if round_ == 1:
+            log = open(os.path.join(kvm_node.home, "log", "dnsmasq-qvdkt.log")).read()
+            assert "DHCPACK(qvdkt) 10.233.0.20 02:00:0a:e9:00:14" in log
         kvm_node.signal(signal.SIGKILL)  # the node daemon dies; the guest must not
         kvm_node.proc.wait()
         if round_ == 0:

@@ -12,7 +12,8 @@ import pytest
 
 from hkd_nodes import l7r_node, wait_for
 from qvd.db.passwords import is_legacy
-from qvd.l7r.client import QvdConnection, tls_context
+from qvd.hkd.pidfile import PidFile
+from qvd.l7r.client import QvdConnection, accepting, tls_context
 
 
 @pytest.fixture
@@ -60,6 +61,25 @@ def test_qvd_client_flow_list_on_one_connection(l7r):
         assert first.json() == [{"id": 1, "name": "desk", "state": "stopped", "blocked": 0}]
         assert conn.authenticate().json() == {}
         assert conn.list_of_vm().status == 200  # several requests, one connection
+
+
+def test_acceptor_settings_set_in_the_database_apply(demo, tmp_path):
+    """The acceptor has no database connection: what `qvd-admin config set` says of its
+    limits reaches it when qvd-hkd restarts it."""
+    node = l7r_node(demo, tmp_path)
+    try:
+        pidfile = PidFile(os.path.join(node.run_dir, "l7r-node1.pid"))
+        first = pidfile.running()
+        ten_headers = (b"GET /qvd/ping HTTP/1.1\r\n"
+                       + b"".join(b"X-Extra-%d: 1\r\n" % i for i in range(10)) + b"\r\n")
+        assert raw_exchange((node.port, node.cert), ten_headers).startswith(b"HTTP/1.1 200")
+        demo.ok("config", "set", "l7r.limits.header_count=5")
+        wait_for(lambda: pidfile.running() not in (None, first) and
+                 accepting("127.0.0.1", node.port), 15, "the acceptor to restart")
+        reply = raw_exchange((node.port, node.cert), ten_headers)
+        assert reply.startswith(b"HTTP/1.1 400") and b"Too many headers" in reply
+    finally:
+        node.cleanup()
 
 
 def test_real_qvd_client_request_without_host_header(l7r):

@@ -17,6 +17,8 @@ class SlowDatabase:
 
 
 class Settings(dict):
+    db_global: dict = {}
+
     def get_bool(self, key):
         return self[key] == "1"
 

@@ -59,6 +59,11 @@ def attach(demo, vm_id, command: str) -> subprocess.CompletedProcess:
                            "-c", command], capture_output=True, text=True, timeout=60)
 
 
+def lxc_state(demo, vm_id) -> str:
+    return subprocess.run(["lxc-info", "-n", f"qvd-{vm_id}", "-P", os.path.join(demo.storage, "lxc"),
+                           "-s", "-H"], capture_output=True, text=True).stdout.strip()
+
+
 def vm_row(demo, name="box"):
     (row,) = json.loads(demo.ok("vm", "list", "--json", "-f", f"name={name}"))
     return row
@@ -102,12 +107,9 @@ def test_container_lifecycle_overlay_home_limits_and_cleanup(lxc_node, demo):
     assert ping(VM_IP)["status"] == "ok"
 
     stop(demo)
-    lxcpath = os.path.join(demo.storage, "lxc")
     assert mounts_under(os.path.join(demo.storage, "rootfs")) == []
     assert not link_exists(f"qvd{vm_id}")
-    info = subprocess.run(["lxc-info", "-n", f"qvd-{vm_id}", "-P", lxcpath, "-s", "-H"],
-                          capture_output=True, text=True)
-    assert info.stdout.strip() in ("", "STOPPED")
+    assert lxc_state(demo, vm_id) in ("", "STOPPED")
     assert not any(name.endswith(f"qvd-{vm_id}") for _, dirs, _ in
                    os.walk("/sys/fs/cgroup/memory") for name in dirs)
     assert not os.path.exists(os.path.join(demo.storage, "overlayfs", str(vm_id)))
@@ -119,6 +121,8 @@ def test_container_lifecycle_overlay_home_limits_and_cleanup(lxc_node, demo):
 
 
 def test_desktop_in_a_container_survives_an_hkd_kill(lxc_node, demo, tmp_path):
+    """Screenshot through the L7R; kill -9 of the HKD: adopted with the desktop connected;
+    killed again while the database lets the VM go: the container is destroyed as an orphan."""
     client = [os.path.join(BIN, "qvd-client"), "connect", "--host", "127.0.0.1", "--port",
               str(lxc_node.port), "--fingerprint", lxc_node.fingerprint, "--login", "alice@acme"]
     env = dict(os.environ, QVD_PASSWORD="secret")
@@ -147,7 +151,7 @@ def test_desktop_in_a_container_survives_an_hkd_kill(lxc_node, demo, tmp_path):
         lxc_node.signal(signal.SIGKILL)  # the node daemon dies; the container must not
         lxc_node.proc.wait()
         lxc_node.start()
-        wait_for(lambda: vm_row(demo)["state"] == "running", 30, "re-adoption")
+        wait_for(lambda: "adopted (running)" in lxc_node.log(), 30, "re-adoption")
         assert vm_row(demo)["pid"] == pid and ping(VM_IP)["status"] == "ok"
         viewer.sendall(b"RFB 003.008\n")  # the desktop connection still carries bytes
         assert viewer.recv(64)[:1] >= b"\x01"
@@ -155,7 +159,16 @@ def test_desktop_in_a_container_survives_an_hkd_kill(lxc_node, demo, tmp_path):
     finally:
         session.kill()
         session.wait()
-    stop(demo)
+    # the HKD dies again and meanwhile the database lets the VM go: the container is an orphan
+    lxc_node.signal(signal.SIGKILL)
+    lxc_node.proc.wait()
+    demo.sql("UPDATE vm_runtimes SET vm_state = 'stopped', host_id = NULL, vm_cmd = NULL, "
+             "user_state = 'disconnected', l7r_pid = NULL WHERE vm_id = :v", v=lxc_node.vm_id)
+    lxc_node.start()
+    wait_for(lambda: "does not place it here" in lxc_node.log(), 30, "the orphan")
+    wait_for(lambda: not mounts_under(os.path.join(demo.storage, "rootfs")) and
+             not link_exists(f"qvd{lxc_node.vm_id}"), 30, "the orphan's cleanup")
+    assert lxc_state(demo, lxc_node.vm_id) in ("", "STOPPED")
 
 
 def test_firewall_keeps_vms_away_from_the_node_and_from_each_other(lxc_node, demo):

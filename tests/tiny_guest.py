@@ -22,11 +22,25 @@ for word in $(cat /proc/cmdline); do
   case $word in qvd.ip=*) IP=${word#qvd.ip=};; qvd.gw=*) GW=${word#qvd.gw=};;
                 qvd.vma_port=*) PORT=${word#qvd.vma_port=};; esac
 done
-ip link set lo up; ip link set eth0 up; ip addr add $IP dev eth0
-[ -n "$GW" ] && ip route add default via $GW
+ip link set lo up; ip link set eth0 up
+if [ "$IP" = dhcp ]; then
+  udhcpc -i eth0 -q -n -t 10 -s /udhcpc.sh && IP=$(cat /tmp/address)
+else
+  ip addr add $IP dev eth0
+  [ -n "$GW" ] && ip route add default via $GW
+fi
 echo "tiny guest: eth0 $IP, agent on port $PORT"
 nc -ll -p ${PORT:-3030} -e /vma.sh &
 while true; do sleep 3600; done
+"""
+
+# busybox udhcpc hands the lease to this script; "bound" is the one event that matters here
+UDHCPC = r"""#!/bin/busybox sh
+if [ "$1" = bound ]; then
+  ip addr add $ip/$mask dev $interface
+  [ -n "$router" ] && ip route add default via ${router%% *}
+  echo "$ip/$mask" > /tmp/address
+fi
 """
 
 VMA = r"""#!/bin/busybox sh
@@ -107,7 +121,7 @@ def build(directory: str) -> tuple[str, str]:
         for number, module in enumerate(_load_order(modules)):  # numbered: init loads in order
             shutil.copy(module, os.path.join(root, "lib/modules",
                                              f"{number:02d}-{os.path.basename(module)}"))
-        for name, text in (("init", INIT), ("vma.sh", VMA)):
+        for name, text in (("init", INIT), ("vma.sh", VMA), ("udhcpc.sh", UDHCPC)):
             with open(os.path.join(root, name), "w", encoding="ascii") as handle:
                 handle.write(text)
             os.chmod(os.path.join(root, name), 0o755)

@@ -78,7 +78,8 @@ class KvmBackend(Backend):
             home_disk=self.home_path(vm.vm_id) if vm.user_storage else None,
             bridge=bridge, tap=tap_name(vm.vm_id),
             console_log=os.path.join(self.consoles, f"qvd-{vm.vm_id}.log"),
-            prefix=prefix, gateway=gateway, vma_port=self.vma_port)
+            prefix=prefix, gateway=gateway, vma_port=self.vma_port,
+            use_dhcp=self.cfg.get_bool("vm.network.use_dhcp"))
 
     def _xml_path(self, vm_id: int) -> str:
         return os.path.join(self.overlays, f"{vm_id}.xml")

@@ -4,7 +4,9 @@ Memory from the OSF, vCPUs from the property vm.kvm.vcpus, the OS disk (a qcow2 
 the DI, or the DI read-only), the persistent home disk, a virtio NIC on the VM bridge with the
 VM's MAC, the serial console logged to a file, ACPI (so a shutdown request reaches the guest).
 Images that boot a kernel directly (properties vm.kvm.kernel / vm.kvm.initrd) get the VM's
-network on the kernel command line: qvd.ip=ADDRESS/PREFIX qvd.gw=GATEWAY qvd.vma_port=PORT.
+network on the kernel command line: qvd.ip=ADDRESS/PREFIX qvd.gw=GATEWAY qvd.vma_port=PORT, or
+qvd.ip=dhcp with vm.network.use_dhcp (the node's dnsmasq then has a static lease for the VM's
+MAC). Disk-booted images have no command line: they take their address by DHCP.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class DomainPlan:
     prefix: int
     gateway: str
     vma_port: int
+    use_dhcp: bool = False
 
 
 def domain_name(vm_id: int) -> str:
@@ -51,7 +54,8 @@ def domain_xml(vm: VmSpec, plan: DomainPlan) -> str:
     if kernel:
         cmdline = " ".join(filter(None, [
             props.get("vm.kvm.cmdline", "console=ttyS0"),
-            f"qvd.ip={vm.ip}/{plan.prefix}", f"qvd.gw={plan.gateway}",
+            *(["qvd.ip=dhcp"] if plan.use_dhcp else
+              [f"qvd.ip={vm.ip}/{plan.prefix}", f"qvd.gw={plan.gateway}"]),
             f"qvd.vma_port={plan.vma_port}"]))
         boot = (f"      <kernel>{_text(kernel)}</kernel>\n"
                 + (f"      <initrd>{_text(initrd)}</initrd>\n" if initrd else "")
