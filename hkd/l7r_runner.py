@@ -75,8 +75,9 @@ class L7rRunner:
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         l7r = os.path.join(os.path.dirname(sys.executable), "qvd-l7r")
         with open(log_path, "ab") as logfile:
-            self.proc = subprocess.Popen([l7r, *arguments, *self._settings()], stdin=subprocess.DEVNULL,
-                                         stdout=logfile, stderr=logfile, start_new_session=True)
+            self.proc = subprocess.Popen([l7r, *arguments, *self._settings()],
+                                         stdin=subprocess.DEVNULL, stdout=logfile,
+                                         stderr=logfile, start_new_session=True)
         self.pidfile.record(self.proc.pid)
         log.info("qvd-l7r started (pid %d)", self.proc.pid)
 

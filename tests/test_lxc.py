@@ -60,8 +60,9 @@ def attach(demo, vm_id, command: str) -> subprocess.CompletedProcess:
 
 
 def lxc_state(demo, vm_id) -> str:
-    return subprocess.run(["lxc-info", "-n", f"qvd-{vm_id}", "-P", os.path.join(demo.storage, "lxc"),
-                           "-s", "-H"], capture_output=True, text=True).stdout.strip()
+    lxcpath = os.path.join(demo.storage, "lxc")
+    return subprocess.run(["lxc-info", "-n", f"qvd-{vm_id}", "-P", lxcpath, "-s", "-H"],
+                          capture_output=True, text=True).stdout.strip()
 
 
 def vm_row(demo, name="box"):

@@ -48,7 +48,8 @@ def ensure_bridge(name: str, address: str, netmask: str) -> bool:
     return made
 
 
-def _refuse_overlap(ip: IPRoute, name: str, index: int | None, network: ipaddress.IPv4Network) -> None:
+def _refuse_overlap(ip: IPRoute, name: str, index: int | None,
+                    network: ipaddress.IPv4Network) -> None:
     """Another link on the VM network (a bridge left by a crashed test, a second setup) takes
     the route to the VMs: nothing would answer them, so say where the clash is instead."""
     for addr in ip.get_addr(family=2):
