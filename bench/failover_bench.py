@@ -26,7 +26,7 @@ from qvd.db.config import Config
 from qvd.db.placement import CANDIDATES, placement_params
 from qvd.hkd.backends.procfs import alive
 from qvd.hkd.backends.process import ProcessBackend
-from qvd.hkd.pidfile import PidFile
+from qvd.hkd.pidfile import PidFile, end_child
 
 from .common import Row, private_database, table
 from .node import wait
@@ -75,13 +75,7 @@ class Hkd:
 
     def cleanup(self) -> None:
         """Stop everything this node started, by PID: qvd-hkd, its watchdog, its VMs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_child(self.proc, 60)
         PidFile(os.path.join(self.run_dir, f"watchdog-{self.name}.pid")).stop(wait=2)
         ProcessBackend(self.storage, self.run_dir).kill_all()
 

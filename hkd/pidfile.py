@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 from .backends.procfs import alive, start_time
@@ -20,6 +21,13 @@ def terminate(pid: int, wait: float) -> None:
         time.sleep(0.05)
     if alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def end_child(proc: subprocess.Popen, wait: float) -> None:
+    """A child process of ours: SIGTERM, SIGKILL after `wait` seconds, then reaped."""
+    if proc.poll() is None:
+        terminate(proc.pid, wait)  # alive() takes our unreaped zombie for gone
+    proc.wait()
 
 
 class PidFile:

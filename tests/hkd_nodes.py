@@ -10,7 +10,7 @@ import time
 
 from qvd.hkd.backends.procfs import alive
 from qvd.hkd.backends.process import ProcessBackend, free_port
-from qvd.hkd.pidfile import PidFile
+from qvd.hkd.pidfile import PidFile, end_child
 
 QVD_HKD = os.path.join(os.path.dirname(sys.executable), "qvd-hkd")
 
@@ -84,13 +84,8 @@ class HkdNode:
     def cleanup(self) -> None:
         """Stop everything this node started, by PID: HKD, watchdog, VMs."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.send_signal(signal.SIGCONT)  # a frozen node must hear the SIGTERM
+            end_child(self.proc, 20)
         for helper in ("watchdog", "l7r"):
             PidFile(os.path.join(self.run_dir, f"{helper}-{self.name}.pid")).stop(wait=2)
         ProcessBackend(self.env.storage, self.run_dir).kill_all()

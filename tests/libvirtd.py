@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from hkd_nodes import wait_for
+from qvd.hkd.pidfile import end_child
 
 SOCKET = "/run/libvirt/libvirt-sock"
 SUBREAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "subreaper.py")
@@ -39,12 +40,7 @@ def running(log_dir: str):
         yield "qemu:///system"
     finally:
         for proc in reversed(started):
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end_child(proc, 30)
 
 
 @pytest.fixture(scope="session")

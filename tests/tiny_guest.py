@@ -1,11 +1,14 @@
 """A tiny KVM/QEMU guest made in the test: Debian's cloud kernel (downloaded as a .deb by apt,
 cached) and a busybox initramfs whose init brings up the virtio NIC with the address from the
-kernel command line and answers the agent's ping and poweroff on the VMA port."""
+kernel command line (or by DHCP, with the agent's own udhcpc script) and answers the agent's
+ping and poweroff on the VMA port."""
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
+
+from qvd.vma import dhcp  # the agent's own udhcpc script configures the guest too
 
 CACHE = "/var/cache/qvd-tests/kernel"
 MODULES = ["kernel/drivers/virtio/virtio.ko", "kernel/drivers/virtio/virtio_ring.ko",
@@ -24,7 +27,7 @@ for word in $(cat /proc/cmdline); do
 done
 ip link set lo up; ip link set eth0 up
 if [ "$IP" = dhcp ]; then
-  udhcpc -i eth0 -q -n -t 10 -s /udhcpc.sh && IP=$(cat /tmp/address)
+  udhcpc -i eth0 -q -n -t 10 -s /udhcpc.sh
 else
   ip addr add $IP dev eth0
   [ -n "$GW" ] && ip route add default via $GW
@@ -32,15 +35,6 @@ fi
 echo "tiny guest: eth0 $IP, agent on port $PORT"
 nc -ll -p ${PORT:-3030} -e /vma.sh &
 while true; do sleep 3600; done
-"""
-
-# busybox udhcpc hands the lease to this script; "bound" is the one event that matters here
-UDHCPC = r"""#!/bin/busybox sh
-if [ "$1" = bound ]; then
-  ip addr add $ip/$mask dev $interface
-  [ -n "$router" ] && ip route add default via ${router%% *}
-  echo "$ip/$mask" > /tmp/address
-fi
 """
 
 VMA = r"""#!/bin/busybox sh
@@ -121,7 +115,7 @@ def build(directory: str) -> tuple[str, str]:
         for number, module in enumerate(_load_order(modules)):  # numbered: init loads in order
             shutil.copy(module, os.path.join(root, "lib/modules",
                                              f"{number:02d}-{os.path.basename(module)}"))
-        for name, text in (("init", INIT), ("vma.sh", VMA), ("udhcpc.sh", UDHCPC)):
+        for name, text in (("init", INIT), ("vma.sh", VMA), ("udhcpc.sh", dhcp.SCRIPT)):
             with open(os.path.join(root, name), "w", encoding="ascii") as handle:
                 handle.write(text)
             os.chmod(os.path.join(root, name), 0o755)

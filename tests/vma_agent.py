@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from hkd_nodes import wait_for
 from qvd.hkd.backends.process import free_port
 from qvd.hkd.backends.procfs import alive
+from qvd.hkd.pidfile import end_child
 
 QVD_VMA = os.path.join(os.path.dirname(sys.executable), "qvd-vma")
 
@@ -60,10 +61,4 @@ class Agent:
         return found
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_child(self.proc, 15)
