@@ -123,12 +123,12 @@ def release(cfg) -> None:
     """No VM of the node runs any more (a clean stop): its DHCP server, firewall table and
     the bridge, if the node made it, go; the next VM's start makes them again."""
     from . import dhcp, firewall
-    bridge = cfg.get("vm.network.bridge")
+    bridge, marker = cfg.get("vm.network.bridge"), _made_marker(cfg)
     dhcp.stop_server(cfg.get("path.run"), bridge)
     firewall.remove(bridge)
-    if os.path.exists(_made_marker(cfg)):
+    if os.path.exists(marker):
         remove_bridge(bridge)
-        os.unlink(_made_marker(cfg))
+        os.unlink(marker)
 
 
 def _made_marker(cfg) -> str:

@@ -33,7 +33,8 @@ def ensure_server(run_dir: str, log_dir: str, bridge: str, network, gateway: str
         raise BackendError("vm.network.use_dhcp needs dnsmasq (Debian: dnsmasq-base)")
     os.makedirs(log_dir, exist_ok=True)
     # what dnsmasq says before its own log is open (bad options, a busy port) goes here
-    with open(os.path.join(log_dir, f"dnsmasq-{bridge}.err"), "ab") as errors:
+    errors_path = os.path.join(log_dir, f"dnsmasq-{bridge}.err")
+    with open(errors_path, "ab") as errors:
         proc = subprocess.Popen(
             [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
              f"--interface={bridge}", "--bind-interfaces", "--except-interface=lo",
@@ -49,8 +50,7 @@ def ensure_server(run_dir: str, log_dir: str, bridge: str, network, gateway: str
     deadline = time.monotonic() + 10
     while not os.path.exists(ready):
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise BackendError(f"dnsmasq for {bridge} did not start; see "
-                               f"{os.path.join(log_dir, f'dnsmasq-{bridge}.err')}")
+            raise BackendError(f"dnsmasq for {bridge} did not start; see {errors_path}")
         time.sleep(0.02)
     PidFile(pidfile).record(proc.pid)
 
