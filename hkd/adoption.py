@@ -22,8 +22,10 @@ async def adopt(node, gone_reason: str) -> None:
             continue
         if state in ("starting", "running"):
             if vm_id in running:
-                actions.addresses[vm_id] = running[vm_id] or VmAddress(
+                address = running[vm_id] or VmAddress(
                     row["address"], row["vm_vma_port"], row["vm_x_port"])
+                address.secret = row["vma_secret"] or ""
+                actions.addresses[vm_id] = address
                 first = "monitor" if state == "running" else "await_vma"
                 log.info("vm %d: adopted (%s)", vm_id, state)
             else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .database import Database
+from .vm_store import RELEASE
 
 FIND = "SELECT id FROM hosts WHERE name = %(name)s"
 
@@ -34,10 +35,8 @@ WHERE h.id = r.host_id AND r.host_id <> %(me)s AND r.state IN ('starting', 'runn
   AND r.ok_ts < now() - make_interval(secs => %(timeout)s)
 RETURNING r.host_id, h.name"""
 
-RELEASE_VMS = """
-UPDATE vm_runtimes SET vm_state = 'stopped', vm_state_ts = now(), host_id = NULL, vm_cmd = NULL,
-       vm_pid = NULL, vm_address = NULL, vm_vma_port = NULL, vm_x_port = NULL,
-       vm_vnc_port = NULL, vm_serial_port = NULL, current_di_id = NULL, current_osf_id = NULL,
+RELEASE_VMS = f"""
+UPDATE vm_runtimes SET vm_state = 'stopped', vm_state_ts = now(){RELEASE},
        last_error = 'released: node ' || %(name)s || ' was lost', last_error_at = now()
 WHERE host_id = %(host)s RETURNING vm_id"""
 

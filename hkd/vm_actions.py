@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 
+from qvd.vma import secret
+
 from . import vma_client
 from .backends import Backend, VmAddress
 from .vm_machine import Event
@@ -33,8 +35,10 @@ class VmActions:
             spec, di_id = await self.store.spec(vm_id)
         except LookupError as exc:
             return Event("failed", str(exc))
+        spec.vma_secret = secret.new_secret()  # new at every start: an old one dies with its run
         async with self.heavy:
             address = await self.backend.prepare(spec)
+            address.secret = spec.vma_secret
             self.addresses[vm_id] = address
             await self.store.set_address(vm_id, address, di_id)
             pid = await self.backend.start(spec)
@@ -47,7 +51,7 @@ class VmActions:
             if await self.backend.state(vm_id) != "running":
                 return Event("failed", "the VM exited while starting")
             try:
-                await self.vma.call(address.address, address.vma_port, "ping", timeout=2)
+                await self.vma.call(address, "ping", timeout=2)
                 self.last_ok[vm_id] = time.time()
                 return Event("vma_ready")
             except self.vma.VmaError:
@@ -68,7 +72,7 @@ class VmActions:
             if await self.backend.state(vm_id) != "running":
                 return Event("vm_gone", "the VM stopped on its own")
             try:
-                await self.vma.call(address.address, address.vma_port, "ping", timeout=2)
+                await self.vma.call(address, "ping", timeout=2)
                 failures, self.last_ok[vm_id] = 0, time.time()
             except self.vma.VmaError as exc:
                 failures += 1
@@ -81,7 +85,7 @@ class VmActions:
                 return Event("expired", "hard expiration time reached")
             if soft is not None and time.time() >= soft and soft_announced != soft:
                 try:
-                    await self.vma.call(address.address, address.vma_port, "expire",
+                    await self.vma.call(address, "expire",
                                           soft=f"{soft:.0f}", hard=f"{hard:.0f}" if hard else "")
                     soft_announced = soft
                 except self.vma.VmaError:
@@ -109,7 +113,7 @@ class VmActions:
         stopped = await self.backend.state(vm_id) != "running"
         if not stopped and address is not None:
             try:
-                await self.vma.call(address.address, address.vma_port, "poweroff", timeout=2)
+                await self.vma.call(address, "poweroff", timeout=2)
                 stopped = await self._stopped_within(
                     vm_id, cfg.get_float("internal.hkd.timeout.vm.state.stopping_shutdown"))
             except self.vma.VmaError:

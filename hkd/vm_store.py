@@ -29,7 +29,7 @@ WHERE vm_id = %(vm)s AND host_id = %(host)s AND vm_cmd = 'start'"""
 SPEC = """
 SELECT v.id, v.name, host(v.ip) AS ip, v.di_tag, v.user_id, o.id AS osf_id, o.name AS osf,
        o.memory, o.use_overlay, o.user_storage_size,
-       d.id AS di_id, d.path AS di_path, d.blocked AS di_blocked
+       d.id AS di_id, d.path AS di_path, d.blocked AS di_blocked, d.trusted AS di_trusted
 FROM vms v JOIN osfs o ON o.id = v.osf_id
 LEFT JOIN di_tags t ON t.osf_id = o.id AND t.tag = v.di_tag
 LEFT JOIN dis d ON d.id = t.di_id
@@ -52,12 +52,12 @@ RETURNING vm_id"""
 # Leaving the node: everything that placed the VM here is cleared.
 RELEASE = """, host_id = NULL, vm_cmd = NULL, vm_pid = NULL, vm_address = NULL,
  vm_vma_port = NULL, vm_x_port = NULL, vm_vnc_port = NULL, vm_serial_port = NULL,
- current_di_id = NULL, current_osf_id = NULL"""
+ current_di_id = NULL, current_osf_id = NULL, vma_secret = NULL"""
 
 READ_BACK = "SELECT host_id, vm_state FROM vm_runtimes WHERE vm_id = %(vm)s"
 
 ON_HOST = """
-SELECT vm_id, vm_state, host(vm_address) AS address, vm_vma_port, vm_x_port
+SELECT vm_id, vm_state, host(vm_address) AS address, vm_vma_port, vm_x_port, vma_secret
 FROM vm_runtimes WHERE host_id = %(host)s"""
 
 COUNT = "UPDATE vm_counters SET {column} = {column} + 1 WHERE vm_id = %(vm)s"
@@ -125,6 +125,7 @@ class VmStore:
                                                  "user": row["user_id"], "vm": vm_id})
         spec = VmSpec(vm_id=vm_id, name=row["name"], memory=row["memory"], ip=row["ip"],
                       image=os.path.join(self.images, row["di_path"]),
+                      image_trusted=bool(row["di_trusted"]),
                       use_overlay=row["use_overlay"], user_storage=row["user_storage_size"],
                       user_id=row["user_id"], properties={p["key"]: p["value"] for p in props})
         return spec, row["di_id"]
@@ -148,10 +149,10 @@ class VmStore:
     async def set_address(self, vm_id: int, address: VmAddress, di_id: int) -> None:
         await self.db.fetch(
             "UPDATE vm_runtimes SET vm_address = %(a)s, vm_vma_port = %(v)s, vm_x_port = %(x)s,"
-            " vm_vnc_port = %(n)s, current_di_id = %(di)s WHERE vm_id = %(vm)s"
-            " AND host_id = %(host)s",
+            " vm_vnc_port = %(n)s, current_di_id = %(di)s, vma_secret = %(s)s"
+            " WHERE vm_id = %(vm)s AND host_id = %(host)s",
             self._p(vm_id, a=address.address, v=address.vma_port, x=address.x_port,
-                    n=address.vnc_port, di=di_id))
+                    n=address.vnc_port, di=di_id, s=address.secret or None))
 
     async def set_pid(self, vm_id: int, pid: int | None) -> None:
         await self.db.fetch("UPDATE vm_runtimes SET vm_pid = %(pid)s WHERE vm_id = %(vm)s"

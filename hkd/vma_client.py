@@ -1,18 +1,25 @@
-"""Calling the agent inside a VM: `GET /vma/<method>?k=v` over plain HTTP, JSON back."""
+"""Calling the agent inside a VM: `GET /vma/<method>?k=v` over plain HTTP with the node's
+secret for this run of the VM, JSON back."""
 from __future__ import annotations
 
 import asyncio
 import json
 from urllib.parse import urlencode
 
+from qvd.vma import secret
+
+from .backends.base import VmAddress
+
 
 class VmaError(Exception):
     """The VMA did not answer, or answered an error."""
 
 
-async def call(address: str, port: int, method: str, timeout: float = 3.0, **params) -> dict:
+async def call(target: VmAddress, method: str, timeout: float = 3.0, **params) -> dict:
+    address, port = target.address, target.vma_port
     query = f"?{urlencode(params)}" if params else ""
-    request = (f"GET /vma/{method}{query} HTTP/1.1\r\nHost: {address}\r\n"
+    auth = "".join(f"{k}: {v}\r\n" for k, v in secret.bearer(target.secret).items())
+    request = (f"GET /vma/{method}{query} HTTP/1.1\r\nHost: {address}\r\n{auth}"
                "Connection: close\r\n\r\n").encode()
     try:
         async with asyncio.timeout(timeout):

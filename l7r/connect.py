@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from qvd.db.notify import vm_state_channel
 from qvd.db.placement import CANDIDATES, placement_params
+from qvd.vma import secret
 
 from .http import HttpError
 from .session_params import x_start_params
@@ -39,7 +40,7 @@ WHERE vm_id = %(vm)s AND l7r_pid = %(pid)s AND l7r_host_id = %(host)s"""
 
 STATE = """
 SELECT r.vm_state, r.vm_cmd, r.last_error, host(r.vm_address) AS address, r.vm_vma_port,
-       r.vm_x_port, o.memory
+       r.vm_x_port, r.vma_secret, o.memory
 FROM vm_runtimes r JOIN vms v ON v.id = r.vm_id JOIN osfs o ON o.id = v.osf_id
 WHERE r.vm_id = %(vm)s"""
 
@@ -139,8 +140,9 @@ class Connect:
 
     def _vma(self, vm: dict, method: str, params=()) -> dict:
         url = f"http://{vm['address']}:{vm['vm_vma_port']}/vma/{method}?{urlencode(params)}"
+        request = urllib.request.Request(url, headers=secret.bearer(vm["vma_secret"] or ""))
         try:
-            with urllib.request.urlopen(url, timeout=self.cfg.get_float(
+            with urllib.request.urlopen(request, timeout=self.cfg.get_float(
                     "internal.l7r.timeout.x_start")) as reply:
                 return json.load(reply)
         except urllib.error.HTTPError as exc:  # the agent says why in JSON
@@ -169,7 +171,9 @@ class Connect:
                 self._vma(vm, "x_state")
         self.progress("Connecting X session")
         try:
-            return socket.create_connection((vm["address"], vm["vm_x_port"]), timeout=10)
+            desktop = socket.create_connection((vm["address"], vm["vm_x_port"]), timeout=10)
+            desktop.sendall(secret.relay_greeting(vm["vma_secret"] or ""))
+            return desktop
         except OSError as exc:
             raise unavailable(f"the desktop session does not answer ({exc})") from None
 

@@ -10,6 +10,7 @@ from .auth import AuthFailed, Identity, authenticate, backoff, parse_authorizati
 from .auth import token as tokens
 from .connect import Connect
 from .http import HttpError, Request
+from .session_params import CLIENT_PREFIXES
 
 log = logging.getLogger(__name__)
 UNAUTHORIZED = [("WWW-Authenticate", 'Basic realm="QVD"')]
@@ -177,9 +178,6 @@ def stop_vm(session: Session, req: Request) -> None:
     finally:
         db.execute(f"UNLISTEN {channel}")
     session.http.respond(200, "Virtual machine stopped\n")
-
-
-CLIENT_PREFIXES = ("qvd.client.", "custom.")
 
 
 def connect_to_vm(session: Session, req: Request) -> None:

@@ -2,7 +2,8 @@
 settings, then the VM's properties merged OSF < DI < user < VM (later wins), then what the
 authentication learnt about the user (LDAP uid/gid/home), then the client's qvd.client.*
 options. Session-defining keys come from the admin side only: the client cannot send them
-(connect_to_vm refuses any parameter outside qvd.client.* and custom.*).
+(connect_to_vm refuses any parameter outside qvd.client.* and custom.*, and this drops any that
+got here), and where an admin set a client key too, the admin's value wins.
 """
 from __future__ import annotations
 
@@ -29,10 +30,14 @@ SELECT key, value FROM (
 IDENTITY_KEYS = {"uid": "qvd.vm.user.uid", "gid": "qvd.vm.user.gid", "home": "qvd.auth.home"}
 
 
+CLIENT_PREFIXES = ("qvd.client.", "custom.")
+
+
 def x_start_params(db, cfg, vm_id: int, identity, client: list[tuple[str, str]]) -> dict:
-    params = {name: str(cfg.get(name)) for name in SETTINGS if cfg.get(name) not in (None, "")}
+    params = {key: value for key, value in client if key.startswith(CLIENT_PREFIXES)}
+    params.update((name, str(cfg.get(name))) for name in SETTINGS
+                  if cfg.get(name) not in (None, ""))
     params.update((row["key"], row["value"]) for row in db.fetch(MERGED_PROPERTIES, {"vm": vm_id}))
     extra = getattr(identity, "extra", None) or {}
     params.update((IDENTITY_KEYS[k], str(v)) for k, v in extra.items() if k in IDENTITY_KEYS and v)
-    params.update(client)
     return params

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from vma_agent import call_as_node
 from hkd_nodes import l7r_node, wait_for
 from qvd.client.png import read_png
 from qvd.hkd.backends.process import free_port
@@ -36,11 +37,7 @@ def finished(proc, timeout=90):
 
 def vma_state(demo):
     """x_state straight from the VM's agent (what the L7R asks)."""
-    import json
-    import urllib.request
-    (address, port), = demo.sql("SELECT host(vm_address), vm_vma_port FROM vm_runtimes")
-    with urllib.request.urlopen(f"http://{address}:{port}/vma/x_state", timeout=5) as reply:
-        return json.load(reply)
+    return call_as_node(demo, "x_state")[1]
 
 
 def test_screenshot_of_the_desktop_through_the_l7r(node, demo, tmp_path):
@@ -142,13 +139,9 @@ def test_soft_expiry_reaches_the_agent_when_it_comes(node, demo, tmp_path):
     wait_for(lambda: demo.sql("SELECT vm_state FROM vm_runtimes") == [("running",)], 60, "running")
     soon = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + 2))
     demo.ok("vm", "edit", "-f", "name=desk", f"expiration_soft={soon}")
-    (address, port), = demo.sql("SELECT host(vm_address), vm_vma_port FROM vm_runtimes")
-    import json
-    import urllib.request
 
     def announced():
-        with urllib.request.urlopen(f"http://{address}:{port}/vma/ping", timeout=5) as reply:
-            return json.load(reply)["expiration"].get("soft")
+        return call_as_node(demo)[1]["expiration"].get("soft")
     expected = demo.sql("SELECT extract(epoch FROM expiration_soft) FROM vm_runtimes")[0][0]
     wait_for(lambda: announced() and abs(float(announced()) - float(expected)) < 1, 30,
              "the soft expiration to reach the VMA")

@@ -5,10 +5,10 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
+from vma_agent import call_as_node
 from hkd_nodes import QVD_HKD, DuplicateWatch, HkdNode, vma_processes, wait_for
 
 
@@ -33,12 +33,10 @@ def vm(demo):
     return row
 
 
-def vma_answers(row) -> bool:
+def vma_answers(demo, row) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{row['address']}:{row['vma_port']}/vma/ping",
-                                    timeout=2) as reply:
-            return json.load(reply)["status"] == "ok"
-    except OSError:
+        return call_as_node(demo, vm_id=row["id"])[1]["status"] == "ok"
+    except (OSError, ValueError):
         return False
 
 
@@ -51,7 +49,7 @@ def test_start_and_stop_through_the_cli(demo, nodes):
     demo.ok("vm", "start", "-f", "name=desk")
     row = wait_for(state_is(demo, "running"), 15, "running")
     assert row["host"] == "node1" and row["pid"] in vma_processes(1)
-    assert row["address"] == "127.0.0.1" and vma_answers(row)
+    assert row["address"] == "127.0.0.1" and vma_answers(demo, row)
     host = json.loads(demo.ok("host", "list", "--json"))[0]
     assert host["state"] == "running" and host["pid"] and host["lease_age"] < 3
     demo.ok("vm", "stop", "-f", "name=desk")
@@ -92,7 +90,7 @@ def test_killed_hkd_restarted_in_time_keeps_the_desktop(demo, nodes):
     time.sleep(4)  # past the fence timeout: the watchdog must not have fired
     again = vm(demo)
     assert again["state"] == "running" and again["pid"] == row["pid"]
-    assert vma_processes(1) == [row["pid"]] and vma_answers(again)
+    assert vma_processes(1) == [row["pid"]] and vma_answers(demo, again)
     assert "adopted (running)" in node.log()
 
 
@@ -130,7 +128,7 @@ def test_frozen_node_is_fenced_and_its_vm_starts_elsewhere(demo, nodes):
         node1.signal(signal.SIGCONT)
         wait_for(lambda: node1.state()[0] == "running", 10, "node1 to rejoin")
         time.sleep(1)
-        assert vm(demo)["host"] == "node2" and vma_answers(vm(demo))
+        assert vm(demo)["host"] == "node2" and vma_answers(demo, vm(demo))
     assert watch.most == 1, "the VM ran on two nodes at once"
     assert 2.5 < killed_after < 5  # fence timeout 3 s, node timeout 5 s
     assert json.loads(demo.ok("host", "list", "--json", "-f", "name=node1"))[0]["epoch"] == 1

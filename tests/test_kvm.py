@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 
@@ -15,8 +16,9 @@ import pytest
 from hkd_nodes import HkdNode, wait_for
 from qvd.db.config import Config
 from qvd.hkd.backends import dhcp
-from qvd.hkd.backends.base import VmSpec
+from qvd.hkd.backends.base import BackendError, VmSpec
 from qvd.hkd.backends.bridge import link_exists
+from qvd.vma import secret
 from vm_network import clear_network, remove_test_bridge
 
 libvirt = pytest.importorskip("libvirt")
@@ -25,12 +27,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-img"
 
 
 def spec(tmp_path, **props) -> VmSpec:
-    image = str(tmp_path / "di.qcow2")
+    image = str(tmp_path / "storage" / "images" / "di.qcow2")  # in backend()'s image store
     if not os.path.exists(image):
+        os.makedirs(os.path.dirname(image), exist_ok=True)
         subprocess.run(["qemu-img", "create", "-f", "qcow2", image, "64M"], check=True,
                        capture_output=True)
     return VmSpec(vm_id=5, name="box", memory=384, image=image, ip="10.233.0.20",
-                  use_overlay=True, user_storage=32, properties=props)
+                  use_overlay=True, user_storage=32, properties=props, vma_secret="s3cr3t")
 
 
 def backend(tmp_path, uri="test:///default", **more):
@@ -68,6 +71,10 @@ def test_domain_xml_comes_from_the_data(tmp_path):
     assert nic.find("model").get("type") == "virtio"
     assert root.find("devices/serial/source").get("path").endswith("qvd-5.log")
     assert "qvd.ip=10.233.0.20/24 qvd.gw=10.233.0.1 qvd.vma_port=3030" in root.findtext("os/cmdline")
+    # the agent's secret: an SMBIOS OEM string (root's in the guest), not the command line
+    assert root.findtext("sysinfo/oemStrings/entry") == "qvd.vma_secret=s3cr3t"
+    assert root.find("os/smbios").get("mode") == "sysinfo"
+    assert "s3cr3t" not in root.findtext("os/cmdline")
     # without an overlay the DI itself is the disk, read-only
     vm.use_overlay, vm.user_storage = False, None
     root = ElementTree.fromstring(domain_xml(vm, kvm.plan(vm)))
@@ -98,6 +105,19 @@ def test_lifecycle_against_the_libvirt_test_driver(tmp_path, kvm_bridge):
     asyncio.run(scenario())
 
 
+def test_host_paths_outside_the_image_store_are_refused(tmp_path):
+    """A DI path or a kernel property from the database may name files of the image store
+    only: /etc/shadow as a disk or ../ out of the store are refused before anything is made."""
+    kvm = backend(tmp_path)
+    for props, image in (({}, "/etc/shadow"), ({"vm.kvm.kernel": "/boot/../etc/shadow"}, None),
+                         ({"vm.kvm.initrd": "../../x"}, None)):
+        vm = spec(tmp_path, **props)
+        vm.image = image or vm.image
+        with pytest.raises(BackendError, match="outside the image store"):
+            asyncio.run(kvm.prepare(vm))
+    assert not os.path.exists(kvm.overlay_path(5))
+
+
 def test_auto_acceleration_asks_kvm_itself(tmp_path, monkeypatch):
     from qvd.hkd.backends import kvm as kvm_module
     monkeypatch.setattr(kvm_module, "kvm_runs_guests", lambda: False)
@@ -115,14 +135,20 @@ def kvm_node(demo, tmp_path, libvirtd):
     for directory in (tmp_path, tmp_path.parent, tmp_path.parent.parent):
         directory.chmod(0o755)
     kernel, initrd = tiny_guest.build(str(tmp_path))
+    images = os.path.join(demo.storage, "images")  # kernels, like disks, come from the store
+    os.makedirs(images, exist_ok=True)
+    for path in (kernel, initrd):
+        shutil.copy(path, os.path.join(images, f"tiny-{os.path.basename(path)}"))
     disk = str(tmp_path / "tiny.qcow2")
     subprocess.run(["qemu-img", "create", "-f", "qcow2", disk, "64M"], check=True,
                    capture_output=True)
     demo.ok("config", "set", "vm.network.ip.start=10.233.0.20", "vm.network.netmask=255.255.255.0")
     demo.ok("osf", "add", "-t", "acme", "name=tiny", "memory=256", "user_storage=32")
     demo.ok("di", "add", "-t", "acme", f"path={disk}", "osf=tiny", "version=tiny")
-    demo.ok("di", "propset", "-t", "acme", "-f", "version=tiny", f"vm.kvm.kernel={kernel}",
-            f"vm.kvm.initrd={initrd}", "vm.kvm.cmdline=console=ttyS0 quiet")
+    demo.ok("di", "propset", "-t", "acme", "-f", "version=tiny",
+            f"vm.kvm.kernel=tiny-{os.path.basename(kernel)}",
+            f"vm.kvm.initrd={images}/tiny-{os.path.basename(initrd)}",
+            "vm.kvm.cmdline=console=ttyS0 quiet")
     demo.ok("vm", "add", "-t", "acme", "name=tiny", "user=alice", "osf=tiny", "ip=10.233.0.20")
     node = HkdNode(demo, "node1", f"vm.hypervisor = kvm\nvm.kvm.uri = {libvirtd}\n"
                    "vm.kvm.accel = tcg\nvm.network.bridge = qvdkt\n"
@@ -149,6 +175,18 @@ def _domains(uri: str, vm_id: int) -> list[str]:
         conn.close()
 
 
+def _ping(demo, vm_id, offered=None) -> int:
+    """The guest agent's answer to a ping with the node's secret (or `offered`)."""
+    (value,) = demo.sql("SELECT vma_secret FROM vm_runtimes WHERE vm_id = :v", v=vm_id)[0]
+    request = urllib.request.Request("http://10.233.0.20:3030/vma/ping",
+                                     headers=secret.bearer(offered or value))
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return reply.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _row(demo):
     (row,) = json.loads(demo.ok("vm", "list", "--json", "-f", "name=tiny"))
     return row
@@ -169,8 +207,8 @@ def test_a_tiny_guest_under_tcg_through_the_cli_adopted_and_orphaned(kvm_node, d
         row = wait_for(lambda: _row(demo)["state"] == "running" and _row(demo) or
                        _row(demo)["last_error"], 240, "the guest to boot")
         assert isinstance(row, dict), row  # else the reason it did not start
-        with urllib.request.urlopen("http://10.233.0.20:3030/vma/ping", timeout=5) as reply:
-            assert json.load(reply)["status"] == "ok"  # through the bridge, from the guest
+        assert _ping(demo, vm_id) == 200  # through the bridge, from the guest, with the secret
+        assert _ping(demo, vm_id, "0" * 64) == 401  # the guest got its own secret, by SMBIOS
         assert os.path.exists(overlay) and link_exists(f"qvdk{vm_id}")
         if round_ == 0:
             home_inode = os.stat(home).st_ino
@@ -184,8 +222,7 @@ def test_a_tiny_guest_under_tcg_through_the_cli_adopted_and_orphaned(kvm_node, d
             kvm_node.start()  # adopted: the same qemu, still answering, stopped by the new HKD
             wait_for(lambda: "adopted (running)" in kvm_node.log(), 30, "re-adoption")
             assert _row(demo)["pid"] == row["pid"] and _row(demo)["state"] == "running"
-            with urllib.request.urlopen("http://10.233.0.20:3030/vma/ping", timeout=5) as reply:
-                assert json.load(reply)["status"] == "ok"
+            assert _ping(demo, vm_id) == 200
             demo.ok("vm", "stop", "-f", "name=tiny")
         else:  # meanwhile the database let the VM go: the guest is an orphan, destroyed
             demo.sql("UPDATE vm_runtimes SET vm_state = 'stopped', host_id = NULL, "

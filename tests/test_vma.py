@@ -48,7 +48,8 @@ def test_bad_rpc_input_gets_a_clear_json_error(agent):
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 405
     with socket.create_connection(("127.0.0.1", vma.port)) as raw:
-        raw.sendall(b"GET /vma/x_start?%ff%fe=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw.sendall(b"GET /vma/x_start?%ff%fe=1 HTTP/1.1\r\nHost: x\r\n"
+                    b"Authorization: Bearer " + vma.secret.encode() + b"\r\n\r\n")
         assert raw.recv(4096).startswith(b"HTTP/1.1 400")
     assert vma.call("ping")[0] == 200 and vma.state() == "stopped"  # still serving, nothing ran
 
@@ -59,7 +60,7 @@ def test_vnc_session_states_follow_the_viewers(agent):
     assert status == 200 and body["session"] == "vnc"
     vma.wait_state("listening", 10)
     display = vma.call("x_state")[1]["display"]
-    viewer = socket.create_connection(("127.0.0.1", vma.x_port))
+    viewer = vma.desktop()
     assert viewer.recv(12) == b"RFB 003.008\n"
     vma.wait_state("connected", 5)
     viewer.close()
@@ -85,7 +86,7 @@ def test_a_resumed_session_nobody_takes_goes_back_to_suspended(agent):
     vma = agent()
     vma.call("x_start", **{"vma.timeout.listening": "1"})
     vma.wait_state("listening", 10)
-    socket.create_connection(("127.0.0.1", vma.x_port)).close()
+    vma.desktop().close()
     vma.wait_state("suspended", 5)
     assert vma.call("x_start", **{"vma.timeout.listening": "1"})[1]["x_state"] == "listening"
     vma.wait_state("suspended", 5)  # not stopped: the user's desktop is kept
@@ -100,7 +101,7 @@ def test_hooks_run_with_the_session_properties_and_can_veto(agent, tmp_path):
     vma = agent()
     assert vma.call("x_start", **props)[1]["x_state"] in ("starting", "listening")
     vma.wait_state("listening", 10)
-    socket.create_connection(("127.0.0.1", vma.x_port)).close()
+    vma.desktop().close()
     wait_for(lambda: record.exists() and "on_state" in record.read_text(), 10, "the state hook")
     lines = record.read_text().splitlines()
     assert lines[0].startswith("connect custom.department sales ")
@@ -137,12 +138,13 @@ def test_poweroff_ends_the_agent_and_its_session(agent):
 
 def test_nx_session_suspends_and_resumes_with_nxproxy(agent):
     vma = agent()
+    forwarder = vma.desktop_forwarder()
     xserver = Xvfb()
     proxies = []
 
     def nxproxy():
         proxies.append(subprocess.Popen(
-            ["nxproxy", "-S", f"nx/nx,connect=tcp:127.0.0.1:{vma.x_port}:0"], env=xserver.env,
+            ["nxproxy", "-S", f"nx/nx,connect=tcp:127.0.0.1:{forwarder}:0"], env=xserver.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     try:
         status, body = vma.call("x_start", **{"vma.session.type": "nx",
@@ -167,3 +169,41 @@ def test_nx_session_suspends_and_resumes_with_nxproxy(agent):
                 proc.terminate()
                 proc.wait(10)
         xserver.stop()
+
+
+def test_the_agent_obeys_only_its_node(agent, tmp_path):
+    """A desktop user (or another VM) calling the agent: without the node's secret nothing
+    runs, whatever the call asks for."""
+    ran = tmp_path / "ran-as-root"
+    vma = agent()
+    evil = {"vma.on_action.pre-connect": hook(tmp_path, "evil", f"touch {ran}"),
+            "qvd.vm.user.name": "root"}
+    for offered in ("", "0" * 64, vma.secret[:-1] + "x"):
+        status, body = vma.call("x_start", _secret=offered, **evil)
+        assert (status, body) == (401, {"error": "this agent answers its node only"})
+        assert vma.call("x_stop", _secret=offered)[0] == 401
+    assert not ran.exists() and vma.state() == "stopped" and vma.children() == []
+    assert "refused x_start from 127.0.0.1: no valid node secret" in vma.log()
+
+
+def test_the_desktop_port_needs_the_node_secret(agent):
+    """Only a connection that starts with the node's secret reaches the display server; the
+    display server itself has no TCP port."""
+    vma = agent()
+    vma.call("x_start")
+    vma.wait_state("listening", 10)
+    for greeting in (b"", b"RFB 003.008\n", b"QVD-AUTH " + b"0" * 64 + b"\r\n"):
+        with socket.create_connection(("127.0.0.1", vma.x_port), timeout=10) as raw:
+            raw.sendall(greeting)
+            if not greeting:
+                raw.shutdown(socket.SHUT_WR)
+            assert raw.recv(64) == b""  # cut off: not a byte of the desktop
+    assert vma.state() == "listening"  # nobody got in
+    with vma.desktop() as viewer:
+        assert viewer.recv(12) == b"RFB 003.008\n"
+        vma.wait_state("connected", 5)
+    xvnc = [pid for pid in vma.children()
+            if open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].endswith(b"Xvnc")]
+    assert xvnc
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    assert not [line for line in listening.splitlines() if f"pid={xvnc[0]}," in line]

@@ -1,7 +1,8 @@
 """A tiny KVM/QEMU guest made in the test: Debian's cloud kernel (downloaded as a .deb by apt,
 cached) and a busybox initramfs whose init brings up the virtio NIC with the address from the
 kernel command line (or by DHCP, with the agent's own udhcpc script) and answers the agent's
-ping and poweroff on the VMA port."""
+ping and poweroff on the VMA port, to callers with the node's secret only (it reads it from the
+SMBIOS OEM strings, as a real agent would)."""
 import glob
 import os
 import shutil
@@ -25,6 +26,8 @@ for word in $(cat /proc/cmdline); do
   case $word in qvd.ip=*) IP=${word#qvd.ip=};; qvd.gw=*) GW=${word#qvd.gw=};;
                 qvd.vma_port=*) PORT=${word#qvd.vma_port=};; esac
 done
+tr '\000' '\n' < /sys/firmware/dmi/entries/11-0/raw | sed -n 's/.*qvd.vma_secret=//p' > /secret
+chmod 400 /secret
 ip link set lo up; ip link set eth0 up
 if [ "$IP" = dhcp ]; then
   udhcpc -i eth0 -q -n -t 10 -s /udhcpc.sh
@@ -40,9 +43,15 @@ while true; do sleep 3600; done
 VMA = r"""#!/bin/busybox sh
 read method path version
 cr=$(printf '\r')
-while read -r line; do [ -z "$line" -o "$line" = "$cr" ] && break; done  # all of the request:
-# unread bytes at close would turn the FIN into a reset
+offered=
+while read -r line; do  # all of the request: unread bytes at close would turn FIN into RST
+  [ -z "$line" -o "$line" = "$cr" ] && break
+  case $line in "Authorization: Bearer "*) offered=${line#Authorization: Bearer }; offered=${offered%$cr};; esac
+done
 answer() { printf 'HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "$1" "${#2}" "$2"; }
+if [ -z "$offered" ] || [ "$offered" != "$(cat /secret)" ]; then
+  answer "401 Unauthorized" '{"error": "this agent answers its node only"}'; exit 0
+fi
 case $path in
   /vma/ping*) answer "200 OK" '{"status": "ok"}';;
   /vma/x_state*) answer "200 OK" '{"x_state": "stopped"}';;

@@ -52,6 +52,11 @@ class Agent:
         configured = props.get("vma.x_session", "").split()
         return configured or self.session_command
 
+    def desktop_socket(self):
+        """Where the desktop relay reaches the live session's display server, or None."""
+        session = self.session
+        return session.endpoint if session.state in ("listening", "connected") else None
+
     # --- RPC methods ----------------------------------------------------------------------
     def ping(self, params):
         return {"status": "ok", "uptime": round(time.time() - self.started, 3),

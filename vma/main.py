@@ -15,7 +15,9 @@ import signal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from . import secret
 from .agent import Agent, BadRequest
+from .relay import DesktopRelay
 from .session import SessionError
 
 log = logging.getLogger("qvd.vma")
@@ -31,11 +33,16 @@ def default_session() -> list[str] | None:
 
 class Handler(BaseHTTPRequestHandler):
     agent: Agent
+    secret: str
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         url = urlsplit(self.path)
         method = url.path.removeprefix("/vma/")
+        if not secret.matches(secret.from_header(self.headers.get(secret.HEADER)), self.secret):
+            log.warning("refused %s from %s: no valid node secret", method[:40],
+                        self.address_string())
+            return self._reply(401, {"error": "this agent answers its node only"})
         if not url.path.startswith("/vma/") or method not in METHODS:
             return self._reply(404, {"error": f"unknown method {method!r}",
                                      "methods": list(METHODS)})
@@ -78,6 +85,9 @@ def main(argv=None) -> None:
     parser.add_argument("--x-port", type=int, default=4100, help="desktop session port")
     parser.add_argument("--session", help="command run in the desktop when vma.x_session is "
                                           "not set (default: a desktop or xterm if installed)")
+    parser.add_argument("--secret-file", required=True,
+                        help="file with the secret the node made for this run of the VM: "
+                             "every call must carry it")
     parser.add_argument("--log", help="log file (default: standard error)")
     parser.add_argument("--dhcp", action="store_true",
                         help="configure eth0 by DHCP before listening (the VM's first process)")
@@ -94,9 +104,15 @@ def main(argv=None) -> None:
         except RuntimeError as exc:
             log.error("%s", exc)
             raise SystemExit(1) from None
+    try:
+        Handler.secret = secret.read_file(args.secret_file)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the node's secret: %s", exc)
+        raise SystemExit(1) from None
     agent = Handler.agent = Agent(args.address, args.x_port,
                                   args.session.split() if args.session else default_session(),
                                   provision=args.provision)
+    DesktopRelay(args.address, args.x_port, Handler.secret, agent.desktop_socket).start()
 
     def terminate(*_):
         agent.session.stop_and_wait()

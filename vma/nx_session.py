@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -36,10 +37,13 @@ class NxSession(DesktopSession):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.options_file = os.path.join(tempfile.gettempdir(), f"qvd-nx-{os.getpid()}.options")
+        # the agent's own directory (the account may read the file, not replace it)
+        options_dir = tempfile.mkdtemp(prefix="qvd-nx-options-")
+        os.chmod(options_dir, 0o711)
+        self.options_file = os.path.join(options_dir, "options")
 
     def write_options(self, props: dict[str, str]) -> None:
-        options = ["nx/nx", f"listen={self.port}"]
+        options = ["nx/nx", f"listen=unix:{self.endpoint[1]}"]
         for key, name in CLIENT_OPTIONS.items():
             value = props.get(key)
             if value:
@@ -55,6 +59,9 @@ class NxSession(DesktopSession):
         nxagent = shutil.which("nxagent")
         if nxagent is None:
             raise SessionError("nxagent is not installed in this image")
+        # nxagent listens on a Unix socket of the session's account, never on a TCP port:
+        # only the agent's relay (after the node's secret) passes clients on to it.
+        self.endpoint = (socket.AF_UNIX, os.path.join(self.private_dir(), "nx"))
         self.write_options(props)
         return subprocess.Popen(
             [nxagent, f":{self.display}", "-ac", "-name", "QVD", "-nolisten", "tcp",

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from typing import Callable
@@ -85,6 +86,7 @@ class DesktopSession:
         self.props: dict[str, str] = {}
         self.command: list[str] | None = None
         self.account = None  # provision.Account: the session runs as it (None: as the agent)
+        self.endpoint: tuple[int, object] | None = None  # where the relay reaches the server
         self.lock = threading.RLock()
 
     # --- the state machine ------------------------------------------------------------------
@@ -99,6 +101,13 @@ class DesktopSession:
             if new == "listening" and self.desktop is None and self.command:
                 self._start_desktop()  # only now does the display accept X clients
         self.on_state(new, self.props)
+
+    def private_dir(self) -> str:
+        """A directory only the session's account (and root) may enter: its sockets' home."""
+        path = tempfile.mkdtemp(prefix=f"qvd-{self.kind}-")
+        if self.account is not None:
+            os.chown(path, self.account.uid, self.account.gid)
+        return path
 
     def spawn_args(self) -> dict:
         """Popen arguments of the session's processes: as the account, when there is one."""
@@ -206,7 +215,7 @@ class DesktopSession:
             self._release()
 
     def _release(self) -> None:
-        self.server = self.desktop = None
+        self.server = self.desktop = self.endpoint = None
         if self.state != "stopped":
             if self.state not in ("stopping", "starting"):
                 self.move("stopping")

@@ -7,7 +7,9 @@ Xvnc says on its log when it listens and when viewers come and go; that drives t
 """
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 
 from .session import DesktopSession, SessionError
@@ -30,12 +32,14 @@ class VncSession(DesktopSession):
         if not set(geometry) <= GEOMETRY_CHARS or geometry.count("x") != 1:
             raise SessionError(f"bad geometry {geometry!r} (expected WIDTHxHEIGHT)")
         self.viewers = 0
-        # -SecurityTypes None: the TLS tunnel authenticated the user; Xvnc listens on the
-        # VM's own address only, which only the L7R reaches.
+        path = os.path.join(self.private_dir(), "rfb")
+        self.endpoint = (socket.AF_UNIX, path)
+        # -SecurityTypes None: the TLS tunnel authenticated the user and the agent's relay
+        # checked the node's secret; Xvnc has no TCP port at all, only this socket (0600).
         return subprocess.Popen(
-            [xvnc, f":{self.display}", "-rfbport", str(self.port), "-interface", self.address,
-             "-SecurityTypes", "None", "-geometry", geometry, "-depth", "24", "-AlwaysShared",
-             "-nolisten", "tcp"],
+            [xvnc, f":{self.display}", "-rfbport", "-1", "-rfbunixpath", path,
+             "-rfbunixmode", "0600", "-SecurityTypes", "None", "-geometry", geometry,
+             "-depth", "24", "-AlwaysShared", "-nolisten", "tcp"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **self.spawn_args())
 
     def on_log_line(self, line: str) -> None:

@@ -31,6 +31,8 @@ class Di(Base):
     path: Mapped[str] = mapped_column(Text)  # file name under <storage>/images
     version: Mapped[str] = mapped_column(Text)
     blocked: Mapped[bool] = mapped_column(Boolean, server_default=FALSE)
+    # Unpacked without the hostile-image checks (device nodes, setuid bits): an admin's word.
+    trusted: Mapped[bool] = mapped_column(Boolean, server_default=FALSE)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)
     __table_args__ = (UniqueConstraint("osf_id", "version"),
                       UniqueConstraint("id", "osf_id"),  # target of di_tags' composite key

@@ -51,6 +51,8 @@ class VmRuntime(Base):
     expiration_soft: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expiration_hard: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     vma_ok_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The key the node and the L7Rs sign their calls to the VM's agent with; new at each start.
+    vma_secret: Mapped[str | None] = mapped_column(Text)
     failed_starts: Mapped[int] = mapped_column(Integer, server_default=ZERO)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

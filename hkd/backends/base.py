@@ -16,11 +16,14 @@ class VmSpec:
     name: str
     memory: int                   # MiB, from the OSF
     image: str                    # path of the DI file in the image store
+    # the DI is trusted (dis.trusted): unpacked without the hostile-image checks
+    image_trusted: bool = field(default=False, kw_only=True)
     ip: str                       # the VM's network address
     use_overlay: bool = True
     user_storage: int | None = None
     user_id: int | None = None    # the owner (homes per user instead of per VM)
     properties: dict[str, str] = field(default_factory=dict)
+    vma_secret: str = ""          # made by the node for this start; the backend hands it in
 
 
 @dataclass
@@ -30,6 +33,7 @@ class VmAddress:
     vma_port: int
     x_port: int
     vnc_port: int | None = None
+    secret: str = ""              # what every call to the VM's agent carries (vma/secret.py)
 
 
 class BackendError(Exception):

@@ -72,8 +72,8 @@ class FakeVma:
         self.dead: set[int] = set()
         self.calls: list[tuple[int, str]] = []
 
-    async def call(self, address, port, method, timeout=3.0, **params):
-        vm_id = port - 10000
+    async def call(self, target, method, timeout=3.0, **params):
+        vm_id = target.vma_port - 10000
         self.calls.append((vm_id, method))
         if vm_id in self.dead or vm_id not in self.backend.running:
             raise self.VmaError("no answer")

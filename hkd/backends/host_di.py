@@ -1,10 +1,15 @@
 """Build a desktop image (DI) for the LXC backend out of this machine itself, for tests and
-demos: an extended-layout tarball whose lxc/fstab bind-mounts the host's /usr, the Python
-that runs qvd and this checkout read-only, so the agent, Xvnc and xterm inside are the host's.
+demos: an extended-layout tarball whose lxc/fstab bind-mounts the host's /usr read-only, so
+Python, Xvnc and xterm inside are the host's, with a copy of the agent (it needs nothing but
+Python's standard library) run by the system's python3 as AGENT.
 
     .venv/bin/python -m qvd.hkd.backends.host_di /tmp/host-di.tar
-    qvd-admin di add path=/tmp/host-di.tar osf=desktop
-    qvd-admin config set vm.lxc.init=$PWD/.venv/bin/qvd-vma
+    qvd-admin di add path=/tmp/host-di.tar osf=desktop trusted=1   # its fstab binds host paths
+    qvd-admin config set vm.lxc.init=/opt/qvd/bin/qvd-vma vm.lxc.unionfs.bind.fstab=1
+
+Nothing from outside /usr and /etc is bound: an unprivileged container's root may only reach
+host paths that everyone may reach (a Python under /root, or a checkout under a private
+directory, would not mount).
 """
 from __future__ import annotations
 
@@ -13,8 +18,11 @@ import os
 import sys
 import tarfile
 
-# the sources of this package (an editable install runs them from the checkout)
-SOURCES = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the agent's sources (an editable install runs them from the checkout)
+AGENT_SOURCES = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "vma")
+AGENT = "/opt/qvd/bin/qvd-vma"
+LAUNCHER = b"#!/bin/sh\nPYTHONPATH=/opt/qvd/lib exec /usr/bin/python3 -m qvd.vma.main \"$@\"\n"
 DIRECTORIES = ["usr", "etc", "proc", "sys", "dev", "tmp", "run", "home", "root", "var/tmp",
                "var/lib", "var/log"]
 ACCOUNTS = [
@@ -30,8 +38,7 @@ LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/l
 def host_binds() -> list[str]:
     """What the container borrows from the host, read-only (no path inside another one)."""
     wanted = ["/usr", *(p for p in ("/etc/alternatives", "/etc/fonts", "/etc/X11",
-                                    "/etc/ld.so.cache") if os.path.exists(p)),
-              os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), SOURCES]
+                                    "/etc/ld.so.cache") if os.path.exists(p))]
     binds: list[str] = []
     for path in sorted(set(wanted), key=len):
         if not any(path == b or path.startswith(b + "/") for b in binds):
@@ -67,11 +74,18 @@ def build(path: str) -> str:
             if os.path.exists(f"/etc/{name}"):
                 with open(f"/etc/{name}", "rb") as handle:
                     _add(tar, f"rootfs/etc/{name}", handle.read())
+        for directory in ("opt", "opt/qvd", "opt/qvd/bin", "opt/qvd/lib", "opt/qvd/lib/qvd",
+                          "opt/qvd/lib/qvd/vma"):
+            _add(tar, f"rootfs/{directory}")
+        _add(tar, f"rootfs{AGENT}", LAUNCHER, 0o755)
+        _add(tar, "rootfs/opt/qvd/lib/qvd/__init__.py", b"")
+        for name in sorted(os.listdir(AGENT_SOURCES)):
+            if name.endswith(".py"):
+                with open(os.path.join(AGENT_SOURCES, name), "rb") as handle:
+                    _add(tar, f"rootfs/opt/qvd/lib/qvd/vma/{name}", handle.read())
         fstab = "".join(f"{b} {b.lstrip('/')} none bind,ro,"
                         f"create={'dir' if os.path.isdir(b) else 'file'} 0 0\n" for b in binds)
         _add(tar, "lxc/fstab", fstab.encode())
-        _add(tar, "lxc/config-extra", b"# a desktop needs no more processes than this\n"
-                                      b"lxc.cgroup.pids.max = 1024\n")
     return path
 
 

@@ -33,6 +33,7 @@ class KvmBackend(Backend):
     def __init__(self, cfg):
         self.cfg = cfg
         root = cfg.get("path.storage.root")
+        self.images = os.path.join(root, "images")
         self.overlays = os.path.join(root, "overlays")
         self.homes = os.path.join(root, "homes")
         self.consoles = os.path.join(cfg.get("path.log"), "consoles")
@@ -79,13 +80,30 @@ class KvmBackend(Backend):
             bridge=bridge, tap=tap_name(vm.vm_id),
             console_log=os.path.join(self.consoles, f"qvd-{vm.vm_id}.log"),
             prefix=prefix, gateway=gateway, vma_port=self.vma_port,
-            use_dhcp=self.cfg.get_bool("vm.network.use_dhcp"))
+            use_dhcp=self.cfg.get_bool("vm.network.use_dhcp"), secret=vm.vma_secret)
+
+    def check_paths(self, vm: VmSpec) -> None:
+        """Disks and kernels come from the image store only: a path in the database (a DI's,
+        or a property vm.kvm.kernel/initrd, relative to the store or absolute) naming any
+        other host file is refused. The properties are made absolute for the domain."""
+        store = os.path.realpath(self.images)
+        named = {"the DI": vm.image, "vm.kvm.kernel": vm.properties.get("vm.kvm.kernel"),
+                 "vm.kvm.initrd": vm.properties.get("vm.kvm.initrd")}
+        for what, path in named.items():
+            if not path:
+                continue
+            real = os.path.realpath(os.path.join(store, path))
+            if not real.startswith(store + "/"):
+                raise BackendError(f"{what} {path} is outside the image store {store}: refused")
+            if what != "the DI":
+                vm.properties = dict(vm.properties, **{what: real})
 
     def _xml_path(self, vm_id: int) -> str:
         return os.path.join(self.overlays, f"{vm_id}.xml")
 
     # --- the interface ---------------------------------------------------------------------
     async def prepare(self, vm: VmSpec) -> VmAddress:
+        self.check_paths(vm)
         if not os.path.isfile(vm.image):
             raise BackendError(f"image {vm.image} not found on this node")
         plan = self.plan(vm)
@@ -99,7 +117,9 @@ class KvmBackend(Backend):
             if plan.home_disk and not os.path.exists(plan.home_disk):
                 _qemu_img("create", "-f", "qcow2", plan.home_disk, f"{vm.user_storage}M")
         await asyncio.to_thread(disks_and_network)
-        with open(self._xml_path(vm.vm_id), "w", encoding="utf-8") as handle:
+        # it holds the agent's secret: the node's root only
+        fd = os.open(self._xml_path(vm.vm_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as handle:
             handle.write(domain_xml(vm, plan))
         return VmAddress(vm.ip, self.vma_port, self.x_port)
 
@@ -114,7 +134,7 @@ class KvmBackend(Backend):
             except libvirt.libvirtError as exc:
                 raise BackendError(f"libvirt: {exc.get_error_message()}") from None
         await asyncio.to_thread(create)
-        network.port_up(self.cfg, tap_name(vm.vm_id))
+        network.port_up(self.cfg, tap_name(vm.vm_id), vm.ip)
         return _qemu_pid(domain_name(vm.vm_id))
 
     def _domain_call(self, vm_id: int, action: str) -> bool:
@@ -157,7 +177,7 @@ class KvmBackend(Backend):
     async def cleanup(self, vm_id: int) -> None:
         if await self.state(vm_id) == "running":
             raise BackendError("the domain is still running")
-        network.detach_vm(self.cfg, vm_id)
+        network.detach_vm(self.cfg, vm_id, tap_name(vm_id))
         if not self.cfg.get_bool("vm.overlay.persistent"):
             for path in (self.overlay_path(vm_id), self._xml_path(vm_id)):
                 if os.path.exists(path):

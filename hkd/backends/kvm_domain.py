@@ -7,6 +7,10 @@ Images that boot a kernel directly (properties vm.kvm.kernel / vm.kvm.initrd) ge
 network on the kernel command line: qvd.ip=ADDRESS/PREFIX qvd.gw=GATEWAY qvd.vma_port=PORT, or
 qvd.ip=dhcp with vm.network.use_dhcp (the node's dnsmasq then has a static lease for the VM's
 MAC). Disk-booted images have no command line: they take their address by DHCP.
+
+The agent's secret for this run travels as an SMBIOS OEM string (`qvd.vma_secret=...`, type 11),
+not on the command line: inside the guest /proc/cmdline is everyone's, the DMI table only
+root's (/sys/firmware/dmi/entries/11-0/raw is 0400).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ class DomainPlan:
     gateway: str
     vma_port: int
     use_dhcp: bool = False
+    secret: str = ""
 
 
 def domain_name(vm_id: int) -> str:
@@ -67,9 +72,15 @@ def domain_xml(vm: VmSpec, plan: DomainPlan) -> str:
   <name>{plan.name}</name>
   <memory unit='MiB'>{vm.memory}</memory>
   <vcpu>{vcpus}</vcpu>
+  <sysinfo type='smbios'>
+    <oemStrings>
+      <entry>qvd.vma_secret={_text(plan.secret)}</entry>
+    </oemStrings>
+  </sysinfo>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-{boot}  </os>
+{boot}    <smbios mode='sysinfo'/>
+  </os>
   <features><acpi/><apic/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>

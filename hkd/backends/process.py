@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tarfile
 
+from qvd.vma import secret
+
 from .base import Backend, BackendError, VmAddress, VmSpec
 from .procfs import alive, signal_group, start_time
 
@@ -67,7 +69,7 @@ class ProcessBackend(Backend):
     async def prepare(self, vm: VmSpec) -> VmAddress:
         disk = os.path.join(self.disks, str(vm.vm_id))
         shutil.rmtree(disk, ignore_errors=True)
-        os.makedirs(disk)
+        os.makedirs(disk, mode=0o700)
         os.makedirs(os.path.join(self.homes, str(vm.vm_id)), exist_ok=True)
         if not os.path.isfile(vm.image):
             raise BackendError(f"image {vm.image} not found on this node")
@@ -84,10 +86,13 @@ class ProcessBackend(Backend):
             raise BackendError("start before prepare")
         disk = os.path.join(self.disks, str(vm.vm_id))
         env = dict(os.environ, HOME=os.path.join(self.homes, str(vm.vm_id)), QVD_VM_ID=str(vm.vm_id))
+        secret_file = os.path.join(disk, "vma.secret")
+        secret.write_file(secret_file, vm.vma_secret, os.getuid(), os.getgid())
         with open(os.path.join(disk, "vma.log"), "ab") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", "qvd.vma.main", "--address", "127.0.0.1",
-                 "--port", str(record["vma_port"]), "--x-port", str(record["x_port"])],
+                 "--port", str(record["vma_port"]), "--x-port", str(record["x_port"]),
+                 "--secret-file", secret_file],
                 cwd=disk, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
         self._children[vm.vm_id] = child
