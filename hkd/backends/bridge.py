@@ -1,8 +1,10 @@
 """The VM network, shared by the LXC and KVM backends: a bridge (vm.network.bridge) that carries
 the node's own address on the VM network, made with pyroute2; each VM gets a port on it (a
 veth made by LXC, a tap made by libvirt) with a MAC derived from its IP, so a VM keeps its MAC
-wherever it runs. With vm.network.firewall.protect_vms the port is isolated: isolated ports
-reach the node but not each other."""
+wherever it runs. Once a VM's port is up it gets the VM's own policy (firewall.register_port):
+only the VM's MAC and IP (ARP included) may leave it, so no VM can claim another's address
+and receive its desktop stream. With vm.network.firewall.protect_vms the port is also
+isolated: isolated ports reach the node but not each other."""
 from __future__ import annotations
 
 import ipaddress
@@ -92,35 +94,51 @@ def plan(cfg) -> tuple[str, int, str]:
 
 def attach_vm(cfg, vm_id: int, ip: str) -> None:
     """Before a VM starts: the bridge and its firewall as the settings say now, and the VM's
-    DHCP lease when addresses come from DHCP."""
+    DHCP lease when addresses come from DHCP. A bad vm.network.allow is refused before
+    anything is made."""
     from . import dhcp, firewall
     bridge, network, gateway = _network(cfg)
+    allow = firewall.parse_allow(cfg.get("vm.network.allow"))
     if ensure_bridge(bridge, gateway, str(network.netmask)):
         os.makedirs(cfg.get("path.run"), exist_ok=True)
         open(_made_marker(cfg), "w").close()
     use_dhcp = cfg.get_bool("vm.network.use_dhcp")
     firewall.apply(firewall.ruleset(bridge, str(network),
                                     cfg.get_bool("vm.network.firewall.protect_host"),
-                                    cfg.get_bool("vm.network.firewall.nat"), use_dhcp))
+                                    cfg.get_bool("vm.network.firewall.nat"), use_dhcp,
+                                    cfg.get_bool("vm.network.firewall.protect_vms"), allow))
     if use_dhcp:
         dhcp.ensure_server(cfg.get("path.run"), cfg.get("path.log"), bridge, network, gateway)
         dhcp.add_lease(cfg.get("path.run"), bridge, vm_id, ip)
 
 
-def port_up(cfg, port: str) -> None:
-    """Once the VM's port (veth or tap) exists: isolated when VMs must not reach each other."""
+def port_up(cfg, port: str, ip: str) -> None:
+    """Once the VM's port (veth or tap) exists: only the VM's own MAC (mac_for(ip)) and IP may
+    leave it (and DHCP from 0.0.0.0 with vm.network.use_dhcp); isolated when VMs must not
+    reach each other."""
+    from . import firewall
+    firewall.register_port(cfg.get("vm.network.bridge"), port, mac_for(ip), ip,
+                           cfg.get_bool("vm.network.use_dhcp"))
     if cfg.get_bool("vm.network.firewall.protect_vms"):
         isolate_port(port)
 
 
-def detach_vm(cfg, vm_id: int) -> None:
-    """After a VM stopped: its DHCP lease goes (there is none without DHCP)."""
+def port_down(cfg, port: str) -> None:
+    """The port's policy goes (the port itself goes with its VM)."""
+    from . import firewall
+    firewall.unregister_port(cfg.get("vm.network.bridge"), port)
+
+
+def detach_vm(cfg, vm_id: int, port: str | None = None) -> None:
+    """After a VM stopped: its port's policy (port: its tap; by default the LXC veth,
+    veth_name(vm_id)) and its DHCP lease (there is none without DHCP) go."""
     from . import dhcp
+    port_down(cfg, port or veth_name(vm_id))
     dhcp.remove_lease(cfg.get("path.run"), cfg.get("vm.network.bridge"), vm_id)
 
 
 def release(cfg) -> None:
-    """No VM of the node runs any more (a clean stop): its DHCP server, firewall table and
+    """No VM of the node runs any more (a clean stop): its DHCP server, firewall tables and
     the bridge, if the node made it, go; the next VM's start makes them again."""
     from . import dhcp, firewall
     bridge, marker = cfg.get("vm.network.bridge"), _made_marker(cfg)

@@ -129,7 +129,7 @@ class LxcBackend(Backend):
                             "-o", log, "-l", "NOTICE")
         except BackendError:
             raise BackendError(f"lxc-start {name}: {first_error(log)}") from None
-        network.port_up(self.cfg, veth_name(vm.vm_id))
+        network.port_up(self.cfg, veth_name(vm.vm_id), vm.ip)
         pid = await self._lxc("lxc-info", "-n", name, "-p", "-H", check=False)
         return int(pid) if pid.isdigit() else None
 
