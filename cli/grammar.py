@@ -5,7 +5,9 @@ from sqlalchemy import Boolean, String, cast
 from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.sql import ColumnElement
 
-from .errors import usage
+from qvd.db.names import BadName, check_name
+
+from .errors import UserError, usage
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -86,3 +88,12 @@ def parse_positive_int(value: str, key: str, allow_zero: bool = False) -> int:
     if number < 0 or (number == 0 and not allow_zero):
         raise usage(f"{key} must be {'zero or more' if allow_zero else 'positive'}, got '{value}'")
     return number
+
+
+def parse_name(kind: str, value: str, max_len: int = 64) -> str:
+    """A name that reaches paths or configuration lines (db/names.py); a bad one is the
+    admin's mistake: exit status 1, one line naming the value and the rule."""
+    try:
+        return check_name(kind, value, max_len)
+    except BadName as exc:
+        raise UserError(str(exc)) from None

@@ -7,9 +7,10 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from qvd.db.images import DEFAULT, HEAD, next_version, osf_has_tag, tag_di, untag_di
 from qvd.db.models import Di, DiTag, Osf, Tenant
+from qvd.db.names import safe_file_name
 
 from ..errors import UserError
-from ..grammar import check_keys, parse_bool
+from ..grammar import check_keys, parse_bool, parse_name
 from ..selection import ObjectView
 from ..verbs import object_group, verb
 from .common_verbs import add_block_verbs, add_list_verb
@@ -22,7 +23,8 @@ _tags = (select(func.string_agg(DiTag.tag, aggregate_order_by(literal(" "), DiTa
          .where(DiTag.di_id == Di.id).scalar_subquery())
 VIEW = ObjectView("di", {"id": Di.id, "tenant": Tenant.name, "osf": Osf.name,
                          "version": Di.version, "path": Di.path, "tags": _tags,
-                         "blocked": Di.blocked, "created": Di.created_at},
+                         "blocked": Di.blocked, "trusted": Di.trusted,
+                         "created": Di.created_at},
                   select(Di).join(Osf, Osf.id == Di.osf_id).join(Tenant, Tenant.id == Osf.tenant_id),
                   tenant=Tenant.name)
 
@@ -46,12 +48,17 @@ def _copy_image(source: str, target: str) -> None:
                         f"{exc.strerror}") from None
 
 
-@verb(group, "add", "Add a DI: path=IMAGE_FILE osf=NAME [version=V]. The file is copied into "
-                    "the image store and tagged with its version, 'head', and 'default' if the "
-                    "OSF has none.")
+@verb(group, "add", "Add a DI: path=IMAGE_FILE osf=NAME [version=V] [trusted=0|1]. The file is "
+                    "copied into the image store and tagged with its version, 'head', and "
+                    "'default' if the OSF has none. trusted=1: the image may carry device nodes "
+                    "and setuid/setgid files, and its lxc/fstab and lxc/config-extra are used "
+                    "unchecked (when their vm.lxc.* flags allow them).")
 def add(admin, call):
-    check_keys(call.args, ("path", "osf", "version"), ("path", "osf"))
+    check_keys(call.args, ("path", "osf", "version", "trusted"), ("path", "osf"))
     source = call.args["path"]
+    trusted = parse_bool(call.args.get("trusted", "0"), "trusted")
+    if "version" in call.args:
+        parse_name("DI version", call.args["version"])
     if not os.path.isfile(source):
         raise UserError(f"image file not found: {source}")
     target = None
@@ -59,8 +66,8 @@ def add(admin, call):
         with admin.session() as s:
             osf = find_osf(admin, s, call.args["osf"], call.tenant)
             version = call.args.get("version") or next_version(s, osf.id)
-            di = Di(osf_id=osf.id, version=version,
-                    path=f"{osf.id}-{version}-{os.path.basename(source)}")
+            di = Di(osf_id=osf.id, version=version, trusted=trusted,
+                    path=f"{osf.id}-{version}-{safe_file_name(os.path.basename(source))}")
             s.add(di)
             s.flush()
             tags = [version, HEAD] + ([] if osf_has_tag(s, osf.id, DEFAULT) else [DEFAULT])
@@ -73,7 +80,8 @@ def add(admin, call):
         if target and os.path.exists(target):
             os.unlink(target)  # the row was not committed: do not leave its file behind
         raise
-    print(f"di {di.id} added to osf '{osf.name}' as {di.path}, tags: {' '.join(tags)}")
+    print(f"di {di.id} added to osf '{osf.name}' as {di.path}, tags: {' '.join(tags)}"
+          + (", trusted" if trusted else ""))
 
 
 def _retag_head(s, osf_ids) -> None:
@@ -112,6 +120,7 @@ def _one_di(s, call) -> Di:
                     "OSF's DI that had it; VMs using the tag get this DI at their next start.")
 def tag(admin, call):
     check_keys(call.args, ("tag", "fixed"), ("tag",))
+    parse_name("DI tag", call.args["tag"])
     with admin.session() as s:
         di = _one_di(s, call)
         tag_di(s, di, call.args["tag"], parse_bool(call.args.get("fixed", "0"), "fixed"))

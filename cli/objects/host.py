@@ -6,7 +6,7 @@ from sqlalchemy import func, select, update
 from qvd.db.models import Host, HostCounter, HostRuntime, VmRuntime
 
 from ..errors import UserError
-from ..grammar import check_keys, parse_bool
+from ..grammar import check_keys, parse_bool, parse_name
 from ..selection import ObjectView
 from ..verbs import object_group, verb
 from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
@@ -32,6 +32,7 @@ VIEW = ObjectView("host", {"id": Host.id, "name": Host.name, "address": Host.add
 def add(admin, call):
     args = call.args
     check_keys(args, ("name", "address", "frontend", "backend"), ("name", "address"))
+    parse_name("host name", args["name"])
     try:
         address = str(ipaddress.ip_address(args["address"]))
     except ValueError:

@@ -4,7 +4,7 @@ from sqlalchemy import func, select
 from qvd.db.models import Di, Osf, Tenant, Vm
 
 from ..errors import UserError
-from ..grammar import check_keys, parse_bool, parse_positive_int
+from ..grammar import check_keys, parse_bool, parse_name, parse_positive_int
 from ..selection import ObjectView
 from ..verbs import object_group, verb
 from .common_verbs import add_delete_verb, add_list_verb
@@ -35,7 +35,8 @@ def add(admin, call):
     args = call.args
     check_keys(args, ("name", "memory", "use_overlay", "user_storage", "is_application",
                       "description"), ("name",))
-    osf = Osf(name=args["name"], memory=parse_positive_int(args.get("memory", "256"), "memory"),
+    osf = Osf(name=parse_name("OSF name", args["name"]),
+              memory=parse_positive_int(args.get("memory", "256"), "memory"),
               use_overlay=parse_bool(args.get("use_overlay", "1"), "use_overlay"),
               user_storage_size=parse_positive_int(args.get("user_storage", "0"), "user_storage",
                                                    allow_zero=True) or None,

@@ -3,7 +3,7 @@ from sqlalchemy import select
 
 from qvd.db.models import Tenant
 
-from ..grammar import check_keys
+from ..grammar import check_keys, parse_name
 from ..selection import ObjectView
 from ..verbs import object_group, verb
 from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
@@ -19,7 +19,8 @@ VIEW = ObjectView("tenant", {"id": Tenant.id, "name": Tenant.name, "blocked": Te
 def add(admin, call):
     check_keys(call.args, ("name", "description"), ("name",))
     with admin.session() as s:
-        tenant = Tenant(name=call.args["name"], description=call.args.get("description"))
+        tenant = Tenant(name=parse_name("tenant name", call.args["name"]),
+                        description=call.args.get("description"))
         s.add(tenant)
         s.flush()
         admin.audit(s, "tenant", "add", call, [tenant.id])

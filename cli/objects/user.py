@@ -8,7 +8,7 @@ from qvd.db.models import Tenant, User, Vm
 from qvd.db.passwords import hash_password
 
 from ..errors import UserError, usage
-from ..grammar import check_keys
+from ..grammar import check_keys, parse_name
 from ..selection import ObjectView
 from ..verbs import object_group, verb
 from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
@@ -49,6 +49,7 @@ def add(admin, call):
     login, tenant = split_login(call.args["login"], call.tenant)
     if not login:
         raise usage("login must not be empty")
+    parse_name("login", login)
     password = call.args.get("password")
     with admin.session() as s:
         tenant_id = admin.tenant_id(s, tenant)

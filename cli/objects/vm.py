@@ -10,7 +10,7 @@ from qvd.db.models import Di, Host, Osf, Tenant, User, Vm, VmCounter, VmRuntime
 from qvd.db.vm_network import AddressError, check_address, free_addresses
 
 from ..errors import UserError, usage
-from ..grammar import check_keys, parse_positive_int
+from ..grammar import check_keys, parse_name, parse_positive_int
 from ..selection import ObjectView
 from ..verbs import object_group, verb
 from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
@@ -53,6 +53,10 @@ def add(admin, call):
     if bulk and "ip" in args:
         raise usage("ip= cannot be used with bulk=; addresses are given automatically")
     names = [f"{args['name']}-{n}" for n in range(1, bulk + 1)] if bulk else [args["name"]]
+    for name in (names[0], names[-1]):  # the longest is the last
+        parse_name("VM name", name)
+    if "di_tag" in args:
+        parse_name("DI tag", args["di_tag"])
     with admin.session() as s:
         user = find_user(admin, s, args["user"], call.tenant)
         tenant = s.get(Tenant, user.tenant_id).name
@@ -103,6 +107,10 @@ def edit(admin, call):
     check_keys(args, ("name", "description", "di_tag", "expiration_soft", "expiration_hard"))
     if not args:
         raise usage("give what to change, e.g. di_tag=testing")
+    if "name" in args:
+        parse_name("VM name", args["name"])
+    if "di_tag" in args:
+        parse_name("DI tag", args["di_tag"])
     vm_values = {k: args[k] for k in ("name", "description") if k in args}
     runtime_values = {k: _parse_time(args[k], k) for k in ("expiration_soft", "expiration_hard")
                       if k in args}

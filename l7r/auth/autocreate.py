@@ -14,6 +14,7 @@ import logging
 import psycopg.errors
 from psycopg.types.json import Jsonb
 
+from qvd.db.names import BadName, check_name
 from qvd.db.vm_network import vm_range
 
 from .base import AuthFailed
@@ -40,7 +41,13 @@ VALUES ('qvd-l7r', %(tenant)s, %(object)s, 'add', %(arguments)s, %(ids)s)"""
 
 
 def create_user(db, cfg, tenant_id: int, login: str) -> int:
-    """The user's id: created now (with its VM), or by a concurrent first login."""
+    """The user's id: created now (with its VM), or by a concurrent first login. A login the
+    directory accepts but QVD's names do not (db/names.py: it becomes the VM's name too) is
+    refused like a wrong password."""
+    try:
+        check_name("login", login)
+    except BadName as exc:
+        raise AuthFailed(f"{exc}; user not created") from None
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with db.conn.transaction():
