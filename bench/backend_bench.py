@@ -34,8 +34,8 @@ TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STORM = 20
 LXC_CONF = ("vm.network.bridge = qvdb\nvm.network.ip.start = 10.234.0.10\n"
-            "vm.network.netmask = 255.255.255.0\n"
-            f"vm.lxc.init = {os.path.join(BIN, 'qvd-vma')}\n")
+            "vm.network.netmask = 255.255.255.0\nvm.lxc.unionfs.bind.fstab = 1\n"
+            f"vm.lxc.init = {host_di.AGENT}\n")
 
 
 def usable() -> str | None:

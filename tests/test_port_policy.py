@@ -335,8 +335,9 @@ class Net:
     def up(self) -> None:
         for name in (self.node, self.out, *self.vm.values()):
             self.add_ns(name)
-        in_ns(self.node, bridge.attach_vm, self.cfg(), 1, VMS["a"][1])
-        for name, (port, address) in VMS.items():
+        for number, (name, (port, address)) in enumerate(VMS.items(), 1):
+            # the port's policy first (by name), then the port: as the backends do
+            in_ns(self.node, bridge.attach_vm, self.cfg(), number, address, port)
             ns = self.vm[name]
             ip("-n", self.node, "link", "add", port, "type", "veth", "peer", "name", VM_LINK,
                "netns", ns)
@@ -344,7 +345,7 @@ class Net:
             ip("-n", ns, "link", "set", VM_LINK, "address", mac_for(address), "up")
             ip("-n", ns, "addr", "add", f"{address}/25", "dev", VM_LINK)
             ip("-n", ns, "route", "add", "default", "via", NODE_IP)
-            in_ns(self.node, bridge.port_up, self.cfg(), port, address)
+            in_ns(self.node, bridge.port_up, self.cfg(), port)
         ip("-n", self.node, "link", "add", "qvdpo", "type", "veth", "peer", "name", VM_LINK,
            "netns", self.out)
         ip("-n", self.node, "addr", "add", f"{OUT_NODE}/25", "dev", "qvdpo")
@@ -575,7 +576,8 @@ def test_dhcp_from_0_0_0_0_only_with_use_dhcp_and_only_from_the_vms_own_mac(net)
     frames = net.frames_at_node(lambda: net.send_raw("a", discover(own_mac, early)))
     assert not holding(frames, early)  # static addresses: nothing from 0.0.0.0
 
-    net.node_do(bridge.port_up, net.cfg({"vm.network.use_dhcp": "1"}), port, own_ip)
+    # what attach_vm registers with use_dhcp (without starting the node's dnsmasq here)
+    net.node_do(firewall.register_port, BRIDGE, port, own_mac, own_ip, True)
     ask, forged, other = token(), token(), token()
     frames = net.frames_at_node(lambda: net.send_raw(
         "a", discover(own_mac, ask), discover("02:00:0a:ef:00:63", forged),
@@ -587,7 +589,8 @@ def test_dhcp_from_0_0_0_0_only_with_use_dhcp_and_only_from_the_vms_own_mac(net)
 @root_only
 def test_a_rewrite_of_the_tables_keeps_every_port_registered(net):
     before = sorted(net.node_do(firewall.registered_ports, BRIDGE))
-    net.node_do(bridge.attach_vm, net.cfg({"vm.network.allow": "10.239.0.130"}), 2, VMS["b"][1])
+    net.node_do(bridge.attach_vm, net.cfg({"vm.network.allow": "10.239.0.130"}), 2, VMS["b"][1],
+                VMS["b"][0])
     assert sorted(net.node_do(firewall.registered_ports, BRIDGE)) == before
     _take_ip(net, "a", VMS["c"][1])
     spoofed = token()
@@ -603,15 +606,15 @@ def test_the_node_routes_vm_traffic_only_to_what_vm_network_allow_names(net):
     assert not reach(443) and not reach(444)  # vm.network.allow empty: nothing
 
     net.node_do(bridge.attach_vm, net.cfg({"vm.network.allow": "10.239.0.130:443/tcp"}), 1,
-                VMS["a"][1])
+                *reversed(VMS["a"]))
     assert reach(443) and not reach(444)
 
     net.node_do(bridge.attach_vm, net.cfg({"vm.network.allow": " 10.1.0.0/16, 10.239.0.128/25"}),
-                1, VMS["a"][1])
+                1, *reversed(VMS["a"]))
     assert reach(443) and reach(444)
 
     # answers to a connection opened from the other network flow whatever the list says
-    net.node_do(bridge.attach_vm, net.cfg(), 1, VMS["a"][1])
+    net.node_do(bridge.attach_vm, net.cfg(), 1, *reversed(VMS["a"]))
     assert not reach(443)
     vm_server = Running(net.vm["a"], _tcp_serve, VMS["a"][1], [8000])
     assert in_ns(net.out, _tcp_connects, VMS["a"][1], 8000)
@@ -624,9 +627,10 @@ def test_a_kvm_tap_port_gets_the_same_policy(net):
     _need("/dev/net/tun", os.path.exists("/dev/net/tun"))
     tap, own_ip = "qvdpk9", "10.239.0.20"
     own_mac = mac_for(own_ip)
+    net.node_do(bridge.attach_vm, net.cfg(), 9, own_ip, tap)
     ip("-n", net.node, "tuntap", "add", "dev", tap, "mode", "tap")
     ip("-n", net.node, "link", "set", tap, "master", BRIDGE, "up")
-    net.node_do(bridge.port_up, net.cfg(), tap, own_ip)
+    net.node_do(bridge.port_up, net.cfg(), tap)
     own, spoofed, forged, lie = token(), token(), token(), token()
     frames = net.frames_at_node(lambda: net.node_do(_tap_write, tap, [
         udp_frame(net.bridge_mac, own_mac, own_ip, NODE_IP, 5000, 7001, own),
@@ -678,5 +682,5 @@ def test_a_bad_vm_network_allow_stops_the_vms_prepare_before_anything_is_made(tm
     cfg = Config(node={"path.run": str(tmp_path / "run"), "vm.network.bridge": BRIDGE,
                        "vm.network.allow": "10.2.0.5:443/icmp"})
     with pytest.raises(BackendError, match="bad protocol 'icmp'"):
-        bridge.attach_vm(cfg, 1, "10.239.0.10")
+        bridge.attach_vm(cfg, 1, "10.239.0.10", "qvdp1")
     assert not os.path.exists(tmp_path / "run") and not bridge.link_exists(BRIDGE)

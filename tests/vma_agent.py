@@ -96,13 +96,13 @@ class Agent:
 
 
 def call_as_node(demo, method: str = "ping", vm_id: int | None = None,
-                 offered: str | None = None) -> tuple[int, dict]:
+                 offered: str | None = None, **params) -> tuple[int, dict]:
     """(status, answer) of a running VM's agent called as its node does: at the address, port
     and secret the database holds for it (or with the secret `offered`)."""
     where = "" if vm_id is None else f" AND vm_id = {int(vm_id)}"
     (address, port, value), = demo.sql("SELECT host(vm_address), vm_vma_port, vma_secret "
                                        f"FROM vm_runtimes WHERE vm_address IS NOT NULL{where}")
-    request = urllib.request.Request(f"http://{address}:{port}/vma/{method}",
+    request = urllib.request.Request(f"http://{address}:{port}/vma/{method}?{urlencode(params)}",
                                      headers=secret.bearer(value if offered is None else offered))
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:

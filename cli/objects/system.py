@@ -48,10 +48,12 @@ vm.hypervisor = process
 
 # Root with LXC installed: real containers, on a bridge of their own with no route out.
 LXC_BACKEND = """\
-# Running as root with LXC: each VM is an LXC container on the bridge qvdnet (10.213.0.0/24,
-# this node is 10.213.0.1 on it); the demo image borrows this machine's /usr read-only.
+# Running as root with LXC: each VM is an unprivileged LXC container on the bridge qvdnet
+# (10.213.0.0/24, this node is 10.213.0.1 on it); the demo image borrows this machine's /usr
+# read-only (its lxc/fstab: a trusted image) and brings its own copy of the agent.
 vm.hypervisor = lxc
 vm.lxc.init = {vma}
+vm.lxc.unionfs.bind.fstab = 1
 vm.network.bridge = qvdnet
 vm.network.ip.start = 10.213.0.100
 vm.network.netmask = 255.255.255.0
@@ -67,8 +69,7 @@ def _home() -> str:
 
 
 def node_conf_text(home: str) -> str:
-    vma = os.path.join(os.path.dirname(sys.executable), "qvd-vma")
-    backend = LXC_BACKEND.format(vma=vma) if lxc_usable() else PROCESS_BACKEND
+    backend = LXC_BACKEND.format(vma=host_di.AGENT) if lxc_usable() else PROCESS_BACKEND
     return NODE_CONF.format(nodename=socket.gethostname().split(".")[0], home=home,
                             backend=backend)
 
@@ -113,7 +114,9 @@ def create_demo(admin, home: str) -> list[str] | None:
         ["user", "add", *t, f"login={DEMO['login']}", f"password={DEMO['password']}"],
         ["osf", "add", *t, f"name={DEMO['osf']}", "memory=256", "user_storage=64"],
         ["di", "add", *t, f"path={demo_image(home, admin.cfg.get('vm.hypervisor'))}",
-         f"osf={DEMO['osf']}"],
+         f"osf={DEMO['osf']}",
+         # the host-built image binds host paths: the admin's word that it may
+         *(["trusted=1"] if admin.cfg.get("vm.hypervisor") == "lxc" else [])],
         ["vm", "add", *t, f"name={DEMO['vm']}", f"user={DEMO['login']}", f"osf={DEMO['osf']}"],
         ["host", "add", f"name={admin.cfg.get('nodename')}", "address=127.0.0.1"],
     ]

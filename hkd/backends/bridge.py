@@ -92,8 +92,9 @@ def plan(cfg) -> tuple[str, int, str]:
     return bridge, network.prefixlen, gateway
 
 
-def attach_vm(cfg, vm_id: int, ip: str) -> None:
-    """Before a VM starts: the bridge and its firewall as the settings say now, and the VM's
+def attach_vm(cfg, vm_id: int, ip: str, port: str) -> None:
+    """Before a VM starts: the bridge and its firewall as the settings say now, the policy of
+    the VM's port (veth or tap, by name: in force from the port's first frame on) and the VM's
     DHCP lease when addresses come from DHCP. A bad vm.network.allow is refused before
     anything is made."""
     from . import dhcp, firewall
@@ -107,18 +108,15 @@ def attach_vm(cfg, vm_id: int, ip: str) -> None:
                                     cfg.get_bool("vm.network.firewall.protect_host"),
                                     cfg.get_bool("vm.network.firewall.nat"), use_dhcp,
                                     cfg.get_bool("vm.network.firewall.protect_vms"), allow))
+    # only the VM's own MAC (mac_for(ip)) and IP may leave its port (and DHCP from 0.0.0.0)
+    firewall.register_port(bridge, port, mac_for(ip), ip, use_dhcp)
     if use_dhcp:
         dhcp.ensure_server(cfg.get("path.run"), cfg.get("path.log"), bridge, network, gateway)
         dhcp.add_lease(cfg.get("path.run"), bridge, vm_id, ip)
 
 
-def port_up(cfg, port: str, ip: str) -> None:
-    """Once the VM's port (veth or tap) exists: only the VM's own MAC (mac_for(ip)) and IP may
-    leave it (and DHCP from 0.0.0.0 with vm.network.use_dhcp); isolated when VMs must not
-    reach each other."""
-    from . import firewall
-    firewall.register_port(cfg.get("vm.network.bridge"), port, mac_for(ip), ip,
-                           cfg.get_bool("vm.network.use_dhcp"))
+def port_up(cfg, port: str) -> None:
+    """Once the VM's port exists: isolated when VMs must not reach each other."""
     if cfg.get_bool("vm.network.firewall.protect_vms"):
         isolate_port(port)
 

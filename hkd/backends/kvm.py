@@ -110,7 +110,7 @@ class KvmBackend(Backend):
         persistent = self.cfg.get_bool("vm.overlay.persistent")
 
         def disks_and_network():
-            network.attach_vm(self.cfg, vm.vm_id, vm.ip)
+            network.attach_vm(self.cfg, vm.vm_id, vm.ip, tap_name(vm.vm_id))
             if vm.use_overlay and not (persistent and os.path.exists(plan.os_disk)):
                 _qemu_img("create", "-f", "qcow2", "-F", _format(vm.image), "-b", vm.image,
                           plan.os_disk)
@@ -134,7 +134,7 @@ class KvmBackend(Backend):
             except libvirt.libvirtError as exc:
                 raise BackendError(f"libvirt: {exc.get_error_message()}") from None
         await asyncio.to_thread(create)
-        network.port_up(self.cfg, tap_name(vm.vm_id), vm.ip)
+        network.port_up(self.cfg, tap_name(vm.vm_id))
         return _qemu_pid(domain_name(vm.vm_id))
 
     def _domain_call(self, vm_id: int, action: str) -> bool:

@@ -1,6 +1,12 @@
 """The `lxc` backend: each VM is an LXC container (Debian's lxc: lxc-start, lxc-stop, lxc-info
 with a generated config), root = overlay of the DI, /home = the VM's persistent home, a veth
-on the VM bridge, memory limited through the container's cgroup.
+on the VM bridge, memory, CPU and processes limited through the container's cgroup.
+
+Containers are unprivileged unless vm.lxc.privileged says otherwise: a user namespace on the
+node's id range (idmap.py), LXC's common configuration (its seccomp filter and device
+allow-list), the capabilities below dropped, an AppArmor profile where AppArmor runs, and
+nodev/nosuid storage mounts. The agent gets the node's secret for this run as a read-only
+file only the container's root may read (/run/qvd-vma.secret).
 
 Containers are named qvd-<vm id> and live under <storage>/lxc: a restarted HKD (or the
 watchdog) finds them there. The agent (qvd-vma) runs inside, on the VM's own address.
@@ -11,10 +17,29 @@ import asyncio
 import os
 import subprocess
 
+from qvd.vma import secret
+
 from . import bridge as network
+from . import lxc_cgroup, lxc_extra
 from .base import Backend, BackendError, VmAddress, VmSpec
 from .bridge import ip_from_mac, mac_for, veth_name
+from .idmap import IdMap, unreachable_parent
 from .lxc_storage import Storage
+
+COMMON_CONFIG = "/usr/share/lxc/config/common.conf"  # seccomp, device allow-list, cap drops
+# on top of common.conf's: what a desktop never needs and a breakout would
+DROPPED_CAPS = ("sys_admin sys_module sys_time mknod sys_rawio mac_admin mac_override sys_boot "
+                "sys_pacct sys_ptrace sys_resource syslog wake_alarm audit_control "
+                "audit_read block_suspend lease linux_immutable")
+SECRET_IN_VM = "/run/qvd-vma.secret"
+
+
+def apparmor_enabled() -> bool:
+    try:
+        with open("/sys/module/apparmor/parameters/enabled", encoding="ascii") as handle:
+            return handle.read().strip() == "Y"
+    except OSError:
+        return False
 
 def container(vm_id: int) -> str:
     return f"qvd-{vm_id}"
@@ -40,8 +65,13 @@ class LxcBackend(Backend):
         self.storage = Storage(cfg.get("path.storage.root"))
         self.lxcpath = os.path.join(cfg.get("path.storage.root"), "lxc")
         os.makedirs(self.lxcpath, exist_ok=True)
+        os.chmod(self.lxcpath, 0o711)
         self.vma_port = cfg.get_int("internal.vm.port.vma")
         self.x_port = cfg.get_int("internal.vm.port.x")
+        try:
+            self.idmap = IdMap.from_config(cfg)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
 
     # --- helpers -------------------------------------------------------------------------------
     def _config_path(self, vm_id: int) -> str:
@@ -58,18 +88,29 @@ class LxcBackend(Backend):
                                f"{text.splitlines()[-1] if text else proc.returncode}")
         return text
 
+    def _secret_path(self, vm_id: int) -> str:
+        return os.path.join(self.lxcpath, container(vm_id), "vma.secret")
+
     def config_text(self, vm: VmSpec, rootfs: str, home: str, fstab: str | None,
                     extra: str | None, hooks: dict[str, str] | None = None) -> str:
-        bridge, prefix, gateway = network.plan(self.cfg)
-        use_dhcp = self.cfg.get_bool("vm.network.use_dhcp")
+        cfg = self.cfg
+        bridge, prefix, gateway = network.plan(cfg)
+        use_dhcp = cfg.get_bool("vm.network.use_dhcp")
+        if not os.path.exists(COMMON_CONFIG):
+            raise BackendError(f"{COMMON_CONFIG} is missing: is Debian's lxc installed?")
         lines = [
+            f"lxc.include = {COMMON_CONFIG}",
+            *(self.idmap.lxc_lines() if self.idmap else []),
             f"lxc.uts.name = {vm.name}",
             f"lxc.rootfs.path = dir:{rootfs}",
             "lxc.mount.auto = proc:mixed sys:ro cgroup:mixed",
             "lxc.autodev = 1",
             "lxc.pty.max = 64",  # a devpts of its own: terminals in the desktop need it
-            "lxc.apparmor.profile = unconfined",
-            f"lxc.mount.entry = {home} home none bind,create=dir 0 0",
+            f"lxc.apparmor.profile = {'generated' if apparmor_enabled() else 'unconfined'}",
+            f"lxc.cap.drop = {DROPPED_CAPS}",
+            f"lxc.mount.entry = {home} home none bind,create=dir,nodev,nosuid 0 0",
+            f"lxc.mount.entry = {self._secret_path(vm.vm_id)} {SECRET_IN_VM.lstrip('/')} none "
+            "bind,ro,create=file,nodev,nosuid,noexec 0 0",
             "lxc.net.0.type = veth",
             f"lxc.net.0.link = {bridge}",
             f"lxc.net.0.veth.pair = {veth_name(vm.vm_id)}",
@@ -77,46 +118,66 @@ class LxcBackend(Backend):
             *([] if use_dhcp else [f"lxc.net.0.ipv4.address = {vm.ip}/{prefix}",
                                f"lxc.net.0.ipv4.gateway = {gateway}"]),
             "lxc.net.0.flags = up",
-            f"lxc.cgroup.memory.limit_in_bytes = {vm.memory}M",
-            f"lxc.cgroup.cpu.shares = {self.cfg.get_int('vm.lxc.cpu.shares')}",
-            f"lxc.cgroup.cpuset.cpus = {self.cfg.get('vm.lxc.cpuset')}"
-            if self.cfg.get("vm.lxc.cpuset") else "",
-            f"lxc.cgroup.memory.memsw.limit_in_bytes = {vm.memory}M"
-            if os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") else "",
+            *lxc_cgroup.limit_lines(vm.memory, cfg.get_int("vm.lxc.cpu.shares"),
+                                    cfg.get("vm.lxc.cpuset"), cfg.get_int("vm.lxc.pids.max")),
             f"lxc.environment = QVD_VM_ID={vm.vm_id}",
             "lxc.environment = PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
             "lxc.environment = HOME=/root",
             f"lxc.console.logfile = {os.path.join(self.lxcpath, container(vm.vm_id), 'console.log')}",
-            f"lxc.init.cmd = {self.cfg.get('vm.lxc.init')} --address {vm.ip} "
-            f"--port {self.vma_port} --x-port {self.x_port} --log /var/log/qvd-vma.log --provision"
-            + (" --dhcp" if use_dhcp else ""),
+            f"lxc.init.cmd = {cfg.get('vm.lxc.init')} --address {vm.ip} "
+            f"--port {self.vma_port} --x-port {self.x_port} --secret-file {SECRET_IN_VM} "
+            "--log /var/log/qvd-vma.log --provision" + (" --dhcp" if use_dhcp else ""),
         ]
-        if fstab and self.cfg.get_bool("vm.lxc.unionfs.bind.fstab"):
-            lines.append(f"lxc.mount.fstab = {fstab}")
-        if hooks and self.cfg.get_bool("vm.lxc.hooks.allow"):
+        # An extended DI's own parts: off unless the admin allows them, and unless the image
+        # is trusted, checked (no hooks, no host paths: lxc_extra).
+        if fstab and cfg.get_bool("vm.lxc.unionfs.bind.fstab"):
+            checked = fstab if vm.image_trusted else \
+                lxc_extra.checked_fstab(fstab, cfg.get("path.storage.root"))
+            lines.append(f"lxc.mount.fstab = {checked}")
+        if hooks and cfg.get_bool("vm.lxc.hooks.allow"):
+            if not vm.image_trusted:
+                raise BackendError("the DI has hooks, which run as root on the node: only a "
+                                   "trusted DI's may (qvd-admin di add ... trusted=1)")
             lines += [f"lxc.hook.{name} = {path}" for name, path in sorted(hooks.items())]
         text = "\n".join(line for line in lines if line) + "\n"
-        if extra and self.cfg.get_bool("vm.lxc.config.extra"):
-            with open(extra, encoding="utf-8") as handle:
-                text += f"# from the DI's lxc/config-extra\n{handle.read()}"
+        if extra and cfg.get_bool("vm.lxc.config.extra"):
+            if vm.image_trusted:
+                with open(extra, encoding="utf-8") as handle:
+                    added = handle.read()
+            else:
+                added = lxc_extra.checked_config_extra(extra)
+            text += f"# from the DI's lxc/config-extra\n{added}"
         return text
 
     # --- the interface ---------------------------------------------------------------------
     async def prepare(self, vm: VmSpec) -> VmAddress:
         persistent = self.cfg.get_bool("vm.overlay.persistent")
+        closed = self.idmap and unreachable_parent(self.lxcpath)
+        if closed:
+            raise BackendError(f"unprivileged containers cannot reach their storage: {closed} "
+                               "is closed to other users (chmod o+x it, or choose another "
+                               "path.storage.root)")
+
+        shift = self.idmap.base if self.idmap else 0
 
         def disks():
-            network.attach_vm(self.cfg, vm.vm_id, vm.ip)
-            base = self.storage.basefs(vm.image)
+            network.attach_vm(self.cfg, vm.vm_id, vm.ip, veth_name(vm.vm_id))
+            base = self.storage.basefs(
+                vm.image, trusted=vm.image_trusted, shift=shift,
+                max_bytes=self.cfg.get_int("vm.lxc.image.max_size") * 1024 * 1024)
             root, fstab, extra, hooks = self.storage.layout(base)
-            rootfs = self.storage.mount_root(vm.vm_id, root, persistent)
+            rootfs = self.storage.mount_root(vm.vm_id, root, persistent, owner=shift)
             per_user = self.cfg.get_bool("vm.lxc.home.per.user")
             home = self.storage.home(vm.vm_id, vm.user_id if per_user else None)
+            if self.idmap and os.stat(home).st_uid != shift:
+                self.idmap.shift_tree(home)  # made by a privileged node: the same home, shifted
             return self.config_text(vm, rootfs, home, fstab, extra, hooks)
         config = await asyncio.to_thread(disks)
-        os.makedirs(os.path.dirname(self._config_path(vm.vm_id)), exist_ok=True)
+        # the container's root passes through to its secret (bind-mounted from here)
+        os.makedirs(os.path.dirname(self._config_path(vm.vm_id)), mode=0o711, exist_ok=True)
         with open(self._config_path(vm.vm_id), "w", encoding="utf-8") as handle:
             handle.write(config)
+        secret.write_file(self._secret_path(vm.vm_id), vm.vma_secret, shift, shift)
         return VmAddress(vm.ip, self.vma_port, self.x_port)
 
     async def start(self, vm: VmSpec) -> int | None:
@@ -129,7 +190,12 @@ class LxcBackend(Backend):
                             "-o", log, "-l", "NOTICE")
         except BackendError:
             raise BackendError(f"lxc-start {name}: {first_error(log)}") from None
-        network.port_up(self.cfg, veth_name(vm.vm_id), vm.ip)
+        refused = await asyncio.to_thread(lxc_cgroup.memory_applied, name, self.lxcpath,
+                                          vm.memory)
+        if refused:
+            await self.kill(vm.vm_id)
+            raise BackendError(f"container {name} not started: {refused}")
+        network.port_up(self.cfg, veth_name(vm.vm_id))
         pid = await self._lxc("lxc-info", "-n", name, "-p", "-H", check=False)
         return int(pid) if pid.isdigit() else None
 
@@ -168,9 +234,9 @@ class LxcBackend(Backend):
             raise BackendError("the container is still running")
         persistent = self.cfg.get_bool("vm.overlay.persistent")
         await asyncio.to_thread(self.storage.discard, vm_id, persistent)
-        config = self._config_path(vm_id)
-        if os.path.exists(config):
-            os.unlink(config)
+        for path in (self._config_path(vm_id), self._secret_path(vm_id)):
+            if os.path.exists(path):
+                os.unlink(path)
         network.detach_vm(self.cfg, vm_id)
 
     def kill_all(self) -> list[int]:

@@ -34,6 +34,8 @@ class Storage:
         self.root = root
         for part in ("basefs", "overlayfs", "rootfs", "homefs"):
             os.makedirs(os.path.join(root, part), exist_ok=True)
+            # nobody lists them; an unprivileged container's root must pass through them
+            os.chmod(os.path.join(root, part), 0o711)
 
     def path(self, part: str, name) -> str:
         return os.path.join(self.root, part, str(name))
@@ -102,23 +104,29 @@ class Storage:
         return root, *extra, hooks
 
     # --- the VM's root and home ----------------------------------------------------------------
-    def mount_root(self, vm_id: int, lower: str, persistent: bool) -> str:
+    def mount_root(self, vm_id: int, lower: str, persistent: bool, owner: int = 0) -> str:
+        """The VM's root: its overlay on the DI, nodev and nosuid, its upper layer owned by
+        `owner` (the container's root as the node sees it)."""
         overlay = self.path("overlayfs", vm_id)
         rootfs = self.path("rootfs", vm_id)
         self.unmount_root(vm_id)
         if not persistent:
             shutil.rmtree(overlay, ignore_errors=True)
+        os.makedirs(overlay, mode=0o700, exist_ok=True)
         for part in ("upper", "work"):
             os.makedirs(os.path.join(overlay, part), exist_ok=True)
+            os.chown(os.path.join(overlay, part), owner, owner)
         os.makedirs(rootfs, exist_ok=True)
         _run(["mount", "-t", "overlay", f"qvd-vm-{vm_id}", "-o",
-              f"lowerdir={lower},upperdir={overlay}/upper,workdir={overlay}/work", rootfs])
+              f"lowerdir={lower},upperdir={overlay}/upper,workdir={overlay}/work,nodev,nosuid",
+              rootfs])
         return rootfs
 
     def home(self, vm_id: int, user_id: int | None = None) -> str:
         """The VM's home volume, or its user's when user_id is given."""
         home = self.path("homefs", f"user-{user_id}" if user_id is not None else vm_id)
         os.makedirs(home, exist_ok=True)
+        os.chmod(home, 0o711)  # the container's /home: enter, not list
         return home
 
     def unmount_root(self, vm_id: int) -> None:
