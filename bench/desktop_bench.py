@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
 from qvd.client.rfb import Stream
 from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import accepting
+from qvd.vma import secret
 from qvd.vma.session import free_display
 
 from .common import Row, ms, summary, table
@@ -27,15 +30,20 @@ from .node import bench_node, wait
 
 
 def raw_agent_start() -> float:
-    port = free_port()
+    port, x_port, value = free_port(), free_port(), secret.new_secret()
+    secret_file = os.path.join(tempfile.gettempdir(), f"qvd-bench-{port}.secret")
+    secret.write_file(secret_file, value, os.getuid(), os.getgid())
     began = time.perf_counter()
     agent = subprocess.Popen([sys.executable, "-m", "qvd.vma.main", "--address", "127.0.0.1",
-                              "--port", str(port)], stdout=subprocess.DEVNULL,
+                              "--port", str(port), "--x-port", str(x_port),
+                              "--secret-file", secret_file], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/vma/ping",
+                                     headers=secret.bearer(value))
     try:
         def answers():
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/vma/ping", timeout=1) as r:
+                with urllib.request.urlopen(request, timeout=1) as r:
                     return json.load(r)["status"] == "ok"
             except OSError:
                 return False
@@ -44,6 +52,7 @@ def raw_agent_start() -> float:
     finally:
         agent.terminate()
         agent.wait()
+        os.unlink(secret_file)
 
 
 def raw_xvnc_start() -> float:

@@ -91,7 +91,8 @@ def uss_kib(pid: int) -> int:
 
 @contextmanager
 def bench_node(users: int = 1, hypervisor: str = "process", node_conf: str = "",
-               image=None, memory: int = 64, di_properties: tuple[str, ...] = ()):
+               image=None, memory: int = 64, di_properties: tuple[str, ...] = (),
+               di_trusted: bool = False):
     """image(home) -> path of the DI to use (default: an empty file for the process backend)."""
     with private_database() as (root, params), tempfile.TemporaryDirectory() as home:
         os.chmod(home, 0o755)  # qemu (libvirt-qemu) must reach the disks
@@ -112,7 +113,7 @@ def bench_node(users: int = 1, hypervisor: str = "process", node_conf: str = "",
         node.admin("config", "ssl", "--cert", f"{home}/cert.pem", "--key", f"{home}/key.pem")
         node.admin("osf", "add", "name=desk", f"memory={memory}", "user_storage=32")
         node.admin("di", "add", f"path={image(home) if image else home + '/image.tar'}",
-                   "osf=desk")
+                   "osf=desk", *(["trusted=1"] if di_trusted else []))
         if di_properties:
             node.admin("di", "propset", "-f", "osf=desk", *di_properties)
         node.admin("host", "add", "name=bench", "address=127.0.0.1")

@@ -207,3 +207,17 @@ def test_the_desktop_port_needs_the_node_secret(agent):
     assert xvnc
     listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
     assert not [line for line in listening.splitlines() if f"pid={xvnc[0]}," in line]
+
+
+def test_a_kvm_guests_agent_reads_its_secret_from_the_smbios_strings(tmp_path):
+    """What a KVM guest's kernel shows of the domain's <oemStrings> (type 11 raw entry: a
+    header, then NUL-ended strings)."""
+    from qvd.vma import secret
+    entry = tmp_path / "11-0"
+    entry.mkdir()
+    (entry / "raw").write_bytes(b"\x0b\x05\x2a\x00\x02other=1\x00qvd.vma_secret=" +
+                                b"ab" * 32 + b"\x00\x00")
+    assert secret.read_smbios(str(tmp_path)) == "ab" * 32
+    (entry / "raw").write_bytes(b"\x0b\x05\x2a\x00\x01other=1\x00\x00")
+    with pytest.raises(ValueError, match="no qvd.vma_secret"):
+        secret.read_smbios(str(tmp_path))

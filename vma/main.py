@@ -85,9 +85,12 @@ def main(argv=None) -> None:
     parser.add_argument("--x-port", type=int, default=4100, help="desktop session port")
     parser.add_argument("--session", help="command run in the desktop when vma.x_session is "
                                           "not set (default: a desktop or xterm if installed)")
-    parser.add_argument("--secret-file", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--secret-file",
                         help="file with the secret the node made for this run of the VM: "
-                             "every call must carry it")
+                             "every call must carry it (LXC: /run/qvd-vma.secret)")
+    source.add_argument("--secret-from-smbios", action="store_true",
+                        help="read that secret from the SMBIOS OEM strings (KVM guests)")
     parser.add_argument("--log", help="log file (default: standard error)")
     parser.add_argument("--dhcp", action="store_true",
                         help="configure eth0 by DHCP before listening (the VM's first process)")
@@ -105,7 +108,8 @@ def main(argv=None) -> None:
             log.error("%s", exc)
             raise SystemExit(1) from None
     try:
-        Handler.secret = secret.read_file(args.secret_file)
+        Handler.secret = secret.read_smbios() if args.secret_from_smbios else \
+            secret.read_file(args.secret_file)
     except (OSError, ValueError) as exc:
         log.error("cannot read the node's secret: %s", exc)
         raise SystemExit(1) from None

@@ -72,3 +72,23 @@ def read_file(path: str) -> str:
     if len(value) < 32:
         raise ValueError(f"{path}: the agent's secret is missing or too short")
     return value
+
+
+SMBIOS_OEM_STRINGS = "/sys/firmware/dmi/entries"  # type 11 entries: 11-0, 11-1, ...
+SMBIOS_KEY = b"qvd.vma_secret="
+
+
+def read_smbios(root: str = SMBIOS_OEM_STRINGS) -> str:
+    """The secret a KVM node put in the guest's SMBIOS OEM strings (root-only in the guest)."""
+    try:
+        entries = sorted(n for n in os.listdir(root) if n.startswith("11-"))
+    except OSError:
+        entries = []
+    for name in entries:
+        with open(os.path.join(root, name, "raw"), "rb") as handle:
+            for text in handle.read().split(b"\0"):
+                if SMBIOS_KEY in text:
+                    value = text.split(SMBIOS_KEY, 1)[1].decode("ascii", "replace").strip()
+                    if len(value) >= 32:
+                        return value
+    raise ValueError("no qvd.vma_secret in the SMBIOS OEM strings (is this a qvd KVM guest?)")
