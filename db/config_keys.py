@@ -39,13 +39,19 @@ KEYS: list[Key] = [
     _k("path.log", "/var/log/qvd", "path", "Log files of the node's daemons.", "node"),
     # --- the database ------------------------------------------------------------------------
     _k("database.host", None, "str",
-       "PostgreSQL host name, address or Unix socket directory. Unset: the embedded cluster "
-       "under $QVD_HOME/pg is used.", "node"),
+       "PostgreSQL host name, address or Unix socket directory; several, comma-separated "
+       "(HOST or HOST:PORT each), for a primary and its standbys: the writable one is used. "
+       "Unset: the embedded cluster under $QVD_HOME/pg is used.", "node"),
     _k("database.port", 5432, "port", "PostgreSQL port.", "node"),
     _k("database.name", "qvd", "str", "Database name.", "node"),
     _k("database.user", "qvd", "str", "Database role.", "node"),
     _k("database.password", "", "str", "Database password.", "node"),
     _k("database.connect_timeout", 5, "int", "Seconds to wait for a database connection.", "node"),
+    _k("database.tcp_timeout", 10, "int",
+       "Seconds of unanswered traffic (keepalives included) after which a connection to the "
+       "database counts as dead, instead of the kernel's 15 minutes.", "node"),
+    _k("database.statement_timeout", 60, "int",
+       "Seconds a statement may run (0: no limit).", "node"),
     # --- node daemon (qvd-hkd) --------------------------------------------------------------
     _k("hkd.lease.interval", 2, "float", "Seconds between two renewals of the node's lease."),
     _k("hkd.lease.fence_timeout", 10, "float",
@@ -83,14 +89,24 @@ KEYS: list[Key] = [
     _k("l7r.address", "0.0.0.0", "str", "Address the HTTPS acceptor listens on."),
     _k("l7r.port", 8443, "port", "Port the HTTPS acceptor listens on."),
     _k("l7r.use_ssl", 1, "bool", "Serve TLS (1) or plain HTTP (0, tests only)."),
-    _k("l7r.auth.plugins", "default", "str",
-       "Comma-separated authentication chain: default (database), ldap, token."),
+    _k("l7r.auth.plugins", "default,token", "str",
+       "Comma-separated authentication chain: default (database), ldap, token (a chain "
+       "without token refuses the tenant's bearer tokens)."),
     _k("l7r.max_connections", 500, "int", "Concurrent client connections per node."),
     _k("l7r.limits.header_size", 16384, "int", "Largest request head in bytes."),
     _k("l7r.limits.header_count", 100, "int", "Most request headers."),
     _k("l7r.limits.request_line", 8192, "int", "Longest request line in bytes."),
     _k("l7r.timeout.handshake", 10, "float", "Seconds allowed for the TLS handshake."),
     _k("l7r.timeout.idle", 60, "float", "Seconds a connection may sit idle between requests."),
+    _k("l7r.timeout.head", 10, "float",
+       "Seconds allowed for a whole request head, from its first byte (for the first request: "
+       "from the end of the TLS handshake); slower clients get 408."),
+    _k("l7r.max_connections.per_address", 50, "int",
+       "Concurrent client connections from one client address per node; more get 503."),
+    _k("l7r.auth.max_concurrent_hashes", 2, "int",
+       "Password checks (Argon2id, 64 MiB each) running at once on a node."),
+    _k("l7r.auth.hash_wait", 5, "float",
+       "Seconds a login waits for a free password check slot before it gets 503."),
     _k("l7r.auth.backoff.max_failures", 5, "int",
        "Failed logins per login or client address before back-off starts."),
     _k("l7r.auth.backoff.seconds", 30, "float", "Back-off after too many failed logins."),
@@ -133,6 +149,12 @@ KEYS: list[Key] = [
        "Create the user (without a password) in its tenant on first successful LDAP login."),
     _k("auth.ldap.autocreate.osf", "", "str",
        "OSF of the tenant that gets a VM for each user auto-created (empty: no VM)."),
+    _k("auth.ldap.autocreate.max_per_hour", 100, "int",
+       "Most users auto-created per tenant in any hour; past it first logins get 401."),
+    _k("auth.ldap.attr.login", "uid", "str",
+       "LDAP attribute whose value, read from the entry bound, is the user's login."),
+    _k("l7r.auth.login.case_insensitive", 1, "bool",
+       "Logins differing only in case are one user (an exact match wins over a folded one)."),
     # --- VMs --------------------------------------------------------------------------------
     _k("vm.hypervisor", "lxc", "enum:lxc|kvm|process", "Backend that runs this node's VMs."),
     _k("vm.network.bridge", "qvdnet", "str", "Bridge the VMs are plugged into."),

@@ -7,7 +7,7 @@ import sys
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
-from .config import Config
+from .config import Config, ConfigError
 from .embedded import Cluster
 
 
@@ -19,22 +19,50 @@ def uses_embedded(cfg: Config) -> bool:
     return not cfg.get("database.host")
 
 
+def hosts_and_ports(hosts: str, default_port: int) -> tuple[str, str]:
+    """database.host "db1,db2:5433" -> libpq's multi-host form ("db1,db2", "5432,5433")."""
+    names, ports = [], []
+    for entry in (part.strip() for part in hosts.split(",")):
+        if not entry:
+            raise ConfigError(f"database.host {hosts!r}: an empty host between commas")
+        name, colon, port = entry.rpartition(":")
+        if not colon or entry.startswith("/") or "]" in port:  # no port, a socket dir, IPv6
+            name, port = entry, str(default_port)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"database.host {hosts!r}: {port!r} is not a port")
+        names.append(name.strip("[]"))
+        ports.append(port)
+    return ",".join(names), ",".join(ports)
+
+
 def connection_params(cfg: Config) -> dict:
-    """libpq keyword parameters (host may be a Unix socket directory)."""
+    """libpq keyword parameters (host may be a Unix socket directory, or several hosts: the
+    one that accepts writes is used). A database that stops answering is noticed within
+    database.tcp_timeout (keepalives, tcp_user_timeout), a statement that hangs within
+    database.statement_timeout."""
     if uses_embedded(cfg):
         params = embedded_cluster(cfg).connection_params()
     else:
-        params = {"host": cfg.get("database.host"), "port": cfg.get_int("database.port"),
-                  "user": cfg.get("database.user"), "password": cfg.get("database.password"),
-                  "dbname": cfg.get("database.name")}
-    params["connect_timeout"] = cfg.get_int("database.connect_timeout")
+        host, port = hosts_and_ports(cfg.get("database.host"), cfg.get_int("database.port"))
+        params = {"host": host, "port": port, "user": cfg.get("database.user"),
+                  "password": cfg.get("database.password"), "dbname": cfg.get("database.name")}
+        if "," in host:
+            params["target_session_attrs"] = "read-write"
+    dead_after = cfg.get_int("database.tcp_timeout")
+    params.update(connect_timeout=cfg.get_int("database.connect_timeout"),
+                  keepalives=1, keepalives_idle=max(1, dead_after // 3),
+                  keepalives_interval=max(1, dead_after // 6), keepalives_count=3,
+                  tcp_user_timeout=dead_after * 1000,
+                  options=f"-c statement_timeout={cfg.get_int('database.statement_timeout')}s")
     params["application_name"] = os.path.basename(sys.argv[0])[:60] or "qvd"
     return params
 
 
 def describe(params: dict) -> str:
-    """user@host:port/dbname, for messages (never the password)."""
-    return f"{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
+    """user@host:port/dbname (each host of several), for messages (never the password)."""
+    hosts, ports = str(params["host"]).split(","), str(params["port"]).split(",")
+    where = ",".join(f"{h}:{p}" for h, p in zip(hosts, ports * len(hosts)))
+    return f"{params['user']}@{where}/{params['dbname']}"
 
 
 def make_engine(params: dict, **kwargs) -> Engine:

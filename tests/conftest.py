@@ -183,3 +183,28 @@ def make_host_running(qvd, name: str, ram: int = 4096) -> int:
 
 from slapd import slapd  # noqa: E402,F401  (session fixture: a real LDAP server, tests/slapd.py)
 from libvirtd import libvirtd  # noqa: E402,F401  (session fixture: tests/libvirtd.py)
+
+
+# Under CI (.ci/run runs with CI=true) the whole suite must really run: a test, or a module,
+# that skips there (a missing package, root, a tool) fails the run, with the skip's reason.
+def _under_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def _fail_a_skip(report) -> None:
+    if _under_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test must run: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_a_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_a_skip(outcome.get_result())
