@@ -118,8 +118,15 @@ def authenticate_user(session: Session, req: Request) -> None:
 
 
 def create_auth_token(session: Session, req: Request) -> None:
+    """A token for the user; asked with a token, it ends no later than the password login
+    that token descends from (so tokens cannot renew themselves forever)."""
     user = session.require_user(req)
-    _json(session, {"auth_token": tokens.create(session.db, session.cfg, user.user_id)})
+    try:
+        token = tokens.create(session.db, session.cfg, user.user_id, user.token_hash)
+    except AuthFailed as exc:
+        log.info("no token for %s@%s from %s: %s", user.login, user.tenant, session.peer, exc)
+        raise HttpError(401, "Authentication failed\n", UNAUTHORIZED) from None
+    _json(session, {"auth_token": token})
 
 
 OWNED_VM = """

@@ -1,15 +1,15 @@
-"""qvd-admin user add|del|list|passwd|block|unblock|propset|propget|propdel."""
+"""qvd-admin user add|del|list|passwd|block|unblock|propset|propget|propdel, user token list|del."""
 import sys
 
 import click
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
-from qvd.db.models import Tenant, User, Vm
+from qvd.db.models import Tenant, User, UserToken, Vm
 from qvd.db.passwords import hash_password
 
 from ..errors import UserError, usage
 from ..grammar import check_keys, parse_name
-from ..selection import ObjectView
+from ..selection import ObjectView, list_objects
 from ..verbs import object_group, verb
 from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
 from .properties import add_property_verbs
@@ -88,11 +88,48 @@ def passwd(admin, call):
         if not password:
             raise UserError("the new password is empty; nothing changed")
         s.execute(update(User).where(User.id == user_id).values(password=hash_password(password)))
+        # The tokens the old password opened end with it (same transaction).
+        revoked = s.execute(delete(UserToken).where(UserToken.user_id == user_id)).rowcount
         admin.audit(s, "user", "passwd", call, [user_id])
-    print(f"password of user {user_id} changed")
+    print(f"password of user {user_id} changed, {revoked} token(s) revoked")
 
 
 add_delete_verb(group, VIEW, User, " (their VMs must be deleted first)")
 add_list_verb(group, VIEW)
 add_block_verbs(group, VIEW, User.blocked, "they cannot log in")
 add_property_verbs(group, VIEW)
+
+
+# --- user token list|del: the bearer tokens of /qvd/create_auth_token -------------------------
+tokens = object_group("token", "Users' auth tokens (only their hashes are stored).")
+group.add_command(tokens)
+
+TOKEN_VIEW = ObjectView(
+    "token", {"token": func.left(UserToken.token_hash, 12), "login": User.login,
+              "tenant": Tenant.name, "created": UserToken.created_at,
+              "expires": UserToken.expires_at, "login_expires": UserToken.login_expires_at,
+              "uses": UserToken.uses, "last_used": UserToken.last_used_at},
+    select(UserToken).join(User, User.id == UserToken.user_id)
+    .join(Tenant, Tenant.id == User.tenant_id).where(UserToken.expires_at > func.now()),
+    tenant=Tenant.name, order=UserToken.created_at)
+
+
+@verb(tokens, "list", "List the valid tokens (filter with -f login=LOGIN, token=PREFIX).",
+      lists=True)
+def token_list(admin, call):
+    check_keys(call.args, ())
+    list_objects(admin, TOKEN_VIEW, call)
+
+
+@verb(tokens, "del", "Revoke the tokens chosen by -f (e.g. -f login=alice -t acme): "
+                     "their next use gets 401.")
+def token_del(admin, call):
+    check_keys(call.args, ())
+    if not call.filters:
+        raise usage("say whose tokens with -f, e.g. -f login=alice")
+    with admin.session() as s:
+        chosen = TOKEN_VIEW.query(call, [UserToken.token_hash]).subquery()
+        gone = s.execute(delete(UserToken).where(UserToken.token_hash.in_(select(chosen)))
+                         .returning(UserToken.user_id)).scalars().all()
+        admin.audit(s, "user", "token del", call, sorted(set(gone)))
+    print(f"{len(gone)} token(s) revoked")

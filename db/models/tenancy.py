@@ -5,7 +5,7 @@ from sqlalchemy import (Boolean, CheckConstraint, DateTime, ForeignKey, Integer,
                         UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import FALSE, NOW, Base
+from .base import FALSE, NOW, ZERO, Base
 
 # Fixed tenants created by the first migration: -1 holds global configuration,
 # 0 is the supertenant (administrators of every tenant), 1 is the default tenant.
@@ -40,8 +40,14 @@ class UserToken(Base):
     token_hash: Mapped[str] = mapped_column(Text, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    __table_args__ = (CheckConstraint("expires_at > created_at", name="expires_after_creation"),)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # When the password login this token descends from ends: a token minted with a token
+    # never outlives it. Blocking the user, `user passwd` and `user token del` delete the rows.
+    login_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    uses: Mapped[int] = mapped_column(Integer, server_default=ZERO)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (CheckConstraint("expires_at > created_at", name="expires_after_creation"),
+                      CheckConstraint("expires_at <= login_expires_at", name="within_login"))
 
 
 class Administrator(Base):

@@ -14,23 +14,32 @@ __all__ = ["AuthFailed", "Credentials", "Identity", "authenticate", "parse_autho
 
 def authenticate(db, cfg, header: str) -> Identity:
     """Raise AuthFailed unless one plugin of the chain accepts the Authorization header.
-    Bearer tokens are always understood: they were issued by this system."""
+    A bearer token is accepted only when the chain of its user's tenant names `token`."""
     creds = parse_authorization(header)
+    if creds.scheme == "bearer":
+        identity = token.authenticate(db, cfg, creds)
+        if "token" not in chain(db.settings(cfg.node, identity.tenant_id)):
+            raise AuthFailed(f"tenant {identity.tenant}'s l7r.auth.plugins leaves out token")
+        return identity
     cfg = tenant_settings(db, cfg, creds)
-    names = [n.strip() for n in (cfg.get("l7r.auth.plugins") or "default").split(",") if n.strip()]
-    if "token" not in names:
-        names.append("token")
     reasons = []
-    for name in names:
+    for name in chain(cfg):
         plugin = PLUGINS.get(name)
         if plugin is None:
             reasons.append(f"{name}: plugin not available")
             continue
+        if name == "token":
+            continue  # a password is not a token
         try:
             return plugin(db, cfg, creds)
         except AuthFailed as exc:
             reasons.append(f"{name}: {exc}")
-    raise AuthFailed("; ".join(reasons))
+    raise AuthFailed("; ".join(reasons) or "no password plugin in l7r.auth.plugins")
+
+
+def chain(cfg) -> list[str]:
+    return [n.strip() for n in (cfg.get("l7r.auth.plugins") or "default").split(",")
+            if n.strip()]
 
 
 def tenant_settings(db, cfg, creds: Credentials):

@@ -13,6 +13,7 @@ class Identity:
     tenant_id: int
     tenant: str
     extra: dict[str, str] = field(default_factory=dict)  # e.g. uid/gid/home from LDAP
+    token_hash: str | None = None  # the bearer token this identity came with (None: a password)
 
 
 class AuthFailed(Exception):
@@ -49,6 +50,10 @@ def parse_authorization(header: str) -> Credentials:
         if not sep or not login:
             raise AuthFailed("Basic credentials without login:password")
         name, tenant = split_login(login)
+        # Surrounding whitespace is never part of a login (nor of a tenant's name).
+        name, tenant = name.strip(), tenant.strip()
+        if not name:
+            raise AuthFailed("Basic credentials with an empty login")
         return Credentials("basic", name, tenant, password)
     if scheme == "bearer" and value.strip():
         token = value.strip()
