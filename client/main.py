@@ -1,7 +1,8 @@
 """qvd-client: list your virtual desktops and connect to one.
 
 The password comes from a prompt, the QVD_PASSWORD environment variable or --password-stdin,
-never from the command line. The server's certificate is checked against the system's CAs,
+never from the command line; once logged in, qvd-client keeps an auth token (client/tokens.py)
+and the next run uses it instead. The server's certificate is checked against the system's CAs,
 a CA file (--ca) or a pinned SHA-256 fingerprint (--fingerprint).
 
 After the desktop answers, the stream goes to a local port for any VNC viewer (--listen,
@@ -19,6 +20,7 @@ import sys
 
 from qvd.l7r.client import ProtocolError, QvdConnection, tls_context
 
+from . import tokens
 from .desktop import run_listen, run_nxproxy, run_screenshot
 from .errors import ClientError, explain
 
@@ -63,12 +65,33 @@ def read_password(args) -> str:
     return getpass.getpass(f"Password for {args.login}: ")
 
 
-def logged_in(args) -> QvdConnection:
+def logged_in(args) -> tuple[QvdConnection, list[dict]]:
+    """A connection authenticated as --login, and the user's VMs. The token kept from an
+    earlier run is tried first; when the server refuses it (expired, revoked) it is forgotten
+    and the password asked for, and a new token is kept for the next run (unless --no-token)."""
     if not args.login:
         raise ClientError("No login: use --login (or QVD_LOGIN).")
     conn = open_connection(args)
-    conn.login(args.login, read_password(args))
-    return conn
+    try:
+        token = None if args.no_token else tokens.load(args.host, args.port, args.login)
+        if token:
+            conn.use_token(token)
+            reply = conn.list_of_vm()
+            if reply.status != 401:
+                if reply.status != 200:
+                    raise ClientError(explain(reply))
+                return conn, reply.json()
+            tokens.forget(args.host, args.port, args.login)
+        conn.login(args.login, read_password(args))
+        vms = list_vms(conn)
+        if not args.no_token:
+            reply = conn.create_auth_token()
+            if reply.status == 200:
+                tokens.save(args.host, args.port, args.login, reply.json()["auth_token"])
+        return conn, vms
+    except BaseException:
+        conn.close()
+        raise
 
 
 def list_vms(conn: QvdConnection) -> list[dict]:
@@ -79,8 +102,8 @@ def list_vms(conn: QvdConnection) -> list[dict]:
 
 
 def cmd_list(args) -> None:
-    with logged_in(args) as conn:
-        vms = list_vms(conn)
+    conn, vms = logged_in(args)
+    conn.close()
     if args.json:
         print(json.dumps(vms, indent=2))
         return
@@ -104,9 +127,9 @@ def pick_vm(vms: list[dict], wanted: str | None) -> dict:
 
 
 def cmd_connect(args) -> None:
-    conn = logged_in(args)
+    conn, vms = logged_in(args)
     try:
-        vm = pick_vm(list_vms(conn), args.vm)
+        vm = pick_vm(vms, args.vm)
         params = {"id": vm["id"], "qvd.client.geometry": args.geometry}
         if args.keyboard:
             params["qvd.client.keyboard"] = args.keyboard
@@ -141,6 +164,8 @@ def parser() -> argparse.ArgumentParser:
     trust.add_argument("--ca", help="CA certificate file that signed the server's certificate")
     trust.add_argument("--fingerprint", help="pinned sha256:<hex> of the server's certificate")
     trust.add_argument("--insecure", action="store_true", help="do not check the certificate")
+    common.add_argument("--no-token", action="store_true",
+                        help="always use the password; neither use nor keep an auth token")
     common.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for answers")
     top = argparse.ArgumentParser(prog="qvd-client", description=__doc__.splitlines()[0])
     verbs = top.add_subparsers(dest="verb", required=True)

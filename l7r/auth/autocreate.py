@@ -28,6 +28,14 @@ INSERT INTO users (tenant_id, login, password) VALUES (%(tenant)s, %(login)s, NU
 ON CONFLICT (tenant_id, login) DO NOTHING RETURNING id"""
 EXISTING = "SELECT id FROM users WHERE tenant_id = %(tenant)s AND login = %(login)s"
 OSF = "SELECT id FROM osfs WHERE tenant_id = %(tenant)s AND name = %(name)s"
+# Auto-creation is capped per tenant (auth.ldap.autocreate.max_per_hour): a directory that
+# vouches for anyone (or a flood of made-up logins against a permissive one) cannot fill the
+# tenant with users and VMs. Counted from the audit rows, under a per-tenant lock.
+TENANT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qvd: autocreate'), %(tenant)s)"
+CREATED_LATELY = """
+SELECT count(*) AS n FROM admin_log
+WHERE who = 'qvd-l7r' AND object = 'user' AND action = 'add' AND tenant_id = %(tenant)s
+  AND at > now() - interval '1 hour'"""
 ADDRESS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qvd: vm addresses'))"
 USED = "SELECT host(ip) AS address FROM vms UNION SELECT host(address) FROM hosts"
 VM = """
@@ -61,6 +69,16 @@ def create_user(db, cfg, tenant_id: int, login: str) -> int:
 
 
 def _create(db, cfg, tenant_id: int, login: str) -> int:
+    db.execute(TENANT_LOCK, {"tenant": tenant_id})
+    existing = db.fetchone(EXISTING, {"tenant": tenant_id, "login": login})
+    if existing is not None:  # a concurrent first login committed it (its VM too)
+        return existing["id"]
+    cap = cfg.get_int("auth.ldap.autocreate.max_per_hour")
+    if db.fetchone(CREATED_LATELY, {"tenant": tenant_id})["n"] >= cap:
+        log.warning("user %s of tenant %d not created: %d users were auto-created in the last "
+                    "hour (auth.ldap.autocreate.max_per_hour)", login, tenant_id, cap)
+        raise AuthFailed(f"auth.ldap.autocreate.max_per_hour ({cap}) reached in tenant "
+                         f"{tenant_id}; user {login} not created")
     created = db.fetchone(USER, {"tenant": tenant_id, "login": login})
     if created is None:  # a concurrent first login committed it (its VM too)
         return db.fetchone(EXISTING, {"tenant": tenant_id, "login": login})["id"]

@@ -10,17 +10,32 @@ from .base import AuthFailed, Credentials, Identity
 
 log = logging.getLogger(__name__)
 
+# An exact match first; then (l7r.auth.login.case_insensitive) the one user whose login
+# differs only in case. Two such users (made by hand) are ambiguous: neither is chosen.
 FIND = """
 SELECT u.id, u.login, u.password, u.blocked, t.id AS tenant_id, t.name AS tenant,
-       t.blocked AS tenant_blocked
+       t.blocked AS tenant_blocked, u.login = %(login)s AS exact
 FROM users u JOIN tenants t ON t.id = u.tenant_id
-WHERE u.login = %(login)s AND t.name = %(tenant)s AND t.id >= 1"""
+WHERE t.name = %(tenant)s AND t.id >= 1
+  AND (u.login = %(login)s OR (%(fold)s AND lower(u.login) = lower(%(login)s)))
+ORDER BY exact DESC LIMIT 2"""
+
+
+def find_user(db, cfg, login: str, tenant: str) -> dict | None:
+    """The user row a login names in its tenant (canonical: the stored login), or None."""
+    rows = db.fetch(FIND, {"login": login, "tenant": tenant,
+                           "fold": cfg.get_bool("l7r.auth.login.case_insensitive")})
+    if not rows:
+        return None
+    if rows[0]["exact"] or len(rows) == 1:
+        return rows[0]
+    raise AuthFailed(f"{login}@{tenant} matches several users that differ only in case")
 
 
 def authenticate(db, cfg, creds: Credentials) -> Identity:
     if creds.scheme != "basic":
         raise AuthFailed("not a password")
-    row = db.fetchone(FIND, {"login": creds.login, "tenant": creds.tenant})
+    row = find_user(db, cfg, creds.login, creds.tenant)
     if row is None:
         raise AuthFailed(f"unknown user {creds.login}@{creds.tenant}")
     salt = cfg.get("l7r.auth.plugin.default.salt") or ""

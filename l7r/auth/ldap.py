@@ -14,40 +14,41 @@ import ldap
 import ldap.dn
 import ldap.filter
 
-from . import autocreate
+from . import autocreate, database
 from .base import AuthFailed, Credentials, Identity
 
 log = logging.getLogger(__name__)
 
-FIND = """
-SELECT t.id AS tenant_id, t.name AS tenant, t.blocked AS tenant_blocked,
-       u.id, u.login, u.blocked
-FROM tenants t LEFT JOIN users u ON u.tenant_id = t.id AND u.login = %(login)s
-WHERE t.name = %(tenant)s AND t.id >= 1"""
+TENANT = "SELECT id, name, blocked FROM tenants WHERE name = %(tenant)s AND id >= 1"
 
 SCOPES = {"base": ldap.SCOPE_BASE, "one": ldap.SCOPE_ONELEVEL, "sub": ldap.SCOPE_SUBTREE}
 EXTRA = {"uid": "auth.ldap.attr.uid", "gid": "auth.ldap.attr.gid", "home": "auth.ldap.attr.home"}
 
 
 def authenticate(db, cfg, creds: Credentials) -> Identity:
+    """The login that counts is the directory's own (auth.ldap.attr.login of the entry bound):
+    `Alice`, `ALICE` and `alice` bind as the same entry and are one user."""
     if creds.scheme != "basic":
         raise AuthFailed("not a password")
     who = f"{creds.login}@{creds.tenant}"
     # An LDAP simple bind with a DN and no password is an *anonymous* bind that succeeds.
     if not creds.password:
         raise AuthFailed(f"empty password for {who}")
-    row = db.fetchone(FIND, {"login": creds.login, "tenant": creds.tenant})
-    if row is None:
+    tenant = db.fetchone(TENANT, {"tenant": creds.tenant})
+    if tenant is None:
         raise AuthFailed(f"unknown tenant {creds.tenant}")
-    create = row["id"] is None
-    if create and not cfg.get_bool("auth.ldap.autocreate"):
+    login, extra = check_password(cfg, creds.login, creds.password)  # raises AuthFailed
+    who = f"{login}@{creds.tenant}"
+    row = database.find_user(db, cfg, login, creds.tenant)
+    if row is None and not cfg.get_bool("auth.ldap.autocreate"):
         raise AuthFailed(f"unknown user {who} (auth.ldap.autocreate is off)")
-    extra = check_password(cfg, creds.login, creds.password)  # raises AuthFailed
-    if row["tenant_blocked"] or row["blocked"]:
+    if tenant["blocked"] or (row is not None and row["blocked"]):
         raise AuthFailed(f"{who} is blocked")
-    user_id = (autocreate.create_user(db, cfg, row["tenant_id"], creds.login) if create
-               else row["id"])
-    return Identity(user_id, creds.login, row["tenant_id"], row["tenant"], extra)
+    if row is None:
+        user_id = autocreate.create_user(db, cfg, tenant["id"], login)
+    else:
+        user_id, login = row["id"], row["login"]
+    return Identity(user_id, login, tenant["id"], tenant["name"], extra)
 
 
 def server_uris(value: str) -> str:
@@ -56,12 +57,15 @@ def server_uris(value: str) -> str:
     return " ".join(uris)
 
 
-def check_password(cfg, login: str, password: str) -> dict[str, str]:
-    """Bind as the user; return the extra attributes of their entry. AuthFailed says why."""
+def check_password(cfg, login: str, password: str) -> tuple[str, dict[str, str]]:
+    """Bind as the user; return their canonical login (the entry's own auth.ldap.attr.login,
+    or the login as given when the entry does not show it) and the extra attributes of
+    their entry. AuthFailed says why."""
     uris = server_uris(cfg.get("auth.ldap.host") or "")
     if not uris:
         raise AuthFailed("auth.ldap.host is not set")
-    wanted = [cfg.get(name) for name in EXTRA.values()]
+    login_attr = cfg.get("auth.ldap.attr.login") or "uid"
+    wanted = [cfg.get(name) for name in EXTRA.values()] + [login_attr]
     conn = None
     try:
         conn = ldap.initialize(uris)  # checks the URIs; no traffic yet
@@ -80,7 +84,22 @@ def check_password(cfg, login: str, password: str) -> dict[str, str]:
             with contextlib.suppress(ldap.LDAPError):
                 conn.unbind_s()
     log.debug("LDAP bind as %s succeeded", dn)
-    return _extra(cfg, attrs)
+    return _canonical(attrs, login_attr, login), _extra(cfg, attrs)
+
+
+def _canonical(attrs: dict, name: str, given: str) -> str:
+    """The entry's value of `name` that matches the login given (case and surrounding
+    whitespace aside); a multi-valued uid keeps the one the user typed, in the directory's
+    spelling."""
+    values = next((v for k, v in attrs.items() if k.lower() == name.lower()), [])
+    decoded = [v.decode("utf-8", "replace").strip() for v in values]
+    for value in decoded:
+        if value.casefold() == given.strip().casefold():
+            return value
+    if len(decoded) == 1 and decoded[0]:
+        return decoded[0]  # a search filter on another attribute (mail=%u) found this entry
+    log.info("LDAP entry of %s shows no single %s; the login stays as given", given, name)
+    return given.strip()
 
 
 def _configure(conn, cfg, uris: str) -> None:
