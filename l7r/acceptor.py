@@ -1,9 +1,16 @@
 """qvd-l7r, the acceptor: listens on l7r.address:l7r.port and forks one process per client
 connection. It has no threads and no database connection (each child opens its own after
-the fork). Started and restarted by qvd-hkd; its children outlive it (live desktops)."""
+the fork). Started and restarted by qvd-hkd; its children outlive it (live desktops).
+
+It knows its children and their client addresses: a new connection beyond
+`l7r.max_connections`, or beyond `l7r.max_connections.per_address` from one address, is
+handed to a short-lived refusing child that does the TLS handshake (under its deadline) and
+answers 503; connections already served are untouched. Refusing children have their own
+small cap (REFUSERS): beyond it a new connection is simply closed."""
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -12,58 +19,108 @@ import sys
 
 from qvd.db import config as qconfig
 
-from .connection import serve_connection
+from .connection import refuse_connection, serve_connection, tune_socket
 from .endpoints import set_title
 from .tls import server_context
 
 log = logging.getLogger("qvd.l7r")
 
+REFUSERS = 32  # refusing children (handshake + 503) alive at once, at most
+
 
 class Acceptor:
     def __init__(self, cfg, tls):
         self.cfg, self.tls = cfg, tls
-        self.children: set[int] = set()
+        self.children: dict[int, str] = {}   # pid -> client address of the served connections
+        self.per_address: dict[str, int] = {}
+        self.refusers: set[int] = set()
         self.max_children = cfg.get_int("l7r.max_connections")
+        self.max_per_address = cfg.get_int("l7r.max_connections.per_address")
+
+    def _forget(self, pid: int) -> None:
+        self.refusers.discard(pid)
+        address = self.children.pop(pid, None)
+        if address is not None:
+            left = self.per_address[address] - 1
+            if left:
+                self.per_address[address] = left
+            else:
+                del self.per_address[address]
 
     def reap(self, *_):
-        while self.children:
+        while True:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
+                self.per_address.clear()
+                self.refusers.clear()
                 return
             if pid == 0:
                 return
-            self.children.discard(pid)
+            self._forget(pid)
+
+    def refusal(self, address: str) -> str | None:
+        """Why a new connection from `address` is refused (None: it is served)."""
+        if len(self.children) >= self.max_children:
+            return "this node serves as many connections as it may"
+        if self.per_address.get(address, 0) >= self.max_per_address:
+            return "too many connections from your address"
+        return None
 
     def serve(self, listener: socket.socket) -> None:
         signal.signal(signal.SIGCHLD, self.reap)
         set_title(f"qvd-l7r acceptor {self.cfg.get('nodename')} "
                   f"{self.cfg.get('l7r.address')}:{self.cfg.get('l7r.port')}")
+        # What the acceptor built so far (modules, TLS context) is shared by every child:
+        # keep the collector's bookkeeping from writing to (and so copying) those pages.
+        gc.collect()
+        gc.freeze()
         while True:
             try:
                 conn, address = listener.accept()
             except InterruptedError:
                 continue
-            if len(self.children) >= self.max_children:
-                conn.close()  # over the limit: refuse cheaply, keep serving the others
+            peer = address[0]
+            reason = self.refusal(peer)
+            if reason is not None and len(self.refusers) >= REFUSERS:
+                conn.close()  # refusing is itself bounded: close cheaply, serve the others
                 continue
-            pid = os.fork()
-            if pid == 0:
-                listener.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                # Ended on request (takeover, vm disconnect): unwind so the session row closes.
-                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-                status = 0
-                try:
-                    serve_connection(conn, address[0], self.cfg, self.tls)
-                except Exception:  # noqa: BLE001 - one client's failure is logged, nothing more
-                    log.exception("connection from %s failed", address[0])
-                    status = 1
-                finally:
-                    os._exit(status)
-            self.children.add(pid)
+            # SIGCHLD held from the fork until the child is recorded: reaped before being
+            # recorded, it would be counted forever.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    self._child(listener, conn, peer, reason)
+                if reason is None:
+                    self.children[pid] = peer
+                    self.per_address[peer] = self.per_address.get(peer, 0) + 1
+                else:
+                    self.refusers.add(pid)
+                    log.info("refused a connection from %s: %s", peer, reason)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             conn.close()
+
+    def _child(self, listener, conn, peer: str, reason: str | None) -> None:
+        listener.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        # Ended on request (takeover, vm disconnect): unwind so the session row closes.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        status = 0
+        try:
+            tune_socket(conn)
+            if reason is None:
+                serve_connection(conn, peer, self.cfg, self.tls)
+            else:
+                refuse_connection(conn, peer, self.cfg, self.tls, reason)
+        except Exception:  # noqa: BLE001 - one client's failure is logged, nothing more
+            log.exception("connection from %s failed", peer)
+            status = 1
+        finally:
+            os._exit(status)
 
 
 def listen(cfg) -> socket.socket:

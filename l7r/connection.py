@@ -1,10 +1,15 @@
-"""One client connection, in its own forked process: TLS handshake, then requests in
-sequence until the client leaves, an error closes it, or the stream is switched."""
+"""One client connection, in its own forked process: TLS handshake (within
+l7r.timeout.handshake in all), then requests in sequence until the client leaves, an error
+closes it, or the stream is switched. Each request head must arrive whole within
+l7r.timeout.head of its first byte (the first one: of the handshake's end), else 408; between
+requests a connection may idle for l7r.timeout.idle. TCP_NODELAY is on from the start: every
+response leaves in one write (http.py), so nothing waits for the client's delayed ACK."""
 from __future__ import annotations
 
 import logging
 import socket
 import ssl
+import time
 
 import psycopg
 
@@ -13,6 +18,7 @@ from qvd.db.engine import connection_params
 from .db import L7rDb
 from .endpoints import ENDPOINTS, Session, set_title
 from .http import HttpConnection, HttpError, Limits
+from .tls import handshake
 
 log = logging.getLogger(__name__)
 
@@ -21,19 +27,64 @@ def limits_from(cfg) -> Limits:
     return Limits(head_size=cfg.get_int("l7r.limits.header_size"),
                   header_count=cfg.get_int("l7r.limits.header_count"),
                   request_line=cfg.get_int("l7r.limits.request_line"),
-                  idle_timeout=cfg.get_float("l7r.timeout.idle"))
+                  idle_timeout=cfg.get_float("l7r.timeout.idle"),
+                  head_timeout=cfg.get_float("l7r.timeout.head"))
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """Options of every accepted socket: TCP_NODELAY (responses are single writes)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass  # not TCP (tests over Unix sockets)
+
+
+def _handshake(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | None):
+    """The (TLS) socket to talk HTTP on, or None when the handshake failed or took too long."""
+    if tls is None:
+        return sock
+    try:
+        return handshake(tls, sock, cfg.get_float("l7r.timeout.handshake"))
+    except (ssl.SSLError, OSError) as exc:  # TimeoutError is an OSError
+        log.info("TLS handshake with %s failed: %s", peer, exc)
+        sock.close()
+        return None
+
+
+def refuse_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | None,
+                      reason: str) -> None:
+    """Over a connection limit: a 503 with the reason (after the handshake, so the client can
+    read it), no database, then close."""
+    set_title(f"qvd-l7r {peer} refused")
+    sock = _handshake(sock, peer, cfg, tls)
+    if sock is None:
+        return
+    try:
+        sock.settimeout(cfg.get_float("l7r.timeout.handshake"))
+        HttpConnection(sock, limits_from(cfg)).respond(
+            503, f"Service unavailable: {reason}, retry later\n", [("Retry-After", "5")])
+        # Read what the client sends meanwhile (its request) until it closes, for a moment:
+        # closing over unread bytes would reset the connection, and the 503 with it.
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 2
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(4096):
+                break
+    except (OSError, ssl.SSLError):
+        pass
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
 
 
 def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | None) -> None:
     set_title(f"qvd-l7r {peer} handshake")
-    if tls is not None:
-        sock.settimeout(cfg.get_float("l7r.timeout.handshake"))
-        try:
-            sock = tls.wrap_socket(sock, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.info("TLS handshake with %s failed: %s", peer, exc)
-            sock.close()
-            return
+    sock = _handshake(sock, peer, cfg, tls)
+    if sock is None:
+        return
     set_title(f"qvd-l7r {peer}")
     http = HttpConnection(sock, limits_from(cfg))
     db = L7rDb(connection_params(cfg), f"qvd-l7r {peer}")

@@ -8,6 +8,7 @@ given a Host line when it has none, then parsed by h11. Requests carry no body.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
@@ -31,6 +32,7 @@ class Limits:
     header_count: int = 100
     request_line: int = 8192
     idle_timeout: float = 60.0
+    head_timeout: float = 10.0  # a whole request head, from its first byte
 
 
 @dataclass
@@ -51,14 +53,28 @@ class HttpConnection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head_size)
         self.raw = b""
         self.broken = False
+        self.requests = 0  # request heads read so far
 
     # --- reading --------------------------------------------------------------------------
     def _read_head(self) -> bytes | None:
-        """The next request head (up to and with the blank line); None when the client left."""
-        self.sock.settimeout(self.limits.idle_timeout)
+        """The next request head (up to and with the blank line); None when the client left.
+        The first request's head must be whole within head_timeout of the connection's start;
+        a later one may wait idle_timeout for its first byte, then head_timeout for the rest
+        (a deadline for the whole head, however slowly its bytes trickle in: 408)."""
+        if self.requests == 0 or self.raw:
+            deadline = time.monotonic() + self.limits.head_timeout
+        else:
+            deadline = None  # idle between requests until a byte comes
         while b"\r\n\r\n" not in self.raw:
             if len(self.raw) > self.limits.head_size:
                 raise HttpError(400, "Request head too large", close=True)
+            if deadline is None:
+                self.sock.settimeout(self.limits.idle_timeout)
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HttpError(408, "Request timeout", close=True)
+                self.sock.settimeout(left)
             try:
                 data = self.sock.recv(65536)
             except (TimeoutError, socket.timeout):
@@ -72,6 +88,9 @@ class HttpConnection:
                     raise HttpError(400, "Incomplete request", close=True)
                 return None
             self.raw += data
+            if deadline is None:
+                deadline = time.monotonic() + self.limits.head_timeout
+        self.requests += 1
         head, _, self.raw = self.raw.partition(b"\r\n\r\n")
         if len(head) > self.limits.head_size:
             raise HttpError(400, "Request head too large", close=True)
@@ -128,10 +147,13 @@ class HttpConnection:
             self.sock.sendall("\r\n".join(lines).encode("latin-1") + data)
             self.broken = True
             return
-        self._send(h11.Response(status_code=status, headers=all_headers))
+        # Head and body in one write (one TLS record up to 16 KiB): a second small write
+        # would wait for the client's delayed ACK wherever Nagle is on.
+        out = self.h11.send(h11.Response(status_code=status, headers=all_headers))
         if data:
-            self._send(h11.Data(data=data))
-        self._send(h11.EndOfMessage())
+            out += self.h11.send(h11.Data(data=data))
+        out += self.h11.send(h11.EndOfMessage())
+        self.sock.sendall(out)
 
     def interim(self, status: int, headers=()) -> None:
         """A 1xx response (102 Processing) before the final one."""

@@ -1,9 +1,12 @@
 """The L7R's TLS: a server context (TLS 1.2+) from PEM files, and a self-signed pair for
-`make run` when no certificate is stored."""
+`make run` when no certificate is stored; the server's handshake under one deadline."""
 from __future__ import annotations
 
 import datetime
+import select
+import socket
 import ssl
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,6 +19,35 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+def handshake(context: ssl.SSLContext, sock: socket.socket, seconds: float) -> ssl.SSLSocket:
+    """The server side of the TLS handshake, done within `seconds` in all (a client that
+    trickles its hello byte by byte is cut at the deadline, not at a per-recv timeout).
+    Raises TimeoutError, ssl.SSLError or OSError."""
+    deadline = time.monotonic() + seconds
+    sock.setblocking(False)
+    tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                wait = select.POLLIN
+            except ssl.SSLWantWriteError:
+                wait = select.POLLOUT
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("TLS handshake deadline passed")
+            poller = select.poll()
+            poller.register(tls.fileno(), wait)
+            poller.poll(int(left * 1000) + 1)
+        tls.setblocking(True)
+    except BaseException:
+        tls.close()
+        raise
+    return tls
 
 
 def self_signed(common_name: str, days: int = 3650) -> tuple[str, str]:

@@ -67,12 +67,14 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
 
     def _reply(self, status: int, body: dict) -> None:
+        """The whole response, head and body, in one write (one segment for the node to
+        wait for, not two with Nagle between them)."""
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.log_request(status)
+        head = (f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}\r\n"
+                f"Server: {self.version_string()}\r\nDate: {self.date_time_string()}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")
+        self.wfile.write(head.encode("latin-1") + data)
 
     def log_message(self, fmt, *args):
         log.debug("%s " + fmt, self.address_string(), *args)

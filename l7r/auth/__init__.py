@@ -1,7 +1,19 @@
-"""Authentication plugins, chained per tenant by `l7r.auth.plugins` (first success wins)."""
+"""Authentication plugins, chained per tenant by `l7r.auth.plugins` (first success wins).
+
+Password checks by the `default` plugin (Argon2id, 64 MiB and a core for a while each) run
+at most `l7r.auth.max_concurrent_hashes` at a time per node: each connection is its own
+process, so the slots are lock files under path.run (`l7r-hash-<n>.lock`, flock'ed: a
+process that dies frees its slot). A login that finds no free slot within
+`l7r.auth.hash_wait` seconds gets 503, and its back-off count is taken back."""
 from __future__ import annotations
 
-from . import database, ldap, token
+import contextlib
+import fcntl
+import os
+import time
+
+from ..http import HttpError
+from . import backoff, database, ldap, token
 from .base import AuthFailed, Credentials, Identity, parse_authorization
 
 PLUGINS = {"default": database.authenticate, "ldap": ldap.authenticate,
@@ -31,6 +43,9 @@ def authenticate(db, cfg, header: str) -> Identity:
         if name == "token":
             continue  # a password is not a token
         try:
+            if name == "default" and creds.scheme == "basic":
+                with hash_slot(db, cfg):
+                    return plugin(db, cfg, creds)
             return plugin(db, cfg, creds)
         except AuthFailed as exc:
             reasons.append(f"{name}: {exc}")
@@ -49,3 +64,40 @@ def tenant_settings(db, cfg, creds: Credentials):
         return cfg
     row = db.fetchone(TENANT, {"name": creds.tenant})
     return db.settings(cfg.node, row["id"]) if row else cfg
+
+
+def _slot_paths(cfg) -> list[str]:
+    run = cfg.get("path.run")
+    return [os.path.join(run, f"l7r-hash-{n}.lock")
+            for n in range(max(1, cfg.get_int("l7r.auth.max_concurrent_hashes")))]
+
+
+def _try_slots(paths: list[str]) -> int | None:
+    for path in paths:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            os.close(fd)
+    return None
+
+
+@contextlib.contextmanager
+def hash_slot(db, cfg):
+    """Hold one of the node's password check slots (bounded wait, then 503)."""
+    paths = _slot_paths(cfg)
+    os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
+    deadline = time.monotonic() + cfg.get_float("l7r.auth.hash_wait")
+    pause = 0.005
+    while (fd := _try_slots(paths)) is None:
+        if time.monotonic() >= deadline:
+            backoff.uncount(db)
+            raise HttpError(503, "Too many logins at once, retry shortly\n",
+                            [("Retry-After", "2")])
+        time.sleep(pause)  # flock has no timed wait; the slots free within a hash or two
+        pause = min(pause * 2, 0.05)
+    try:
+        yield
+    finally:
+        os.close(fd)

@@ -1,22 +1,44 @@
 """Failed-login back-off: after l7r.auth.backoff.max_failures failures for one login, or from
 one client address, further attempts are refused for l7r.auth.backoff.seconds without even
-checking the password (which also spares the node the Argon2id work)."""
+checking the password (which also spares the node the Argon2id work).
+
+Counting is atomic: every attempt is counted first, in one statement that returns the new
+counts (`throttled`), and only an attempt whose counts are all within the limit goes on to
+check the password. However many attempts race, exactly max_failures of them are checked in
+a window; the rest are refused unchecked, and the table's counts equal the attempts. A
+success then takes its own count back (the login's row is deleted, as before; the address's
+count loses this attempt), as does an attempt that could not be checked at all (`uncount`:
+no free password check slot). `failed` has nothing left to do. The window runs from the
+last counted attempt below the limit, so hammering a locked login does not extend its lock.
+Rows whose window has passed are pruned by the same statement (a few at a time, skipping
+rows other attempts hold)."""
 from __future__ import annotations
 
-THROTTLED = """
-SELECT key FROM auth_failures
-WHERE key = ANY(%(keys)s) AND failures >= %(max)s
-  AND last_at > now() - make_interval(secs => %(window)s)
-LIMIT 1"""
-
-# A failure long after the previous one starts counting again from one.
-FAILED = """
-INSERT INTO auth_failures AS f (key, failures, last_at) SELECT k, 1, now() FROM unnest(%(keys)s::text[]) k
-ON CONFLICT (key) DO UPDATE SET last_at = now(),
+# Keys are taken in sorted order, so that racing statements lock their rows in one order.
+COUNT = """
+WITH pruned AS (
+    DELETE FROM auth_failures WHERE key IN (
+        SELECT key FROM auth_failures
+        WHERE last_at < now() - make_interval(secs => %(window)s) AND key <> ALL(%(keys)s)
+        LIMIT 100 FOR UPDATE SKIP LOCKED))
+INSERT INTO auth_failures AS f (key, failures, last_at)
+SELECT k, 1, now() FROM unnest(%(keys)s::text[]) k ORDER BY k
+ON CONFLICT (key) DO UPDATE SET
     failures = CASE WHEN f.last_at > now() - make_interval(secs => %(window)s)
-                    THEN f.failures + 1 ELSE 1 END"""
+                    THEN f.failures + 1 ELSE 1 END,
+    last_at = CASE WHEN f.last_at > now() - make_interval(secs => %(window)s)
+                        AND f.failures >= %(max)s
+                   THEN f.last_at ELSE now() END
+RETURNING key, failures"""
+
+UNCOUNT = """
+UPDATE auth_failures SET failures = greatest(failures - 1, 0) WHERE key = ANY(%(keys)s)"""
 
 SUCCEEDED = "DELETE FROM auth_failures WHERE key = %(key)s"
+
+# The keys the last `throttled` call of this connection counted (one process per connection,
+# one request at a time).
+_counted: list[str] = []
 
 
 def keys(login: str | None, address: str | None) -> list[str]:
@@ -24,14 +46,34 @@ def keys(login: str | None, address: str | None) -> list[str]:
 
 
 def throttled(db, cfg, keys_: list[str]) -> bool:
-    return db.fetchone(THROTTLED, {"keys": keys_, "max": cfg.get_int("l7r.auth.backoff.max_failures"),
-                                   "window": cfg.get_float("l7r.auth.backoff.seconds")}) is not None
+    """Count this attempt for every key; True if any count is now past the limit."""
+    _counted[:] = []
+    if not keys_:
+        return False
+    rows = db.fetch(COUNT, {"keys": sorted(keys_),
+                            "max": cfg.get_int("l7r.auth.backoff.max_failures"),
+                            "window": cfg.get_float("l7r.auth.backoff.seconds")})
+    _counted[:] = keys_
+    limit = cfg.get_int("l7r.auth.backoff.max_failures")
+    return any(row["failures"] > limit for row in rows)
 
 
 def failed(db, cfg, keys_: list[str]) -> None:
-    db.execute(FAILED, {"keys": keys_, "window": cfg.get_float("l7r.auth.backoff.seconds")})
+    """The attempt was counted before its check: nothing more to do."""
+    _counted[:] = []
+
+
+def uncount(db) -> None:
+    """Take back the count of an attempt that was never checked."""
+    if _counted:
+        db.execute(UNCOUNT, {"keys": list(_counted)})
+        _counted[:] = []
 
 
 def succeeded(db, login_key: str | None) -> None:
+    others = [k for k in _counted if k != login_key]
+    _counted[:] = []
     if login_key:
         db.execute(SUCCEEDED, {"key": login_key})
+    if others:
+        db.execute(UNCOUNT, {"keys": others})

@@ -1,0 +1,314 @@
+"""The L7R as an edge (issue 19, parts 1 and 3), over real TLS against a real qvd-hkd and
+PostgreSQL: deadlines for the handshake and the request head, per-address and per-node
+connection caps answered with 503, a cap on concurrent password checks, atomic failure
+counting, single-write responses (L7R and agent) and TCP_NODELAY."""
+import fcntl
+import os
+import socket
+import ssl
+import threading
+
+import pytest
+
+from hkd_nodes import l7r_node, wait_for
+from qvd.hkd.pidfile import PidFile
+from qvd.l7r.client import QvdConnection, tls_context
+
+
+def client(node, source: str | None = None, login=None, password=None) -> QvdConnection:
+    """A TLS connection to the node's L7R, from `source` (another loopback address) if set."""
+    conn = QvdConnection.__new__(QvdConnection)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(30)
+    if source:
+        raw.bind((source, 0))
+    raw.connect(("127.0.0.1", node.port))
+    conn.sock = tls_context(cafile=node.cert, verify=False).wrap_socket(
+        raw, server_hostname="127.0.0.1")
+    conn.buffer, conn.authorization = b"", None
+    if login:
+        conn.login(login, password)
+    return conn
+
+
+def acceptor_children(node) -> set[int]:
+    acceptor = PidFile(os.path.join(node.run_dir, "l7r-node1.pid")).running()
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+                    fields = handle.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == acceptor:
+                children.add(int(entry))
+    return children
+
+
+def settled(node) -> None:
+    """No connection left over from the node's start (its readiness probes)."""
+    wait_for(lambda: not acceptor_children(node), 15, "the acceptor's children to end")
+
+
+@pytest.fixture
+def make_node(demo, tmp_path):
+    nodes = []
+
+    def start(extra_conf: str = ""):
+        nodes.append(l7r_node(demo, tmp_path, extra_conf=extra_conf))
+        return nodes[-1]
+    yield start
+    for node in nodes:
+        node.cleanup()
+
+
+# --- deadlines --------------------------------------------------------------------------------
+
+def test_slowloris_is_cut_at_the_head_deadline_while_others_are_served(make_node):
+    node = make_node("l7r.timeout.head = 2\n")
+    slow = client(node)
+    request = b"GET /qvd/ping HTTP/1.1\r\nX-Slow: " + b"a" * 200  # never ends
+    slow.sock.settimeout(0.5)  # paces the trickle: one byte per half second, or an answer
+    sent, reply = 0, b""
+    with slow:
+        while sent < len(request):
+            try:
+                slow.sock.sendall(request[sent:sent + 1])
+            except OSError:
+                break
+            sent += 1
+            if sent == 2:  # meanwhile another client is served as usual
+                with client(node) as other:
+                    assert other.ping().status == 200
+            try:
+                reply = slow.sock.recv(4096)
+                break
+            except (TimeoutError, socket.timeout):
+                continue
+    # Cut by the deadline for the whole head, long before the 200 bytes (the per-recv
+    # timeout, l7r.timeout.idle = 60 s, never expired: bytes kept coming).
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert 2 <= sent < len(request)
+
+
+def test_trickled_tls_handshake_is_cut_at_its_deadline(make_node):
+    node = make_node("l7r.timeout.handshake = 2\n")
+    hello_side = tls_context(verify=False).wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                                                    server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        hello_side.do_handshake()
+    hello = outgoing.read()
+    assert len(hello) > 100
+    sent, closed = 0, False
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as raw:
+        raw.settimeout(0.5)
+        while sent < len(hello):
+            try:
+                raw.sendall(hello[sent:sent + 1])
+                sent += 1
+                closed = raw.recv(4096) == b""
+                if closed:
+                    break
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:  # reset by the server
+                closed = True
+                break
+    assert closed and sent < len(hello)
+    with client(node) as other:
+        assert other.ping().status == 200
+
+
+# --- connection caps --------------------------------------------------------------------------
+
+def test_per_address_and_per_node_caps_answer_503_and_spare_existing_sessions(make_node):
+    node = make_node("l7r.max_connections = 4\nl7r.max_connections.per_address = 2\n"
+                     "l7r.timeout.head = 120\n")
+    settled(node)
+    idle = [client(node, "127.0.0.4"), client(node, "127.0.0.4")]  # idle: no request yet
+    try:
+        with client(node, "127.0.0.4") as third:  # one too many from that address
+            reply = third.read_response()
+            assert reply.status == 503 and b"too many connections from your address" in reply.body
+        with client(node, "127.0.0.2") as other:  # another address still connects
+            assert other.ping().status == 200
+        idle += [client(node, "127.0.0.2"), client(node, "127.0.0.3")]  # the node's 4
+        with client(node, "127.0.0.5") as late:  # a fifth client: the node is full
+            reply = late.read_response()
+            assert reply.status == 503 and reply.headers["retry-after"]
+            assert b"as many connections as it may" in reply.body
+        for conn in idle:  # the sessions already served are untouched
+            assert conn.ping().status == 200
+    finally:
+        for conn in idle:
+            conn.close()
+    settled(node)  # their processes ended: the address may connect again
+    with client(node, "127.0.0.4") as again:
+        assert again.ping().status == 200
+
+
+# --- password checks --------------------------------------------------------------------------
+
+def test_concurrent_wrong_passwords_trip_the_back_off_exactly_at_its_limit(make_node, demo):
+    attempts, limit = 50, 5
+    node = make_node("l7r.max_connections.per_address = 200\n")
+    demo.ok("config", "set", f"l7r.auth.backoff.max_failures={limit}",
+            "l7r.auth.backoff.seconds=600")
+    settled(node)
+    connections = [client(node, login="alice@acme", password="wrong") for _ in range(attempts)]
+    start = threading.Barrier(attempts)
+    replies = []
+
+    def attempt(conn):
+        start.wait()
+        replies.append(conn.list_of_vm())
+    threads = [threading.Thread(target=attempt, args=(conn,)) for conn in connections]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for conn in connections:
+        conn.close()
+    assert [r.status for r in replies] == [401] * attempts
+    checked = [r for r in replies if r.body == b"Authentication failed\n"]
+    refused = [r for r in replies if b"Too many failed attempts" in r.body]
+    assert (len(checked), len(refused)) == (limit, attempts - limit)
+    # Every attempt counted, once; the ones past the limit never reached Argon2id.
+    assert sorted(demo.sql("SELECT key, failures FROM auth_failures")) == [
+        ("address:127.0.0.1", attempts), ("login:alice@acme", attempts)]
+    assert demo.sql("SELECT auth_attempts, auth_failed, auth_throttled FROM host_counters") == [
+        (attempts, limit, attempts - limit)]
+
+
+def test_password_checks_wait_for_a_free_slot_then_get_503(make_node, demo):
+    node = make_node("l7r.auth.hash_wait = 0.5\n")
+    slots = []
+    for n in range(2):  # l7r.auth.max_concurrent_hashes: both slots busy
+        fd = os.open(os.path.join(node.run_dir, f"l7r-hash-{n}.lock"),
+                     os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        slots.append(fd)
+    try:
+        with client(node, login="alice@acme", password="secret") as conn:
+            reply = conn.list_of_vm()
+            assert reply.status == 503 and b"Too many logins at once" in reply.body
+        # Not checked, not counted against alice or her address.
+        assert all(failures == 0 for _, failures in demo.sql(
+            "SELECT key, failures FROM auth_failures"))
+        os.close(slots.pop())  # one slot free again
+        with client(node, login="alice@acme", password="secret") as conn:
+            assert conn.list_of_vm().status == 200
+        with client(node) as conn:  # what checks no password needs no slot
+            assert conn.ping().status == 200
+    finally:
+        for fd in slots:
+            os.close(fd)
+
+
+def test_old_failure_rows_are_pruned(make_node, demo):
+    node = make_node()
+    demo.sql("INSERT INTO auth_failures (key, failures, last_at) VALUES "
+             "('login:gone@acme', 3, now() - interval '1 hour'), "
+             "('login:recent@acme', 2, now())")
+    with client(node, login="alice@acme", password="wrong") as conn:
+        assert conn.list_of_vm().status == 401
+    assert sorted(k for (k,) in demo.sql("SELECT key FROM auth_failures")) == [
+        "address:127.0.0.1", "login:alice@acme", "login:recent@acme"]
+
+
+# --- the fast path ----------------------------------------------------------------------------
+
+def _records(data: bytes):
+    """Split raw TLS bytes into whole records; return (records, rest)."""
+    records = []
+    while len(data) >= 5 and len(data) >= 5 + int.from_bytes(data[3:5], "big"):
+        size = 5 + int.from_bytes(data[3:5], "big")
+        records.append(data[:size])
+        data = data[size:]
+    return records, data
+
+
+def test_a_response_arrives_in_one_tls_record(make_node):
+    node = make_node()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = tls_context(verify=False).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as raw:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        raw.sendall(outgoing.read())
+        tls.write(b"GET /qvd/ping HTTP/1.1\r\n\r\n")
+        raw.sendall(outgoing.read())
+        carrying, plain, pending = [], b"", b""
+        while not plain.endswith(b"I am alive!\n"):
+            data = raw.recv(65536)
+            assert data, plain
+            records, pending = _records(pending + data)
+            for record in records:  # one at a time: which records carry the response?
+                incoming.write(record)
+                try:
+                    chunk = tls.read(65536)
+                except ssl.SSLWantReadError:
+                    continue  # a handshake message (TLS 1.3 session tickets)
+                carrying.append(len(chunk))
+                plain += chunk
+    assert plain.startswith(b"HTTP/1.1 200 ") and len(carrying) == 1
+
+
+def test_accepted_sockets_get_tcp_nodelay():
+    from qvd.l7r.connection import tune_socket
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert not accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                tune_socket(accepted)
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+class _Recording:
+    """A socket whose every send is recorded (what the agent's handler writes to)."""
+
+    def __init__(self, sock):
+        self.sock, self.sends = sock, []
+
+    def sendall(self, data):
+        self.sends.append(bytes(data))
+        return self.sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_agent_replies_in_one_send():
+    from qvd.vma.main import Handler
+
+    class Agent:
+        def ping(self, params):
+            return {"uptime": 1, "padding": "x" * 3000}
+
+    class OneShot(Handler):
+        agent, secret = Agent(), "s3cret"
+
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        client_side.sendall(b"GET /vma/ping HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret"
+                            b"\r\n\r\nGET /vma/nothing HTTP/1.1\r\nHost: x\r\nConnection: close"
+                            b"\r\nAuthorization: Bearer s3cret\r\n\r\n")
+        recording = _Recording(server_side)
+        OneShot(recording, ("127.0.0.1", 1), None)
+        server_side.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client_side.recv(65536):
+            answer += chunk
+    assert len(recording.sends) == 2  # two responses, one send each
+    assert [s.split(b" ", 2)[1] for s in recording.sends] == [b"200", b"404"]
+    first = recording.sends[0]
+    head, _, body = first.partition(b"\r\n\r\n")
+    assert b"Content-Length: %d" % len(body) in head and body.startswith(b'{"uptime": 1')
+    assert answer == b"".join(recording.sends)
