@@ -6,6 +6,7 @@ The cluster is the embedded one (qvd.db.embedded) in a temporary directory, tune
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
@@ -26,6 +27,9 @@ from qvd.db.engine import make_engine
 from qvd.db.models import Base
 
 QVD_ADMIN = os.path.join(os.path.dirname(sys.executable), "qvd-admin")
+# qvd-client keeps tokens under $XDG_CONFIG_HOME: the tests' own, never the user's
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="qvd-tests-config-")
+atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
 TEMPLATE = "qvd_template"
 DEMO_TEMPLATE = "qvd_demo_template"
 _numbers = itertools.count(1)

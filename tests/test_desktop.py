@@ -55,7 +55,7 @@ def test_screenshot_of_the_desktop_through_the_l7r(node, demo, tmp_path):
 def test_list_and_the_errors_a_user_reads(node, demo):
     code, out, err = finished(client(node, "list"))
     assert code == 0 and "desk" in out and "stopped" in out, err
-    code, _, err = finished(client(node, "list", password="wrong"))
+    code, _, err = finished(client(node, "list", "--no-token", password="wrong"))
     assert code == 1 and err.strip() == (
         "qvd-client: The login or the password is wrong (or too many failed attempts: "
         "wait and retry).")
