@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -238,11 +239,14 @@ def test_hkd_refuses_an_old_schema(demo):
 def test_disconnect_ends_the_connection_process_and_resets_the_row(demo, nodes):
     nodes("node1")
     (host_id,), = demo.sql("SELECT id FROM hosts WHERE name = 'node1'")
-    # A connection process that ignores SIGTERM, as a stuck one would.
-    stuck = subprocess.Popen(["python3", "-c", "import signal, time; "
-                              "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+    # A connection process that ignores SIGTERM, as a stuck one would, named as L7R children
+    # are (the node signals only a pid that is still an L7R's).
+    stuck = subprocess.Popen([sys.executable, "-c", "import setproctitle, signal, sys, time; "
+                              "setproctitle.setproctitle('qvd-l7r alice@acme vm=1'); "
+                              "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); "
+                              "time.sleep(60)"], stdout=subprocess.PIPE)
     try:
-        time.sleep(0.3)
+        stuck.stdout.readline()  # named and ignoring SIGTERM from here on
         demo.sql("UPDATE vm_runtimes SET host_id = :h, vm_state = 'running', l7r_host_id = :h, "
                  "l7r_pid = :pid, user_state = 'connected'", h=host_id, pid=stuck.pid)
         demo.ok("vm", "disconnect", "-f", "name=desk")
