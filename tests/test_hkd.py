@@ -248,6 +248,7 @@ def test_disconnect_ends_the_connection_process_and_resets_the_row(demo, nodes):
     try:
         stuck.stdout.readline()  # named and ignoring SIGTERM from here on
         demo.sql("UPDATE vm_runtimes SET host_id = :h, vm_state = 'running', l7r_host_id = :h, "
+                 "user_state_ts = now(), "  # when the L7R took it, as TAKE writes it
                  "l7r_pid = :pid, user_state = 'connected'", h=host_id, pid=stuck.pid)
         demo.ok("vm", "disconnect", "-f", "name=desk")
         assert stuck.wait(10) == -signal.SIGKILL  # TERM ignored, then KILL

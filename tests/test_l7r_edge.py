@@ -133,6 +133,8 @@ def test_per_address_and_per_node_caps_answer_503_and_spare_existing_sessions(ma
             assert reply.status == 503 and b"too many connections from your address" in reply.body
         with client(node, "127.0.0.2") as other:  # another address still connects
             assert other.ping().status == 200
+        # the refused one's and that one's processes gone: only the two idle sessions count
+        wait_for(lambda: len(acceptor_children(node)) == 2, 15, "two connections left")
         idle += [client(node, "127.0.0.2"), client(node, "127.0.0.3")]  # the node's 4
         with client(node, "127.0.0.5") as late:  # a fifth client: the node is full
             reply = late.read_response()
