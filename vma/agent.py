@@ -26,15 +26,14 @@ class BadRequest(Exception):
 
 
 class Agent:
-    def __init__(self, address: str = "127.0.0.1", x_port: int = 4100,
-                 session_command: list[str] | None = None, provision: bool = False) -> None:
+    def __init__(self, session_command: list[str] | None = None,
+                 provision: bool = False) -> None:
         self.provision = provision
-        self.address, self.x_port = address, x_port
         self.started = time.time()
         self.expiration: dict[str, str] = {}
         self.session_command = session_command
         self.props: dict[str, str] = {}
-        self.session: DesktopSession = VncSession(address, x_port, self._state_changed)
+        self.session: DesktopSession = VncSession(self._state_changed)
         threading.Thread(target=self._supervise, daemon=True).start()
 
     def _state_changed(self, state: str, props: dict[str, str]) -> None:
@@ -74,8 +73,7 @@ class Agent:
         with self.session.lock:
             self.session.tick()
             if self.session.state == "stopped" and self.session.kind != kind:
-                self.session = SESSION_TYPES[kind](self.address, self.x_port,
-                                                   self._state_changed)
+                self.session = SESSION_TYPES[kind](self._state_changed)
             session = self.session
         with session.lock:
             self.props = dict(params)

@@ -115,8 +115,7 @@ def main(argv=None) -> None:
     except (OSError, ValueError) as exc:
         log.error("cannot read the node's secret: %s", exc)
         raise SystemExit(1) from None
-    agent = Handler.agent = Agent(args.address, args.x_port,
-                                  args.session.split() if args.session else default_session(),
+    agent = Handler.agent = Agent(args.session.split() if args.session else default_session(),
                                   provision=args.provision)
     DesktopRelay(args.address, args.x_port, Handler.secret, agent.desktop_socket).start()
 

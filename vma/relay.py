@@ -1,7 +1,7 @@
 """The desktop port: the only way into a session from outside the VM.
 
-The display server never listens on the VM's address. Xvnc listens on a Unix socket in a
-directory of the session's account, nxagent on a loopback port; this relay listens on the
+The display server never listens on the VM's address: Xvnc and nxagent listen on a Unix
+socket in a directory of the session's account (session.private_dir); this relay listens on the
 VM's desktop port and passes a connection on only when its first line is the node's secret
 (`QVD-AUTH <secret>`, which the L7R sends before the client's bytes). Anyone else who reaches
 the port (another VM, a local account of the node with the process backend, the desktop user

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -75,8 +76,7 @@ class DesktopSession:
     """What Xvnc and nxagent sessions share: the state table, timeouts, the session command."""
     kind = "?"
 
-    def __init__(self, address: str, port: int, on_state: Callable[[str, dict], None]):
-        self.address, self.port = address, port
+    def __init__(self, on_state: Callable[[str, dict], None]):
         self.on_state = on_state
         self.state, self.since = "stopped", time.monotonic()
         self.resumed = False  # a resumed session falls back to suspended, never dies, on timeout
@@ -215,6 +215,8 @@ class DesktopSession:
             self._release()
 
     def _release(self) -> None:
+        if self.endpoint is not None:  # the session's private directory, its socket in it
+            shutil.rmtree(os.path.dirname(self.endpoint[1]), ignore_errors=True)
         self.server = self.desktop = self.endpoint = None
         if self.state != "stopped":
             if self.state not in ("stopping", "starting"):
