@@ -52,10 +52,10 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def not_ours(pid: int, written: float, db_now: float) -> str | None:
-    """Why `pid` is not the L7R child that wrote the row at `written` (database clock, epoch
-    seconds; db_now: the database's now() when the row was read), or None when it is."""
-    ticks = start_time(pid)
+def not_ours(pid: int, ticks: int | None, written: float, db_now: float) -> str | None:
+    """Why `pid`, started at `ticks` (procfs.start_time), is not the L7R child that wrote the
+    row at `written` (database clock, epoch seconds; db_now: the database's now() when the row
+    was read), or None when it is."""
     if ticks is None:
         return "gone"
     cmdline = _cmdline(pid)
@@ -87,9 +87,10 @@ async def abort_connections(db, host_id: int, vm_id: int | None = None) -> None:
     try:
         for row in await db.fetch(TO_ABORT.format(only=only), {"host": host_id, "vm": vm_id}):
             pid = row["l7r_pid"]
-            why = not_ours(pid, row["written"], row["db_now"]) if pid else "none stored"
+            ticks = start_time(pid) if pid else None  # read once: what is checked is signalled
+            why = not_ours(pid, ticks, row["written"], row["db_now"]) if pid else "none stored"
             if why is None:
-                await _end(pid, start_time(pid))  # the checked process, not a later one
+                await _end(pid, ticks)
                 log.info("vm %d: connection of process %s ended on request", row["vm_id"], pid)
             elif why == "gone" or why == "none stored":
                 log.info("vm %d: connection process %s already gone; row reset", row["vm_id"],

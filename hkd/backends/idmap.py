@@ -37,10 +37,6 @@ class IdMap:
         return host_id if self.base <= host_id < self.base + self.size else \
             self.base + (host_id % self.size)
 
-    def own(self, path: str) -> None:
-        """path (made by the node) belongs to the container's root."""
-        os.lchown(path, self.base, self.base)
-
     def shift_tree(self, path: str) -> None:
         """Bring every id under path into the range, without following links: a home made by
         a privileged node becomes the same home for the container's accounts."""
