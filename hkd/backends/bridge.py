@@ -1,8 +1,8 @@
 """The VM network, shared by the LXC and KVM backends: a bridge (vm.network.bridge) that carries
 the node's own address on the VM network, made with pyroute2; each VM gets a port on it (a
 veth made by LXC, a tap made by libvirt) with a MAC derived from its IP, so a VM keeps its MAC
-wherever it runs. Once a VM's port is up it gets the VM's own policy (firewall.register_port):
-only the VM's MAC and IP (ARP included) may leave it, so no VM can claim another's address
+wherever it runs. Before the VM starts, its port (by name) gets the VM's own policy
+(firewall.port_rules): only the VM's MAC and IP (ARP included) may leave it, so no VM can claim another's address
 and receive its desktop stream. With vm.network.firewall.protect_vms the port is also
 isolated: isolated ports reach the node but not each other."""
 from __future__ import annotations
@@ -104,12 +104,13 @@ def attach_vm(cfg, vm_id: int, ip: str, port: str) -> None:
         os.makedirs(cfg.get("path.run"), exist_ok=True)
         open(_made_marker(cfg), "w").close()
     use_dhcp = cfg.get_bool("vm.network.use_dhcp")
+    # the bridge's tables and, in the same transaction, the port's policy: only the VM's own
+    # MAC (mac_for(ip)) and IP may leave its port (and DHCP from 0.0.0.0)
     firewall.apply(firewall.ruleset(bridge, str(network),
                                     cfg.get_bool("vm.network.firewall.protect_host"),
                                     cfg.get_bool("vm.network.firewall.nat"), use_dhcp,
-                                    cfg.get_bool("vm.network.firewall.protect_vms"), allow))
-    # only the VM's own MAC (mac_for(ip)) and IP may leave its port (and DHCP from 0.0.0.0)
-    firewall.register_port(bridge, port, mac_for(ip), ip, use_dhcp)
+                                    cfg.get_bool("vm.network.firewall.protect_vms"), allow)
+                   + firewall.port_rules(bridge, port, mac_for(ip), ip, use_dhcp))
     if use_dhcp:
         dhcp.ensure_server(cfg.get("path.run"), cfg.get("path.log"), bridge, network, gateway)
         dhcp.add_lease(cfg.get("path.run"), bridge, vm_id, ip)

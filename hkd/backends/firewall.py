@@ -18,8 +18,8 @@ frame a VM sends, to the node as well as to other ports. A port's chain lets thr
 frames from the port's own MAC: IPv4 from its own address (and DHCP from 0.0.0.0, udp 68 -> 67,
 with vm.network.use_dhcp), ARP whose sender addresses are its own (or an address probe from
 0.0.0.0); everything else (another VM's address, a forged MAC, IPv6, VLAN tags) is dropped.
-A VM's port is added and removed with one element and one chain (register_port,
-unregister_port); the prepare-time rewrite refreshes the table's own chain only, never the
+A VM's port is added with one element and one chain (port_rules, applied with the rest by
+bridge.attach_vm) and removed the same way (unregister_port); the prepare-time rewrite refreshes the table's own chain only, never the
 ports' entries, so it loses none.
 
 protect_vms is otherwise not here: each VM's bridge port is isolated instead
@@ -171,11 +171,6 @@ def port_rules(bridge: str, port: str, mac: str, ip: str, dhcp: bool) -> str:
         f"add chain bridge {table} {chain}", f"flush chain bridge {table} {chain}",
         *(f"add rule bridge {table} {chain} {rule}" for rule in rules),
         f'add element bridge {table} ports {{ "{port}" : jump {chain} }}']) + "\n"
-
-
-def register_port(bridge: str, port: str, mac: str, ip: str, dhcp: bool = False) -> None:
-    """Only `mac` and `ip` may leave `port` from now on."""
-    apply(port_rules(bridge, port, mac, ip, dhcp))
 
 
 def unregister_port(bridge: str, port: str) -> None:
