@@ -6,7 +6,7 @@ import logging
 
 from qvd.db.notify import vm_state_channel
 
-from .auth import AuthFailed, Identity, authenticate, backoff, parse_authorization
+from .auth import AuthFailed, ChecksBusy, Identity, authenticate, backoff, parse_authorization
 from .auth import token as tokens
 from .connect import Connect
 from .http import HttpError, Request
@@ -66,12 +66,14 @@ class Session:
             raise HttpError(401, "Too many failed attempts, retry later\n", UNAUTHORIZED)
         try:
             self.identity = authenticate(self.db, self.cfg, header)
+        except ChecksBusy:
+            backoff.uncount(self.db, watched)  # the password was never checked
+            raise
         except AuthFailed as exc:
             log.info("authentication failed from %s: %s", self.peer, exc)
-            self.count("auth_failed")
-            backoff.failed(self.db, self.cfg, watched)
+            self.count("auth_failed")  # counted for back-off already, before the check
             raise HttpError(401, "Authentication failed\n", UNAUTHORIZED) from None
-        backoff.succeeded(self.db, watched[0] if login else None)
+        backoff.succeeded(self.db, watched, watched[0] if login else None)
         self._auth_header = header
         self.count("auth_ok")
         self.cfg = self.db.settings(self.node_cfg, self.identity.tenant_id)

@@ -4,7 +4,8 @@ Password checks by the `default` plugin (Argon2id, 64 MiB and a core for a while
 at most `l7r.auth.max_concurrent_hashes` at a time per node: each connection is its own
 process, so the slots are lock files under path.run (`l7r-hash-<n>.lock`, flock'ed: a
 process that dies frees its slot). A login that finds no free slot within
-`l7r.auth.hash_wait` seconds gets 503, and its back-off count is taken back."""
+`l7r.auth.hash_wait` seconds gets 503 (ChecksBusy: the caller takes its back-off count
+back, since the password was never checked)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,7 @@ import os
 import time
 
 from ..http import HttpError
-from . import backoff, database, ldap, token
+from . import database, ldap, token
 from .base import AuthFailed, Credentials, Identity, parse_authorization
 
 PLUGINS = {"default": database.authenticate, "ldap": ldap.authenticate,
@@ -21,7 +22,15 @@ PLUGINS = {"default": database.authenticate, "ldap": ldap.authenticate,
 
 TENANT = "SELECT id FROM tenants WHERE name = %(name)s AND id >= 1"
 
-__all__ = ["AuthFailed", "Credentials", "Identity", "authenticate", "parse_authorization"]
+__all__ = ["AuthFailed", "ChecksBusy", "Credentials", "Identity", "authenticate",
+           "parse_authorization"]
+
+
+class ChecksBusy(HttpError):
+    """503: every password check slot of the node stayed taken for l7r.auth.hash_wait."""
+
+    def __init__(self):
+        super().__init__(503, "Too many logins at once, retry shortly\n", [("Retry-After", "2")])
 
 
 def authenticate(db, cfg, header: str) -> Identity:
@@ -44,7 +53,7 @@ def authenticate(db, cfg, header: str) -> Identity:
             continue  # a password is not a token
         try:
             if name == "default" and creds.scheme == "basic":
-                with hash_slot(db, cfg):
+                with hash_slot(cfg):
                     return plugin(db, cfg, creds)
             return plugin(db, cfg, creds)
         except AuthFailed as exc:
@@ -84,7 +93,7 @@ def _try_slots(paths: list[str]) -> int | None:
 
 
 @contextlib.contextmanager
-def hash_slot(db, cfg):
+def hash_slot(cfg):
     """Hold one of the node's password check slots (bounded wait, then 503)."""
     paths = _slot_paths(cfg)
     os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
@@ -92,9 +101,7 @@ def hash_slot(db, cfg):
     pause = 0.005
     while (fd := _try_slots(paths)) is None:
         if time.monotonic() >= deadline:
-            backoff.uncount(db)
-            raise HttpError(503, "Too many logins at once, retry shortly\n",
-                            [("Retry-After", "2")])
+            raise ChecksBusy()
         time.sleep(pause)  # flock has no timed wait; the slots free within a hash or two
         pause = min(pause * 2, 0.05)
     try:

@@ -8,7 +8,7 @@ check the password. However many attempts race, exactly max_failures of them are
 a window; the rest are refused unchecked, and the table's counts equal the attempts. A
 success then takes its own count back (the login's row is deleted, as before; the address's
 count loses this attempt), as does an attempt that could not be checked at all (`uncount`:
-no free password check slot). `failed` has nothing left to do. The window runs from the
+no free password check slot); a failure has nothing left to do. The window runs from the
 last counted attempt below the limit, so hammering a locked login does not extend its lock.
 Rows whose window has passed are pruned by the same statement (a few at a time, skipping
 rows other attempts hold)."""
@@ -36,43 +36,30 @@ UPDATE auth_failures SET failures = greatest(failures - 1, 0) WHERE key = ANY(%(
 
 SUCCEEDED = "DELETE FROM auth_failures WHERE key = %(key)s"
 
-# The keys the last `throttled` call of this connection counted (one process per connection,
-# one request at a time).
-_counted: list[str] = []
-
-
 def keys(login: str | None, address: str | None) -> list[str]:
     return [k for k in (login and f"login:{login}", address and f"address:{address}") if k]
 
 
 def throttled(db, cfg, keys_: list[str]) -> bool:
     """Count this attempt for every key; True if any count is now past the limit."""
-    _counted[:] = []
     if not keys_:
         return False
     rows = db.fetch(COUNT, {"keys": sorted(keys_),
                             "max": cfg.get_int("l7r.auth.backoff.max_failures"),
                             "window": cfg.get_float("l7r.auth.backoff.seconds")})
-    _counted[:] = keys_
     limit = cfg.get_int("l7r.auth.backoff.max_failures")
     return any(row["failures"] > limit for row in rows)
 
 
-def failed(db, cfg, keys_: list[str]) -> None:
-    """The attempt was counted before its check: nothing more to do."""
-    _counted[:] = []
-
-
-def uncount(db) -> None:
+def uncount(db, keys_: list[str]) -> None:
     """Take back the count of an attempt that was never checked."""
-    if _counted:
-        db.execute(UNCOUNT, {"keys": list(_counted)})
-        _counted[:] = []
+    if keys_:
+        db.execute(UNCOUNT, {"keys": keys_})
 
 
-def succeeded(db, login_key: str | None) -> None:
-    others = [k for k in _counted if k != login_key]
-    _counted[:] = []
+def succeeded(db, keys_: list[str], login_key: str | None) -> None:
+    """The login's failures are forgiven; the other keys lose this attempt's count."""
+    others = [k for k in keys_ if k != login_key]
     if login_key:
         db.execute(SUCCEEDED, {"key": login_key})
     if others:
