@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from qvd.l7r.proxy import splice
+from qvd.l7r.proxy import Traffic, splice
 
 from .errors import ClientError
 from .png import write_png
@@ -48,7 +48,7 @@ def _serve_one(server: socket.socket, tunnel: socket.socket, early: bytes) -> No
     """Accept one local client and carry the stream both ways until either side closes."""
     local, early = _accept_while_tunnel_open(server, tunnel, early)
     with local:
-        _up, _down, reason = splice(tunnel, local, early)
+        reason = splice(tunnel, local, Traffic(), early)
     print(f"qvd-client: desktop closed ({reason})", file=sys.stderr)
 
 

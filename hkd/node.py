@@ -11,8 +11,9 @@ import sys
 
 from qvd.db.engine import connection_params
 from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel, user_cmd_channel
+from qvd.l7r.session_end import journal_dir
 
-from . import adoption, cluster, commands, l7r_killer
+from . import adoption, cluster, commands, l7r_killer, session_ends
 from .backends import make_backend
 from .database import Database, DbUnavailable
 from .host_store import HostStore
@@ -228,6 +229,7 @@ class Node:
         if await self.hosts.command() == "stop":
             self.request_stop()
         await l7r_killer.abort_connections(self.db, self.host_id)
+        await session_ends.reconcile(self.db, journal_dir(self.cfg))
         for vm_id, cmd in await self.store.pending_commands():
             await self.handle_command(vm_id, cmd)
 

@@ -21,8 +21,9 @@ from qvd.db.placement import CANDIDATES, placement_params
 from qvd.vma import secret
 
 from .http import HttpError
+from .proxy import Traffic, splice
+from .session_end import GIVE_BACK, SessionEnd, journal, journal_dir, write_with_retries
 from .session_params import x_start_params
-from .proxy import splice
 
 TAKE = """
 UPDATE vm_runtimes SET user_state = 'connecting', user_state_ts = now(), user_cmd = NULL,
@@ -32,11 +33,6 @@ WHERE vm_id = %(vm)s AND user_state = 'disconnected' RETURNING vm_id"""
 ASK_ABORT = """
 UPDATE vm_runtimes SET user_cmd = 'abort'
 WHERE vm_id = %(vm)s AND user_state <> 'disconnected' AND user_cmd IS NULL"""
-
-GIVE_BACK = """
-UPDATE vm_runtimes SET user_state = 'disconnected', user_state_ts = now(), l7r_pid = NULL,
-       l7r_host_id = NULL
-WHERE vm_id = %(vm)s AND l7r_pid = %(pid)s AND l7r_host_id = %(host)s"""
 
 STATE = """
 SELECT r.vm_state, r.vm_cmd, r.last_error, host(r.vm_address) AS address, r.vm_vma_port,
@@ -54,20 +50,6 @@ SELECT v.user_id, u.login || '@' || t.name, v.id, v.name, h.id, h.name, %(addres
 FROM vms v JOIN users u ON u.id = v.user_id JOIN tenants t ON t.id = u.tenant_id,
      hosts h WHERE v.id = %(vm)s AND h.id = %(host)s
 RETURNING id"""
-
-# Ends the session row and counts it (QVD: sessions under internal.l7r.short_session seconds
-# are short sessions).
-CLOSE_SESSION = """
-WITH s AS (
-  UPDATE sessions SET ended_at = now(), bytes_from_client = %(up)s, bytes_to_client = %(down)s,
-         end_reason = %(reason)s
-  WHERE id = %(id)s RETURNING vm_id, host_id, ended_at - started_at < make_interval(secs => %(short)s) AS short),
-c AS (UPDATE vm_counters SET connections = connections + 1,
-             short_sessions = short_sessions + (SELECT short::int FROM s)
-      WHERE vm_id = (SELECT vm_id FROM s))
-UPDATE host_counters SET connection_ok = connection_ok + 1,
-       short_sessions = short_sessions + (SELECT short::int FROM s)
-WHERE host_id = (SELECT host_id FROM s)"""
 
 PLACE_AND_START = """
 UPDATE vm_runtimes SET host_id = %(host)s, vm_cmd = 'start', last_error = NULL,
@@ -177,21 +159,27 @@ class Connect:
         except OSError as exc:
             raise unavailable(f"the desktop session does not answer ({exc})") from None
 
-    def stream(self, desktop: socket.socket) -> None:
-        """101, then the desktop stream; the session's row says how it went."""
-        db, session = self.db, self.session
-        db.execute(CONNECTED, self.key)
-        row = db.fetchone(OPEN_SESSION, dict(self.key, address=session.peer or None))
-        session.http.interim(102, [("X-QVD-VM-Info", "Connection established")])
-        early = session.http.switch_protocols([("X-QVD-Slave-Key", secrets.token_hex(32))])
-        reason, up, down = "aborted", 0, 0
+    def open_session(self) -> int:
+        self.db.execute(CONNECTED, self.key)
+        return self.db.fetchone(OPEN_SESSION, dict(self.key, address=self.session.peer or None))["id"]
+
+    def stream(self, desktop: socket.socket, session_id: int) -> None:
+        """101, then the desktop stream with no database connection held; the session's end
+        (bytes, reason) is journaled and written afterwards (session_end)."""
+        http = self.session.http
+        http.interim(102, [("X-QVD-VM-Info", "Connection established")])
+        early = http.switch_protocols([("X-QVD-Slave-Key", secrets.token_hex(32))])
+        self.db.release()
+        traffic, reason = Traffic(), "aborted"  # unless splice returns: SIGTERM (takeover)
         try:
-            up, down, reason = splice(session.http.sock, desktop, early)
+            reason = splice(http.sock, desktop, traffic, early)
         finally:
             desktop.close()
-            db.execute(CLOSE_SESSION, {"id": row["id"], "up": up, "down": down,
-                                       "reason": reason,
-                                       "short": self.cfg.get_int("internal.l7r.short_session")})
+            end = SessionEnd(session=session_id, vm=self.vm_id, pid=self.key["pid"],
+                             host=self.key["host"], up=traffic.up, down=traffic.down,
+                             reason=reason, ended=time.time(),
+                             short=self.cfg.get_int("internal.l7r.short_session"))
+            write_with_retries(self.db, end, journal(journal_dir(self.cfg), end))
 
     def run(self) -> None:
         channel = vm_state_channel(self.vm_id)
@@ -200,9 +188,10 @@ class Connect:
             self.take_over()
             try:
                 desktop = self.start_desktop(self.ensure_running())
-                self.db.execute(f"UNLISTEN {channel}")
-                self.stream(desktop)
-            finally:
-                self.db.execute(GIVE_BACK, self.key)
+                session_id = self.open_session()
+            except BaseException:
+                self.db.execute(GIVE_BACK, dict(self.key, session=None))
+                raise
         finally:
             self.db.execute(f"UNLISTEN {channel}")
+        self.stream(desktop, session_id)

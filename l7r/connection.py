@@ -3,7 +3,10 @@ l7r.timeout.handshake in all), then requests in sequence until the client leaves
 closes it, or the stream is switched. Each request head must arrive whole within
 l7r.timeout.head of its first byte (the first one: of the handshake's end), else 408; between
 requests a connection may idle for l7r.timeout.idle. TCP_NODELAY is on from the start: every
-response leaves in one write (http.py), so nothing waits for the client's delayed ACK."""
+response leaves in one write (http.py), so nothing waits for the client's delayed ACK.
+
+The child's database connection (db.py) opens when a parsed request first needs it and is
+released when the client idles between requests and while its desktop streams."""
 from __future__ import annotations
 
 import logging
@@ -86,8 +89,9 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
     if sock is None:
         return
     set_title(f"qvd-l7r {peer}")
-    http = HttpConnection(sock, limits_from(cfg))
+    # No database connection until a request has parsed, none while the client idles.
     db = L7rDb(connection_params(cfg), f"qvd-l7r {peer}")
+    http = HttpConnection(sock, limits_from(cfg), on_idle=db.release)
     try:
         session = Session(http, db, cfg.node, cfg.get("nodename"), peer)
         while True:
@@ -117,7 +121,7 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
     except OSError:
         pass  # the client went away
     finally:
-        db.close()
+        db.release()
         try:
             sock.close()
         except OSError:

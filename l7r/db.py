@@ -1,4 +1,6 @@
-"""The database as one L7R child sees it: its own connection, opened after the fork."""
+"""The database as one L7R child sees it: its own connection, opened when a parsed request
+first needs it (never for a socket that sends nothing) and released while the child idles
+between requests or carries a desktop stream, so connected desktops hold no connection."""
 from __future__ import annotations
 
 import psycopg
@@ -39,6 +41,14 @@ class L7rDb:
         return Config(node=node, db_global=layers[-1],
                       db_tenant=layers.get(tenant_id, {}) if tenant_id not in (None, -1) else {})
 
-    def close(self) -> None:
+    @property
+    def holding(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def release(self) -> None:
+        """Give the connection back to the server; the next statement opens a new one."""
         if self._conn is not None:
-            self._conn.close()
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None

@@ -28,16 +28,28 @@ COUNT = "UPDATE host_counters SET {column} = {column} + 1 WHERE host_id = %(host
 
 
 class Session:
-    """One client connection: its database, its cached identity, the node it came to."""
+    """One client connection: its database, its cached identity, the node it came to. The
+    settings and the node's id are read when a request first needs them, not on connect."""
 
     def __init__(self, http, db, node_cfg: dict, nodename: str, peer: str):
         self.http, self.db, self.node_cfg = http, db, node_cfg
         self.nodename, self.peer = nodename, peer
         self.identity: Identity | None = None
         self._auth_header: str | None = None
-        self.cfg = db.settings(node_cfg)
-        node = db.fetchone(NODE, {"name": nodename})
-        self.host_id = node["id"] if node else None
+        self._cfg = None
+        self._host: dict | None = None
+
+    @property
+    def cfg(self):
+        if self._cfg is None:
+            self._cfg = self.db.settings(self.node_cfg)
+        return self._cfg
+
+    @property
+    def host_id(self) -> int | None:
+        if self._host is None:
+            self._host = self.db.fetchone(NODE, {"name": self.nodename}) or {"id": None}
+        return self._host["id"]
 
     def count(self, column: str) -> None:
         if self.host_id is not None:
@@ -76,7 +88,7 @@ class Session:
         backoff.succeeded(self.db, watched, watched[0] if login else None)
         self._auth_header = header
         self.count("auth_ok")
-        self.cfg = self.db.settings(self.node_cfg, self.identity.tenant_id)
+        self._cfg = self.db.settings(self.node_cfg, self.identity.tenant_id)
         set_title(f"qvd-l7r {self.identity.login}@{self.identity.tenant} from {self.peer}")
         return self.identity
 

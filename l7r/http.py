@@ -7,8 +7,10 @@ given a Host line when it has none, then parsed by h11. Requests carry no body.
 """
 from __future__ import annotations
 
+import select
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
@@ -16,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 
 SERVER = "qvd-l7r"
+IDLE_HOLD = 1.0  # seconds a client may take to send its next request before on_idle runs
 
 
 class HttpError(Exception):
@@ -47,9 +50,11 @@ class Request:
 
 
 class HttpConnection:
-    def __init__(self, sock: socket.socket, limits: Limits):
+    def __init__(self, sock: socket.socket, limits: Limits,
+                 on_idle: Callable[[], None] | None = None):
         self.sock = sock
         self.limits = limits
+        self.on_idle = on_idle  # called once the client idles between requests
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head_size)
         self.raw = b""
         self.broken = False
@@ -65,6 +70,8 @@ class HttpConnection:
             deadline = time.monotonic() + self.limits.head_timeout
         else:
             deadline = None  # idle between requests until a byte comes
+            if self.on_idle is not None and not self._readable_within(IDLE_HOLD):
+                self.on_idle()
         while b"\r\n\r\n" not in self.raw:
             if len(self.raw) > self.limits.head_size:
                 raise HttpError(400, "Request head too large", close=True)
@@ -109,6 +116,15 @@ class HttpConnection:
         if not any(line.lower().startswith(b"host:") for line in lines[1:]):
             lines.insert(1, b"Host: qvd")  # real QVD clients send none
         return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def _readable_within(self, seconds: float) -> bool:
+        pending = getattr(self.sock, "pending", None)  # TLS bytes decrypted, not yet read
+        if pending is not None and pending():
+            return True
+        try:
+            return bool(select.select([self.sock], [], [], seconds)[0])
+        except (OSError, ValueError):
+            return True  # a closed socket: let recv say so
 
     def next_request(self) -> Request | None:
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:

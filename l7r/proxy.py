@@ -1,10 +1,12 @@
 """The desktop stream: bytes both ways between the client's (TLS) socket and the VM's
-desktop port, with large buffers, until either side closes."""
+desktop port, with large buffers, until either side closes. The byte counts live in a
+Traffic the caller holds, so they survive a stream ended by a signal."""
 from __future__ import annotations
 
 import selectors
 import socket
 import ssl
+from dataclasses import dataclass
 
 BUFFER = 256 * 1024
 
@@ -18,16 +20,22 @@ def _read(sock: socket.socket) -> bytes:
         return b""
 
 
-def splice(client: socket.socket, vm: socket.socket, first: bytes = b"") -> tuple[int, int, str]:
-    """Returns (bytes from the client, bytes to the client, why it ended)."""
+@dataclass
+class Traffic:
+    up: int = 0    # bytes from the client
+    down: int = 0  # bytes to the client
+
+
+def splice(client: socket.socket, vm: socket.socket, traffic: Traffic,
+           first: bytes = b"") -> str:
+    """Carry the stream until it ends; returns why it ended."""
     client.setblocking(False)
     vm.setblocking(False)
     for sock in (client, vm):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sent_up, sent_down = 0, 0
     if first:
         vm.sendall(first)
-        sent_up += len(first)
+        traffic.up += len(first)
     selector = selectors.DefaultSelector()
     selector.register(client, selectors.EVENT_READ, vm)
     selector.register(vm, selectors.EVENT_READ, client)
@@ -40,18 +48,17 @@ def splice(client: socket.socket, vm: socket.socket, first: bytes = b"") -> tupl
                     if data == b"\0wait":
                         break
                     if not data:
-                        return sent_up, sent_down, ("client closed" if source is client
-                                                    else "desktop closed")
+                        return "client closed" if source is client else "desktop closed"
                     target.setblocking(True)
                     target.sendall(data)
                     target.setblocking(False)
                     if source is client:
-                        sent_up += len(data)
+                        traffic.up += len(data)
                     else:
-                        sent_down += len(data)
+                        traffic.down += len(data)
                     if not (isinstance(source, ssl.SSLSocket) and source.pending()):
                         break
     except (ConnectionError, OSError) as exc:
-        return sent_up, sent_down, f"connection error: {exc}"
+        return f"connection error: {exc}"
     finally:
         selector.close()
