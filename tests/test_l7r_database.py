@@ -1,0 +1,121 @@
+"""The L7R holds no database connection while nothing needs one (issue 19, part 2): not for
+a socket that has sent no request, not while a client idles between requests, not while a
+desktop streams. A desktop keeps streaming while PostgreSQL restarts, and the session's end
+reaches its row afterwards, from the L7R child itself or, when the database was still away
+as the child ended, from the node's qvd-hkd through the child's local journal."""
+import os
+
+import pytest
+
+from hkd_nodes import wait_for
+from test_l7r import connect, open_desktop
+from test_l7r_edge import acceptor_children, client, make_node, settled  # noqa: F401
+
+# The database may be away for a while here: the node must not fence meanwhile.
+PATIENT = "hkd.lease.fence_timeout = 60\nhkd.cluster.node_timeout = 90\n"
+
+
+def l7r_connections(demo) -> int:
+    (count,), = demo.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
+                         "AND application_name LIKE 'qvd-l7r%%'", db=demo.dbname)
+    return count
+
+
+def server_connections(demo) -> int:
+    (count,), = demo.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                         "'client backend'")
+    return count
+
+
+def journal_entries(node) -> list[str]:
+    directory = os.path.join(node.home, "l7r-journal")
+    return sorted(n for n in os.listdir(directory) if n.endswith(".json")) \
+        if os.path.isdir(directory) else []
+
+
+def test_600_idle_sockets_hold_no_database_connection_and_others_keep_connecting(make_node,
+                                                                                  demo):
+    node = make_node("l7r.max_connections = 1000\nl7r.max_connections.per_address = 1000\n"
+                     "l7r.timeout.head = 300\n")
+    settled(node)
+    before = server_connections(demo)
+    idle = []
+    try:
+        for _ in range(600):  # TLS done, no request: each of these once held a connection
+            idle.append(client(node))
+        wait_for(lambda: len(acceptor_children(node)) >= 600, 60, "600 served connections")
+        assert l7r_connections(demo) == 0
+        assert server_connections(demo) <= before  # more than the server's max_connections
+        with connect((node.port, node.cert), "alice@acme", "secret") as other:
+            assert [vm["name"] for vm in other.list_of_vm().json()] == ["desk"]
+        # a client that asked once and now idles gives its connection back
+        keeper = client(node, login="alice@acme", password="secret")
+        idle.append(keeper)
+        assert keeper.request("/qvd/list_of_vm").status == 200
+        wait_for(lambda: l7r_connections(demo) == 0, 10, "the idle client's connection to go")
+        assert keeper.request("/qvd/list_of_vm").status == 200  # and may ask again
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+def _exchange(conn) -> bytes:
+    """Bytes the client sends; returns what the desktop answered (Xvnc: its security types)."""
+    conn.send_raw(b"RFB 003.008\n")
+    return conn.sock.recv(64)
+
+
+def _session(demo):
+    (row,) = demo.sql("SELECT bytes_from_client, bytes_to_client, end_reason, ended_at "
+                      "IS NOT NULL AS ended FROM sessions")
+    return row
+
+
+@pytest.fixture
+def node(make_node):
+    return make_node(PATIENT)
+
+
+def test_a_desktop_streams_through_a_postgres_restart_and_its_end_is_recorded(node, demo,
+                                                                               pg_server):
+    conn, reply, banner = open_desktop((node.port, node.cert))
+    with conn:
+        assert reply.status == 101
+        assert l7r_connections(demo) == 0  # streaming holds none
+        pg_server.cluster.stop()
+        try:
+            answer = _exchange(conn)  # the desktop answers with no database at all
+            assert answer[:1] >= b"\x01"
+        finally:
+            pg_server.cluster.start()
+    wait_for(lambda: _session(demo).ended, 20, "the session's end to be written")
+    up, down, reason, _ = _session(demo)
+    assert (up, down, reason) == (12, len(banner) + len(answer), "client closed")
+    assert demo.sql("SELECT user_state, l7r_pid FROM vm_runtimes") == [("disconnected", None)]
+    assert journal_entries(node) == []
+
+
+def test_an_end_while_postgres_is_away_is_journaled_and_written_by_the_node(node, demo,
+                                                                             pg_server):
+    conn, reply, banner = open_desktop((node.port, node.cert))
+    assert reply.status == 101
+    pg_server.cluster.stop()
+    try:
+        with conn:
+            answer = _exchange(conn)
+        # the child tries, journals, and ends; the entry waits for the database
+        wait_for(lambda: journal_entries(node) and not acceptor_children(node), 30,
+                 "the child to journal the end and leave")
+    finally:
+        pg_server.cluster.start()
+    wait_for(lambda: _session(demo).ended, 30, "the node to write the journaled end")
+    up, down, reason, _ = _session(demo)
+    assert (up, down, reason) == (12, len(banner) + len(answer), "client closed")
+    assert demo.sql("SELECT user_state, l7r_pid FROM vm_runtimes") == [("disconnected", None)]
+    assert demo.sql("SELECT connections FROM vm_counters") == [(1,)]
+    assert journal_entries(node) == []
+    assert "its journaled end written" in node.log()
+    # and the desktop opens again
+    conn, reply, _ = open_desktop((node.port, node.cert))
+    with conn:
+        assert reply.status == 101
