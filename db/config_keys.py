@@ -46,6 +46,12 @@ KEYS: list[Key] = [
     _k("database.name", "qvd", "str", "Database name.", "node"),
     _k("database.user", "qvd", "str", "Database role.", "node"),
     _k("database.password", "", "str", "Database password.", "node"),
+    _k("database.l7r.user", "", "str",
+       "Role the L7R's connection processes log in as: qvd_l7r (migration 0006 creates it: "
+       "not a superuser, only the grants a desktop connection needs; give it LOGIN and a "
+       "password). Empty: database.user. The embedded cluster sets qvd_l7r up by itself.",
+       "node"),
+    _k("database.l7r.password", "", "str", "Password of database.l7r.user.", "node"),
     _k("database.connect_timeout", 5, "int", "Seconds to wait for a database connection.", "node"),
     _k("database.tcp_timeout", 10, "int",
        "Seconds of unanswered traffic (keepalives included) after which a connection to the "
@@ -54,11 +60,13 @@ KEYS: list[Key] = [
        "Seconds a statement may run (0: no limit).", "node"),
     # --- node daemon (qvd-hkd) --------------------------------------------------------------
     _k("hkd.lease.interval", 2, "float", "Seconds between two renewals of the node's lease."),
-    _k("hkd.lease.fence_timeout", 10, "float",
-       "A node that could not renew its lease for this long stops its own VMs (self-fencing)."),
-    _k("hkd.cluster.node_timeout", 15, "float",
-       "Another node whose lease is older than this is declared lost and its VMs released. "
-       "Must exceed hkd.lease.fence_timeout."),
+    _k("hkd.lease.fence_timeout", 70, "float",
+       "A node that could not renew its lease for this long kills its own VMs (self-fencing). "
+       "A database outage shorter than this loses no desktop."),
+    _k("hkd.cluster.node_timeout", 90, "float",
+       "Another node whose lease a monitor saw unrenewed for this long, on one unbroken "
+       "database connection, is declared lost and its VMs released. Must exceed "
+       "hkd.lease.fence_timeout by the time the node needs to kill its VMs."),
     _k("hkd.poll.interval", 30, "float",
        "Safety-net poll for commands whose notification was lost."),
     _k("internal.hkd.max_heavy", 10, "int", "VM starts/stops running at once on one node."),

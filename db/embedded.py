@@ -101,6 +101,22 @@ class Cluster:
     def password(self) -> str:
         return self._read("password")
 
+    @property
+    def l7r_password(self) -> str:
+        if not os.path.exists(os.path.join(self.root, "l7r-password")):
+            raise EmbeddedError("the L7R's database role has no password yet: run "
+                                "'qvd-admin db upgrade'")
+        return self._read("l7r-password")
+
+    def ensure_l7r_password(self) -> str:
+        """The L7R role's password (pg/l7r-password, 0600), made on first use."""
+        path = os.path.join(self.root, "l7r-password")
+        if not os.path.exists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_urlsafe(24) + "\n")
+        return self.l7r_password
+
     def exists(self) -> bool:
         return os.path.exists(os.path.join(self.data, "PG_VERSION"))
 

@@ -10,6 +10,8 @@ from sqlalchemy.engine import Engine
 from .config import Config, ConfigError
 from .embedded import Cluster
 
+L7R_ROLE = "qvd_l7r"  # created by migration 0006
+
 
 def embedded_cluster(cfg: Config) -> Cluster:
     return Cluster(os.path.join(cfg.home, "pg"))
@@ -56,6 +58,25 @@ def connection_params(cfg: Config) -> dict:
                   options=f"-c statement_timeout={cfg.get_int('database.statement_timeout')}s")
     params["application_name"] = os.path.basename(sys.argv[0])[:60] or "qvd"
     return params
+
+
+def l7r_connection_params(cfg: Config) -> dict:
+    """What an L7R connection process logs in with: the L7R's own role (not a superuser)."""
+    params = connection_params(cfg)
+    if uses_embedded(cfg):
+        params.update(user=L7R_ROLE, password=embedded_cluster(cfg).l7r_password)
+    elif cfg.get("database.l7r.user"):
+        params.update(user=cfg.get("database.l7r.user"),
+                      password=cfg.get("database.l7r.password"))
+    return params
+
+
+def enable_embedded_l7r_role(cfg: Config, engine: Engine) -> None:
+    """The embedded cluster's L7R role may log in, with a password kept beside the cluster's."""
+    from sqlalchemy import text
+    password = embedded_cluster(cfg).ensure_l7r_password()
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER ROLE {L7R_ROLE} LOGIN PASSWORD :p"), {"p": password})
 
 
 def describe(params: dict) -> str:

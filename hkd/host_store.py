@@ -27,12 +27,18 @@ COMMAND = "SELECT cmd FROM host_runtimes WHERE host_id = %(host)s"
 
 # The cluster monitor: whoever's UPDATE matches first declares the node lost (once), bumps
 # its epoch so that the node learns it was fenced, and releases what it held.
+# The window: the node's lease must have gone unrenewed for `timeout` seconds *that this
+# monitor watched on one connection*: from its renewal or from this connection's start,
+# whichever is later. A database restart, a promotion or a reconnect gives every monitor a new
+# connection, so an outage never counts against anyone's lease (README: "Fencing").
 DECLARE_LOST = """
 UPDATE host_runtimes r SET state = 'lost', epoch = epoch + 1, last_error_at = now(),
        last_error = 'lost: no lease renewal for ' || %(timeout)s || 's (seen by ' || %(me_name)s || ')'
 FROM hosts h
 WHERE h.id = r.host_id AND r.host_id <> %(me)s AND r.state IN ('starting', 'running', 'stopping')
-  AND r.ok_ts < now() - make_interval(secs => %(timeout)s)
+  AND greatest(r.ok_ts, (SELECT backend_start FROM pg_stat_activity
+                         WHERE pid = pg_backend_pid()))
+      < now() - make_interval(secs => %(timeout)s)
 RETURNING r.host_id, h.name"""
 
 RELEASE_VMS = f"""

@@ -87,9 +87,21 @@ class Node:
         rows = await self.db.fetch("SELECT key, value FROM configs WHERE tenant_id = -1")
         self.cfg.db_global = {row["key"]: row["value"] for row in rows}
 
+    def check_timeouts(self) -> None:
+        """The fencing argument (README) needs a node to have killed its VMs before anyone
+        may declare it lost: node_timeout beyond fence_timeout plus a renewal interval."""
+        fence, lost, interval = (self.cfg.get_float("hkd.lease.fence_timeout"),
+                                 self.cfg.get_float("hkd.cluster.node_timeout"),
+                                 self.cfg.get_float("hkd.lease.interval"))
+        if lost <= fence + interval:
+            raise NodeError(f"hkd.cluster.node_timeout ({lost:g}s) must exceed "
+                            f"hkd.lease.fence_timeout ({fence:g}s) plus hkd.lease.interval "
+                            f"({interval:g}s): a lost node's VMs could run twice")
+
     async def connect(self) -> None:
         await self.check_schema()
         await self.load_global_config()
+        self.check_timeouts()
         host_id = await HostStore.find(self.db, self.name)
         if host_id is None:
             raise NodeError(f"no host named '{self.name}': add it with "

@@ -16,7 +16,7 @@ import time
 
 import psycopg
 
-from qvd.db.engine import connection_params
+from qvd.db.engine import l7r_connection_params
 
 from .db import L7rDb
 from .endpoints import ENDPOINTS, Session, set_title
@@ -90,7 +90,7 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
         return
     set_title(f"qvd-l7r {peer}")
     # No database connection until a request has parsed, none while the client idles.
-    db = L7rDb(connection_params(cfg), f"qvd-l7r {peer}")
+    db = L7rDb(l7r_connection_params(cfg), f"qvd-l7r {peer}")
     http = HttpConnection(sock, limits_from(cfg), on_idle=db.release)
     try:
         session = Session(http, db, cfg.node, cfg.get("nodename"), peer)

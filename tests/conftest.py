@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from qvd.db import migrate
 from qvd.db.embedded import Cluster
-from qvd.db.engine import make_engine
+from qvd.db.engine import L7R_ROLE, make_engine
 from qvd.db.models import Base
 
 QVD_ADMIN = os.path.join(os.path.dirname(sys.executable), "qvd-admin")
@@ -32,6 +32,7 @@ os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="qvd-tests-config-")
 atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
 TEMPLATE = "qvd_template"
 DEMO_TEMPLATE = "qvd_demo_template"
+L7R_PASSWORD = "l7r-test-password"  # every node of the tests logs its L7R in as qvd_l7r
 _numbers = itertools.count(1)
 
 
@@ -56,6 +57,8 @@ def pg_server():
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     engine = make_engine(dict(server.params, dbname=TEMPLATE), poolclass=NullPool)
     migrate.upgrade(engine)
+    with engine.begin() as conn:  # the L7R's own role (migration 0006) may log in
+        conn.execute(text(f"ALTER ROLE {L7R_ROLE} LOGIN PASSWORD '{L7R_PASSWORD}'"))
     engine.dispose()
     yield server
     cluster.stop()
@@ -80,7 +83,8 @@ class QvdEnv:
         p = self.params
         return (f"database.host = {p['host']}\ndatabase.port = {p['port']}\n"
                 f"database.user = {p['user']}\ndatabase.password = {p['password']}\n"
-                f"database.name = {self.dbname}\n")
+                f"database.name = {self.dbname}\n"
+                f"database.l7r.user = {L7R_ROLE}\ndatabase.l7r.password = {L7R_PASSWORD}\n")
 
     def write_conf(self, extra: str = "") -> None:
         with open(self.conf, "w", encoding="utf-8") as handle:

@@ -248,10 +248,10 @@ def _infos(reply):
     return [headers.get("x-qvd-vm-info") for status, headers in reply.interim if status == 102]
 
 
-def open_desktop(l7r, login="alice@acme", password="secret"):
+def open_desktop(l7r, login="alice@acme", password="secret", vm_id=1):
     """A QVD client's connect: returns (connection, reply, first bytes of the desktop)."""
     conn = connect(l7r, login, password)
-    reply = conn.request("/qvd/connect_to_vm", {"id": 1, "qvd.client.geometry": "800x600",
+    reply = conn.request("/qvd/connect_to_vm", {"id": vm_id, "qvd.client.geometry": "800x600",
                                                 "qvd.client.fullscreen": ""}, UPGRADE)
     if reply.status != 101:
         return conn, reply, b""

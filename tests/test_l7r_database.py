@@ -119,3 +119,36 @@ def test_an_end_while_postgres_is_away_is_journaled_and_written_by_the_node(node
     conn, reply, _ = open_desktop((node.port, node.cert))
     with conn:
         assert reply.status == 101
+
+
+def test_the_l7r_logs_in_as_its_own_role_which_cannot_reach_the_node(make_node, demo):
+    """What an attacker who took over an L7R child could do with its database login."""
+    import signal
+
+    import psycopg
+    node = make_node()
+    demo.ok("vm", "start", "-f", "name=desk")
+    wait_for(lambda: demo.sql("SELECT vm_state FROM vm_runtimes") == [("running",)], 15,
+             "running")
+    node.signal(signal.SIGSTOP)  # the node cannot stop it: the L7R waits, holding its connection
+    try:
+        with connect((node.port, node.cert), "alice@acme", "secret") as conn:
+            conn.send_raw(b"GET /qvd/stop_vm?id=1 HTTP/1.1\r\nAuthorization: " +
+                          conn.authorization.encode() + b"\r\n\r\n")
+            wait_for(lambda: demo.sql("SELECT usename FROM pg_stat_activity WHERE datname = :db "
+                                      "AND application_name LIKE 'qvd-l7r%%'", db=demo.dbname)
+                     == [("qvd_l7r",)], 15, "the L7R's connection")
+    finally:
+        node.signal(signal.SIGCONT)
+    role = dict(demo.params, user="qvd_l7r", password="l7r-test-password")
+    with psycopg.connect(**role, autocommit=True) as db:
+        assert db.execute("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles "
+                          "WHERE rolname = current_user").fetchone() == (False,)
+        for attack in ("COPY (SELECT 1) TO PROGRAM 'id'",  # a shell on the database's machine
+                       "SELECT * FROM ssl_configs",         # the node's TLS key
+                       "SELECT * FROM administrators",
+                       "UPDATE hosts SET address = '10.9.9.9'",
+                       "DELETE FROM vms",
+                       "CREATE TABLE planted (x int)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                db.execute(attack)

@@ -3,7 +3,8 @@ import click
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from qvd.db.engine import connection_params, describe, embedded_cluster, make_engine, uses_embedded
+from qvd.db.engine import (connection_params, describe, embedded_cluster,
+                           enable_embedded_l7r_role, make_engine, uses_embedded)
 
 from ..errors import UserError
 from ..verbs import CONTEXT
@@ -59,6 +60,8 @@ def init_database(admin) -> list[str]:
         said.append(f"database {describe(connection_params(admin.cfg))} created")
     before = migrate.current_revision(admin.engine)
     migrate.upgrade(admin.engine)
+    if uses_embedded(admin.cfg):
+        enable_embedded_l7r_role(admin.cfg, admin.engine)
     after = migrate.current_revision(admin.engine)
     said.append(f"schema at revision {after}" + (f" (was {before})" if before != after else ""))
     return said
@@ -110,4 +113,6 @@ def upgrade(admin):
     from qvd.db import migrate
     before = migrate.current_revision(admin.engine)
     migrate.upgrade(admin.engine)
+    if uses_embedded(admin.cfg):
+        enable_embedded_l7r_role(admin.cfg, admin.engine)
     click.echo(f"schema at revision {migrate.current_revision(admin.engine)} (was {before})")
