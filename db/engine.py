@@ -75,8 +75,9 @@ def enable_embedded_l7r_role(cfg: Config, engine: Engine) -> None:
     """The embedded cluster's L7R role may log in, with a password kept beside the cluster's."""
     from sqlalchemy import text
     password = embedded_cluster(cfg).ensure_l7r_password()
+    literal = "'" + password.replace("'", "''") + "'"  # ALTER ROLE takes no parameters
     with engine.begin() as conn:
-        conn.execute(text(f"ALTER ROLE {L7R_ROLE} LOGIN PASSWORD :p"), {"p": password})
+        conn.execute(text(f"ALTER ROLE {L7R_ROLE} LOGIN PASSWORD {literal}"))
 
 
 def describe(params: dict) -> str:

@@ -139,7 +139,7 @@ def plugin_login(demo, settings: dict, login="bob", password="bobpw"):
         return ldap_plugin.authenticate(db, Config(db_global=settings),
                                         Credentials("basic", login, "acme", password))
     finally:
-        db.close()
+        db.release()
 
 
 @pytest.mark.parametrize("mode", MODES)
