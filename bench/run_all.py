@@ -34,8 +34,12 @@ LINEAR = {"storm", "failover"}  # distributions drawn on a linear time axis
 def _benches(args) -> list[tuple[str, object, object]]:
     """(name, module, how to run it once) in the order of the table."""
     quick = args.quick
+    # The defaults (70 s / 90 s, to ride a database failover) would make each repeat last
+    # minutes; the figures are ratios to the configured timeouts either way.
     failover_timings = ({"hkd.lease.interval": 0.5, "hkd.lease.fence_timeout": 3,
-                         "hkd.cluster.node_timeout": 5} if quick else {})
+                         "hkd.cluster.node_timeout": 5} if quick else
+                        {"hkd.lease.interval": 2, "hkd.lease.fence_timeout": 10,
+                         "hkd.cluster.node_timeout": 15})
     return [
         ("hkd", hkd_bench, lambda: asyncio.run(hkd_bench.run(
             20 if quick else 200, 100 if quick else 1000, 2 if quick else 10))),

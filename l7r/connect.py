@@ -161,7 +161,8 @@ class Connect:
 
     def open_session(self) -> int:
         self.db.execute(CONNECTED, self.key)
-        return self.db.fetchone(OPEN_SESSION, dict(self.key, address=self.session.peer or None))["id"]
+        row = self.db.fetchone(OPEN_SESSION, dict(self.key, address=self.session.peer or None))
+        return row["id"]
 
     def stream(self, desktop: socket.socket, session_id: int) -> None:
         """101, then the desktop stream with no database connection held; the session's end
