@@ -85,7 +85,7 @@ async def _worker(params, root, assigned, conn) -> None:
     while (message := await loop.run_in_executor(None, conn.recv)) != "exit":
         assert message == "status"
         conn.send({"queries": sum(node.queries for node in nodes),
-                   "running": sum(node.state == "running" for node in nodes),
+                   "running": sum(node.life.serving for node in nodes),
                    "machines": sum(len(node.machines) for node in nodes),
                    "failed": [repr(task.exception()) for task in tasks
                               if task.done() and not task.cancelled() and task.exception()]})

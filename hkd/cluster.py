@@ -16,7 +16,7 @@ async def monitor(node) -> None:
     timeout = node.cfg.get_float("hkd.cluster.node_timeout")
     while True:
         await asyncio.sleep(interval)
-        if node.fenced:
+        if not node.life.serving:
             continue
         try:
             for name, vms, users in await declare_lost(node.monitor_db, node.host_id, node.name,

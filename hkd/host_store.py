@@ -25,6 +25,10 @@ WHERE host_id = %(host)s AND epoch = %(epoch)s"""
 
 COMMAND = "SELECT cmd FROM host_runtimes WHERE host_id = %(host)s"
 
+NOTE_ERROR = """
+UPDATE host_runtimes SET last_error = %(error)s, last_error_at = now()
+WHERE host_id = %(host)s AND epoch = %(epoch)s"""
+
 # The cluster monitor: whoever's UPDATE matches first declares the node lost (once), bumps
 # its epoch so that the node learns it was fenced, and releases what it held.
 # The window: the node's lease must have gone unrenewed for `timeout` seconds *that this
@@ -81,6 +85,10 @@ class HostStore:
     async def set_state(self, state: str) -> bool:
         return await self.db.fetchone(SET_STATE, {"host": self.host_id, "epoch": self.epoch,
                                                   "state": state}) is not None
+
+    async def note_error(self, error: str) -> None:
+        await self.db.fetch(NOTE_ERROR, {"host": self.host_id, "epoch": self.epoch,
+                                         "error": error})
 
     async def stopped(self) -> None:
         await self.db.fetch(STOPPED, {"host": self.host_id, "epoch": self.epoch})

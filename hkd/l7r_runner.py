@@ -69,7 +69,7 @@ class L7rRunner:
             arguments = await self._tls_arguments()
         except DbUnavailable:
             return
-        if arguments is None or self.node.fenced or self.node.state != "running":
+        if arguments is None or not self.node.life.serving:
             return  # the node fenced itself or began stopping while we read the database
         log_path = os.path.join(self.node.cfg.get("path.log"), f"l7r-{self.node.name}.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)

@@ -1,12 +1,14 @@
 """Keeping the node's lease: renew every hkd.lease.interval with the DB clock, epoch-guarded.
 
-Renewal failing for hkd.lease.fence_timeout (local monotonic clock) -> the node fences itself.
-Renewal matching no row -> another node declared this one lost: fence, then rejoin.
-After each success the heartbeat file is touched for the watchdog.
+A failed renewal -> db-lost (the node keeps its VMs); failing for hkd.lease.fence_timeout
+(local monotonic clock) -> the node fences itself. Renewal matching no row -> another node
+declared this one lost: fence, then rejoin. After each success the heartbeat file is touched
+for the watchdog. The node's states are in node_life.py.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -28,8 +30,29 @@ class LeaseKeeper:
             os.utime(self.heartbeat)
         self.last_renewed = time.monotonic()
 
+    @contextlib.asynccontextmanager
+    async def renewed_meanwhile(self):
+        """Keep renewing while a long step runs outside the lease loop (adopting hundreds of
+        VMs at start or on rejoin must not let the lease age). Failures are left to the
+        loop, which judges them when the step is over."""
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.node.cfg.get_float("hkd.lease.interval"))
+                try:
+                    if await self.node.hosts.renew():
+                        self.touch()
+                except DbUnavailable:
+                    pass
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def run(self) -> None:
-        cfg, node = self.node.cfg, self.node
+        cfg, node, life = self.node.cfg, self.node, self.node.life
         interval, fence_timeout = (cfg.get_float("hkd.lease.interval"),
                                    cfg.get_float("hkd.lease.fence_timeout"))
         while True:
@@ -38,15 +61,21 @@ class LeaseKeeper:
                 renewed = await node.hosts.renew()
             except DbUnavailable as exc:
                 silent = time.monotonic() - self.last_renewed
-                if silent > fence_timeout and not node.fenced:
+                if life.can("db_lost"):
+                    life.fire("db_lost", f"the lease could not be renewed: {exc}")
+                    node.update_title()
+                if silent > fence_timeout and life.can("fence"):
                     await node.fence(f"could not renew the lease for {silent:.0f}s: {exc}")
                 continue
             if renewed:
                 self.touch()
-                if node.fenced:
+                if life.state == "db-lost":
+                    life.fire("db_back")
+                elif life.state == "fenced":
                     await node.rejoin("the node had fenced itself (database unreachable)")
             else:
-                if not node.fenced:
+                if life.can("fence"):
                     await node.fence("another node declared this one lost")
-                await node.rejoin("this node was declared lost by the cluster")
+                if life.state == "fenced":
+                    await node.rejoin("this node was declared lost by the cluster")
             node.update_title()

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 from qvd.db.engine import connection_params
 from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel, user_cmd_channel
@@ -19,6 +20,8 @@ from .database import Database, DbUnavailable
 from .host_store import HostStore
 from .l7r_runner import L7rRunner
 from .lease import LeaseKeeper
+from .node_life import ROW_STATE, NodeLife
+from .supervisor import supervised
 from .pidfile import PidFile
 from .vm_actions import VmActions
 from .vm_machine import Event, VmMachine
@@ -53,8 +56,8 @@ class Node:
         self.machines: dict[int, asyncio.Task] = {}
         self.claiming: dict[int, asyncio.Event] = {}  # starts between check and spawn
         self.inboxes: dict[int, VmMachine] = {}
-        self.fenced = False
-        self.state = "starting"
+        self.life = NodeLife(self.name)
+        self.fence_note: str | None = None  # why it fenced, for the host row once back
         self.stop_requested = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._watchdog: subprocess.Popen | None = None
@@ -137,10 +140,13 @@ class Node:
         """(Re)join: a new lease, adopt what runs here, then accept work."""
         await self.hosts.begin_lease(os.getpid(), _memory_mib(), float(os.cpu_count() or 1))
         self.lease.touch()
-        self.fenced = False
-        await adoption.adopt(self, gone_reason)
-        await self.hosts.set_state("running")
-        self.state = "running"
+        if self.fence_note:
+            await self.hosts.note_error(self.fence_note)
+            self.fence_note = None
+        async with self.lease.renewed_meanwhile():
+            await adoption.adopt(self, gone_reason)
+        await self.hosts.set_state(ROW_STATE["running"])
+        self.life.fire("joined")
         self.update_title()
         log.info("node %s running (host %d, epoch %d)", self.name, self.host_id, self.hosts.epoch)
 
@@ -176,14 +182,15 @@ class Node:
     async def handle_command(self, vm_id: int, cmd: str) -> None:
         try:
             if cmd == "start":
-                if self.fenced or vm_id in self.machines or vm_id in self.claiming:
+                if self.life.fenced or vm_id in self.machines or vm_id in self.claiming:
                     return  # taken again by the poll once possible
                 # Reserved before the first await: a stop arriving while the start is being
                 # claimed waits for the machine instead of making a second one.
                 self.claiming[vm_id] = asyncio.Event()
                 try:
-                    if self.state != "running":
-                        await self.store.refuse_start(vm_id, f"node {self.name} is {self.state}")
+                    if not self.life.serving:
+                        await self.store.refuse_start(vm_id,
+                                                      f"node {self.name} is {self.life.state}")
                     elif await self.store.claim_start(vm_id):
                         self.spawn(vm_id, "starting")
                         await self.store.count(vm_id, "run_attempts")
@@ -249,19 +256,24 @@ class Node:
     async def fence(self, reason: str) -> None:
         """Stop every VM here now, accept nothing until the lease is renewed again."""
         log.error("fencing node %s: %s", self.name, reason)
-        self.fenced = True
+        self.life.fire("fence", reason)
+        self.fence_note = f"fenced itself at {time.strftime('%H:%M:%S')}: {reason}"
         self.l7r.stop()
         for task in list(self.machines.values()):
             task.cancel()
         await asyncio.gather(*self.machines.values(), return_exceptions=True)
         for vm_id in self.backend.kill_all():
             log.warning("vm %d: killed by fencing", vm_id)
+        if self.life.state == "fencing":  # not when a stop came meanwhile
+            self.life.fire("fenced", reason)
         self.update_title()
 
     async def rejoin(self, reason: str) -> None:
+        self.life.fire("rejoin", reason)
         try:
             await self.begin(f"{reason}; its VMs were killed")
         except DbUnavailable as exc:
+            self.life.fire("rejoin_failed", str(exc))
             log.warning("rejoin postponed: %s", exc)
 
     # --- periodic -------------------------------------------------------------------------
@@ -269,7 +281,7 @@ class Node:
         """Every few seconds, one statement: VMA last-seen times out, expirations in."""
         while True:
             await asyncio.sleep(min(10.0, self.cfg.get_float("hkd.poll.interval")))
-            if self.fenced:
+            if self.life.fenced:
                 continue
             try:
                 seen = {vm: ts for vm, ts in self.actions.last_ok.items() if vm in self.machines}
@@ -278,7 +290,7 @@ class Node:
                 pass
 
     def update_title(self) -> None:
-        state = "fenced" if self.fenced else self.state
+        state = self.life.state
         try:
             from setproctitle import setproctitle
             setproctitle(f"qvd-hkd {self.name}: {state}, {len(self.machines)} VMs")
@@ -295,9 +307,12 @@ class Node:
         await self.begin("the VM was not running when the node daemon started")
         self.ensure_watchdog()
         await self.l7r.ensure()
-        background = [asyncio.create_task(coro) for coro in (
-            self.lease.run(), cluster.monitor(self), commands.listen(self), self.sync_liveness(),
-            self._watch_helpers())]
+        background = [asyncio.create_task(supervised(self, name, loop), name=name)
+                      for name, loop in (("lease", self.lease.run),
+                                         ("cluster monitor", lambda: cluster.monitor(self)),
+                                         ("command listener", lambda: commands.listen(self)),
+                                         ("liveness sync", self.sync_liveness),
+                                         ("helpers", self._watch_helpers))]
         await self.stop_requested.wait()
         await self.shutdown(background)
 
@@ -306,15 +321,15 @@ class Node:
         while True:
             await asyncio.sleep(1)
             self.ensure_watchdog()
-            if not self.fenced and self.state == "running":
+            if self.life.serving:
                 await self.l7r.ensure()
 
     async def shutdown(self, background: list[asyncio.Task]) -> None:
         log.info("node %s stopping: stopping %d VM(s)", self.name, len(self.machines))
-        self.state = "stopping"
+        self.life.fire("stop")
         self.l7r.stop()
         try:
-            await self.hosts.set_state("stopping")
+            await self.hosts.set_state(ROW_STATE["stopping"])
         except DbUnavailable:
             pass
         for machine in list(self.inboxes.values()):
@@ -340,4 +355,5 @@ class Node:
         await self.db.close()
         await self.monitor_db.close()
         self._lock.close()  # releases the node's lock
+        self.life.fire("stopped")
         log.info("node %s stopped", self.name)

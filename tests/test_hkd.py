@@ -115,11 +115,17 @@ def test_frozen_node_is_fenced_and_its_vm_starts_elsewhere(demo, nodes):
     first = wait_for(state_is(demo, "running"), 15, "running on node1")
     demo.ok("host", "unblock", "-f", "name=node2")
     assert first["host"] == "node1"
+    alive_after_lost = []
+
+    def killed_before_declared():
+        """Sound despite polling: node1 is seen lost first, and only then its VM alive."""
+        if node1.state()[0] == "lost" and first["pid"] in vma_processes(1):
+            alive_after_lost.append(first["pid"])
+        return vma_processes(1) == [] and node1.state()[0] == "lost"
     with DuplicateWatch(1) as watch:
         node1.signal(signal.SIGSTOP)
-        frozen_at = time.monotonic()
-        wait_for(lambda: vma_processes(1) == [], 6, "the watchdog to kill the VM")
-        killed_after = time.monotonic() - frozen_at
+        wait_for(killed_before_declared, 15, "the watchdog's kill, then node1 declared lost")
+        assert alive_after_lost == [], "node1 was declared lost while its VM still ran"
         row = wait_for(lambda: vm(demo)["state"] == "stopped" and vm(demo), 10, "release")
         assert "released: node node1 was lost" in row["last_error"]
         assert node1.state()[0] == "lost"
@@ -131,7 +137,6 @@ def test_frozen_node_is_fenced_and_its_vm_starts_elsewhere(demo, nodes):
         time.sleep(1)
         assert vm(demo)["host"] == "node2" and vma_answers(demo, vm(demo))
     assert watch.most == 1, "the VM ran on two nodes at once"
-    assert 2.5 < killed_after < 5  # fence timeout 3 s, node timeout 5 s
     assert json.loads(demo.ok("host", "list", "--json", "-f", "name=node1"))[0]["epoch"] == 1
     assert node2.state()[0] == "running"
 
@@ -211,6 +216,8 @@ def test_node_without_database_fences_itself_then_rejoins(demo, nodes, pg_server
     row = wait_for(state_is(demo, "stopped"), 20, "the VM to be released")
     assert "fenced itself" in row["last_error"]
     wait_for(lambda: node.state() == ("running", node.proc.pid), 10, "node to rejoin")
+    (host,) = json.loads(demo.ok("host", "list", "--json"))
+    assert "fenced itself" in host["last_error"] and "could not renew" in host["last_error"]
     demo.ok("vm", "start", "-f", "name=desk")
     wait_for(state_is(demo, "running"), 15, "running again")
 

@@ -7,6 +7,7 @@ import types
 
 from qvd.hkd import l7r_runner
 from qvd.hkd.backends.procfs import alive
+from qvd.hkd.node_life import NodeLife
 
 
 class SlowDatabase:
@@ -31,8 +32,10 @@ def test_a_certificate_and_key_reloaded_together_leave_one_acceptor(tmp_path, mo
         started.append(proc)
         return proc
     monkeypatch.setattr(l7r_runner.subprocess, "Popen", acceptor)
-    node = types.SimpleNamespace(name="node1", run_dir=str(tmp_path / "run"), fenced=False,
-                                 state="running", db=SlowDatabase(),
+    life = NodeLife("node1")
+    life.fire("joined")
+    node = types.SimpleNamespace(name="node1", run_dir=str(tmp_path / "run"), life=life,
+                                 db=SlowDatabase(),
                                  cfg=Settings({"l7r.use_ssl": "1", "path.log": str(tmp_path)}))
     (tmp_path / "run").mkdir()
     runner = l7r_runner.L7rRunner(node)

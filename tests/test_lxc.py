@@ -187,6 +187,22 @@ def test_desktop_in_a_container_survives_an_hkd_kill(lxc_node, demo, tmp_path):
     assert lxc_state(demo, lxc_node.vm_id) in ("", "STOPPED")
 
 
+def test_the_watchdog_of_a_frozen_node_kills_its_container(lxc_node, demo):
+    """The fence's last line with real LXC: qvd-hkd frozen, its lease ages past the fence
+    timeout (3 s here), the watchdog process kills the container (lxc-stop -k); once thawed,
+    the node finds the VM gone and says so."""
+    start(demo)
+    lxc_node.signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: lxc_state(demo, lxc_node.vm_id) == "STOPPED", 30, "the watchdog's kill")
+    finally:
+        lxc_node.signal(signal.SIGCONT)
+    with open(os.path.join(lxc_node.home, "log", "watchdog-node1.log"), encoding="utf-8") as log:
+        assert f"killed VMs [{lxc_node.vm_id}]" in log.read()
+    row = wait_for(lambda: vm_row(demo)["state"] == "stopped" and vm_row(demo), 60, "stopped")
+    assert row["last_error"]
+
+
 def test_firewall_keeps_vms_away_from_the_node_and_from_each_other(lxc_node, demo):
     demo.ok("vm", "add", "-t", "acme", "name=box2", "user=alice", "osf=lxc", "ip=10.231.0.11")
     listener = socket.create_server(("0.0.0.0", 0))  # a node service on every address
