@@ -109,6 +109,10 @@ KEYS: list[Key] = [
     _k("l7r.timeout.head", 10, "float",
        "Seconds allowed for a whole request head, from its first byte (for the first request: "
        "from the end of the TLS handshake); slower clients get 408."),
+    _k("l7r.proxy_protocol.trusted", "", "str",
+       "Comma-separated addresses of load balancers that open each connection with a PROXY "
+       "protocol v2 header: the client address it names is the one back-off, caps, logs and "
+       "sessions see. No per-address cap applies to the balancers themselves."),
     _k("l7r.max_connections.per_address", 50, "int",
        "Concurrent client connections from one client address per node; more get 503."),
     _k("l7r.auth.max_concurrent_hashes", 2, "int",

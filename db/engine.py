@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import sys
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING
 
 from .config import Config, ConfigError
 from .embedded import Cluster
+
+if TYPE_CHECKING:  # SQLAlchemy only where an engine is made: the L7R never imports it
+    from sqlalchemy.engine import Engine
 
 L7R_ROLE = "qvd_l7r"  # created by migration 0006
 
@@ -88,4 +90,5 @@ def describe(params: dict) -> str:
 
 
 def make_engine(params: dict, **kwargs) -> Engine:
+    from sqlalchemy import create_engine
     return create_engine("postgresql+psycopg://", connect_args=params, **kwargs)

@@ -7,9 +7,12 @@ the VM's OSF memory.
 """
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from .config import Config
+
+if TYPE_CHECKING:  # the L7R imports this module and never the ORM
+    from sqlalchemy.orm import Session
 
 CANDIDATES = """
 SELECT h.id, h.name,

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
-from .models import Host, Vm
+if TYPE_CHECKING:  # the L7R imports vm_range and never the ORM
+    from sqlalchemy.orm import Session
 
 
 class AddressError(Exception):
@@ -20,6 +20,9 @@ def vm_range(start: str, netmask: str) -> tuple[ipaddress.IPv4Address, ipaddress
 
 def free_addresses(session: Session, start: str, netmask: str, count: int) -> list[str]:
     """The first `count` addresses of the range that no VM or host uses."""
+    from sqlalchemy import select
+
+    from .models import Host, Vm
     first, last = vm_range(start, netmask)
     used = {ipaddress.ip_address(str(a).split("/")[0]) for a in
             list(session.scalars(select(Vm.ip))) + list(session.scalars(select(Host.address)))}

@@ -30,16 +30,26 @@ class LeaseKeeper:
             os.utime(self.heartbeat)
         self.last_renewed = time.monotonic()
 
+    async def _renew(self, limit: float) -> bool:
+        """The renewal, given up after `limit` seconds: a black-holed database (no answer, no
+        error) must not hold the lease loop past the fence."""
+        try:
+            return await asyncio.wait_for(self.node.hosts.renew(), timeout=limit)
+        except asyncio.TimeoutError:
+            await self.node.db.close()  # hung: the next statement connects again
+            raise DbUnavailable(f"no answer within {limit:.1f}s") from None
+
     @contextlib.asynccontextmanager
     async def renewed_meanwhile(self):
         """Keep renewing while a long step runs outside the lease loop (adopting hundreds of
         VMs at start or on rejoin must not let the lease age). Failures are left to the
         loop, which judges them when the step is over."""
         async def renew() -> None:
+            interval = self.node.cfg.get_float("hkd.lease.interval")
             while True:
-                await asyncio.sleep(self.node.cfg.get_float("hkd.lease.interval"))
+                await asyncio.sleep(interval)
                 try:
-                    if await self.node.hosts.renew():
+                    if await self._renew(max(interval, 1.0)):
                         self.touch()
                 except DbUnavailable:
                     pass
@@ -58,7 +68,8 @@ class LeaseKeeper:
         while True:
             await asyncio.sleep(interval)
             try:
-                renewed = await node.hosts.renew()
+                left = fence_timeout - (time.monotonic() - self.last_renewed)
+                renewed = await self._renew(max(left, 0.5))
             except DbUnavailable as exc:
                 silent = time.monotonic() - self.last_renewed
                 if life.can("db_lost"):

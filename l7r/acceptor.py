@@ -21,6 +21,7 @@ from qvd.db import config as qconfig
 
 from .connection import refuse_connection, serve_connection, tune_socket
 from .endpoints import set_title
+from .proxy_protocol import ProxyHeaderError, client_address, trusted
 from .tls import server_context
 
 log = logging.getLogger("qvd.l7r")
@@ -29,8 +30,8 @@ REFUSERS = 32  # refusing children (handshake + 503) alive at once, at most
 
 
 class Acceptor:
-    def __init__(self, cfg, tls):
-        self.cfg, self.tls = cfg, tls
+    def __init__(self, cfg, tls, balancers: set[str] = frozenset()):
+        self.cfg, self.tls, self.balancers = cfg, tls, balancers
         self.children: dict[int, str] = {}   # pid -> client address of the served connections
         self.per_address: dict[str, int] = {}
         self.refusers: set[int] = set()
@@ -64,7 +65,8 @@ class Acceptor:
         """Why a new connection from `address` is refused (None: it is served)."""
         if len(self.children) >= self.max_children:
             return "this node serves as many connections as it may"
-        if self.per_address.get(address, 0) >= self.max_per_address:
+        if address not in self.balancers and \
+                self.per_address.get(address, 0) >= self.max_per_address:
             return "too many connections from your address"
         return None
 
@@ -112,6 +114,12 @@ class Acceptor:
         status = 0
         try:
             tune_socket(conn)
+            if peer in self.balancers:  # the real client's address, before anything else
+                try:
+                    peer = client_address(conn, peer, self.cfg.get_float("l7r.timeout.handshake"))
+                except ProxyHeaderError as exc:
+                    log.info("connection from load balancer %s closed: %s", peer, exc)
+                    return
             if reason is None:
                 serve_connection(conn, peer, self.cfg, self.tls)
             else:
@@ -151,12 +159,16 @@ def main(argv=None) -> None:
             if not (args.cert and args.key):
                 raise qconfig.ConfigError("l7r.use_ssl is on: --cert and --key are required")
             tls = server_context(args.cert, args.key)
+        try:
+            balancers = trusted(cfg)
+        except ValueError as exc:
+            raise qconfig.ConfigError(f"l7r.proxy_protocol.trusted: {exc}") from None
         listener = listen(cfg)
     except (qconfig.ConfigError, OSError) as exc:
         print(f"qvd-l7r: {exc}", file=sys.stderr)
         sys.exit(1)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    Acceptor(cfg, tls).serve(listener)
+    Acceptor(cfg, tls, balancers).serve(listener)
 
 
 if __name__ == "__main__":

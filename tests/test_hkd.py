@@ -107,24 +107,36 @@ def test_vm_gone_while_hkd_was_down_is_cleaned_up(demo, nodes):
     assert "not running when the node daemon started" in row["last_error"]
 
 
-def test_frozen_node_is_fenced_and_its_vm_starts_elsewhere(demo, nodes):
-    node1 = nodes("node1")
-    node2 = nodes("node2", "127.0.0.3")
-    demo.ok("host", "block", "-f", "name=node2")  # make the first start land on node1
+def start_on_node1(demo) -> dict:
+    """The VM started on node1 while node2 is blocked (placement has one choice)."""
+    demo.ok("host", "block", "-f", "name=node2")
     demo.ok("vm", "start", "-f", "name=desk")
     first = wait_for(state_is(demo, "running"), 15, "running on node1")
     demo.ok("host", "unblock", "-f", "name=node2")
     assert first["host"] == "node1"
-    alive_after_lost = []
+    return first
 
-    def killed_before_declared():
-        """Sound despite polling: node1 is seen lost first, and only then its VM alive."""
-        if node1.state()[0] == "lost" and first["pid"] in vma_processes(1):
-            alive_after_lost.append(first["pid"])
-        return vma_processes(1) == [] and node1.state()[0] == "lost"
+
+def killed_then_lost(node, pid: int, broken: list):
+    """A wait_for check: True once the VM's process is gone and `node` was declared lost.
+    A VM still alive after the node was seen lost is recorded in `broken` (sound despite
+    polling: the node's state is read first, then the processes)."""
+    def check():
+        if node.state()[0] == "lost" and pid in vma_processes(1):
+            broken.append(pid)
+        return vma_processes(1) == [] and node.state()[0] == "lost"
+    return check
+
+
+def test_frozen_node_is_fenced_and_its_vm_starts_elsewhere(demo, nodes):
+    node1 = nodes("node1")
+    node2 = nodes("node2", "127.0.0.3")
+    first = start_on_node1(demo)
+    alive_after_lost = []
     with DuplicateWatch(1) as watch:
         node1.signal(signal.SIGSTOP)
-        wait_for(killed_before_declared, 15, "the watchdog's kill, then node1 declared lost")
+        wait_for(killed_then_lost(node1, first["pid"], alive_after_lost), 15,
+                 "the watchdog's kill, then node1 declared lost")
         assert alive_after_lost == [], "node1 was declared lost while its VM still ran"
         row = wait_for(lambda: vm(demo)["state"] == "stopped" and vm(demo), 10, "release")
         assert "released: node node1 was lost" in row["last_error"]
@@ -139,6 +151,45 @@ def test_frozen_node_is_fenced_and_its_vm_starts_elsewhere(demo, nodes):
     assert watch.most == 1, "the VM ran on two nodes at once"
     assert json.loads(demo.ok("host", "list", "--json", "-f", "name=node1"))[0]["epoch"] == 1
     assert node2.state()[0] == "running"
+
+
+def test_a_node_cut_off_from_a_live_database_fences_before_its_vm_runs_elsewhere(demo, nodes):
+    """A partition, not a freeze: node1's daemon and watchdog run on, but its database traffic
+    goes through a TCP forwarder that the test stops (SIGSTOP: nothing fails, nothing
+    answers). node2 still reaches the database. node1 must kill its VM before node2 may
+    declare it lost; the VM then runs on node2, and never on both."""
+    proxy = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
+                                                           "tcp_proxy.py"),
+                              "127.0.0.1", str(demo.params["port"])], stdout=subprocess.PIPE,
+                             text=True)
+    node1 = None
+    try:
+        port = int(proxy.stdout.readline())
+        node1 = HkdNode(demo, "node1", f"database.host = 127.0.0.1\ndatabase.port = {port}\n")
+        node1.start()
+        node2 = nodes("node2", "127.0.0.3")
+        first = start_on_node1(demo)
+        alive_after_lost = []
+        with DuplicateWatch(1) as watch:
+            proxy.send_signal(signal.SIGSTOP)  # the partition
+            wait_for(killed_then_lost(node1, first["pid"], alive_after_lost), 20,
+                     "node1's fence, then node1 declared lost")
+            assert alive_after_lost == [], "node1 was declared lost while its VM still ran"
+            demo.ok("vm", "start", "-f", "name=desk")
+            moved = wait_for(state_is(demo, "running"), 15, "running on node2")
+            assert moved["host"] == "node2"
+            proxy.send_signal(signal.SIGCONT)  # the partition heals: node1 rejoins
+            wait_for(lambda: node1.state()[0] == "running", 30, "node1 to rejoin")
+            assert vm(demo)["host"] == "node2" and vma_answers(demo, vm(demo))
+        assert watch.most == 1, "the VM ran on two nodes at once"
+        assert "fencing node node1: could not renew the lease" in node1.log()
+        assert node2.state()[0] == "running"
+    finally:
+        proxy.send_signal(signal.SIGCONT)
+        if node1 is not None:
+            node1.cleanup()
+        proxy.kill()
+        proxy.wait()
 
 
 def test_postgres_restart_under_a_running_node(demo, nodes, pg_server):
@@ -158,7 +209,7 @@ def test_two_admins_racing_to_start_never_start_twice(demo, nodes):
     nodes("node1")
     nodes("node2", "127.0.0.3")
     with DuplicateWatch(1) as watch:
-        for _ in range(8):
+        for _ in range(5):  # each round a fresh race; the duplicate watch runs throughout
             racers = [subprocess.Popen([*demo.cli_command(), "vm", "start", "-f", "name=desk"],
                                        env=demo.env(), stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True) for _ in range(2)]

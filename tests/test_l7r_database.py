@@ -138,6 +138,10 @@ def test_the_l7r_logs_in_as_its_own_role_which_cannot_reach_the_node(make_node, 
             wait_for(lambda: demo.sql("SELECT usename FROM pg_stat_activity WHERE datname = :db "
                                       "AND application_name LIKE 'qvd-l7r%%'", db=demo.dbname)
                      == [("qvd_l7r",)], 15, "the L7R's connection")
+            # and the child that serves it carries no ORM (its compiled parts would be mapped)
+            for child in acceptor_children(node):
+                with open(f"/proc/{child}/maps", encoding="utf-8") as maps:
+                    assert "sqlalchemy" not in maps.read()
     finally:
         node.signal(signal.SIGCONT)
     role = dict(demo.params, user="qvd_l7r", password="l7r-test-password")

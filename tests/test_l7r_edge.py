@@ -314,3 +314,45 @@ def test_agent_replies_in_one_send():
     head, _, body = first.partition(b"\r\n\r\n")
     assert b"Content-Length: %d" % len(body) in head and body.startswith(b'{"uptime": 1')
     assert answer == b"".join(recording.sends)
+
+
+# --- PROXY protocol v2 --------------------------------------------------------------------------
+
+def _proxy_v2(source: str, source_port: int = 40000) -> bytes:
+    """HAProxy's binary header: PROXY, TCP over IPv4, source -> 127.0.0.1:443."""
+    block = socket.inet_aton(source) + socket.inet_aton("127.0.0.1") + \
+        source_port.to_bytes(2, "big") + (443).to_bytes(2, "big")
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + len(block).to_bytes(2, "big") + block
+
+
+def _behind(node, header: bytes | None, source: str | None = None):
+    """A login with a wrong password through TLS, after `header` sent in the clear."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(15)
+    if source:
+        raw.bind((source, 0))
+    raw.connect(("127.0.0.1", node.port))
+    if header:
+        raw.sendall(header)
+    conn = QvdConnection.__new__(QvdConnection)
+    conn.sock = tls_context(cafile=node.cert, verify=False).wrap_socket(
+        raw, server_hostname="127.0.0.1")
+    conn.buffer, conn.authorization = b"", None
+    conn.login("alice@acme", "wrong")
+    with conn:
+        return conn.list_of_vm().status
+
+
+def test_a_trusted_balancer_names_the_client_and_nobody_else_can(make_node, demo):
+    node = make_node("l7r.proxy_protocol.trusted = 127.0.0.1\n")
+    settled(node)
+    # through the balancer (127.0.0.1): the failure is counted against the real client
+    assert _behind(node, _proxy_v2("192.0.2.7")) == 401
+    # from anywhere else the same header is not read as one: the TLS handshake fails on it
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _behind(node, _proxy_v2("192.0.2.66"), source="127.0.0.2")
+    # and the balancer's own connection without a header is closed before TLS
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _behind(node, None)
+    assert sorted(demo.sql("SELECT key FROM auth_failures")) == [
+        ("address:192.0.2.7",), ("login:alice@acme",)]

@@ -197,8 +197,9 @@ def test_the_watchdog_of_a_frozen_node_kills_its_container(lxc_node, demo):
         wait_for(lambda: lxc_state(demo, lxc_node.vm_id) == "STOPPED", 30, "the watchdog's kill")
     finally:
         lxc_node.signal(signal.SIGCONT)
-    with open(os.path.join(lxc_node.home, "log", "watchdog-node1.log"), encoding="utf-8") as log:
-        assert f"killed VMs [{lxc_node.vm_id}]" in log.read()
+    log = os.path.join(lxc_node.home, "log", "watchdog-node1.log")
+    wait_for(lambda: f"killed VMs [{lxc_node.vm_id}]" in open(log, encoding="utf-8").read(), 30,
+             "the watchdog to say what it killed")  # it writes once every kill has returned
     row = wait_for(lambda: vm_row(demo)["state"] == "stopped" and vm_row(demo), 60, "stopped")
     assert row["last_error"]
 
