@@ -21,8 +21,8 @@ from .host_store import HostStore
 from .l7r_runner import L7rRunner
 from .lease import LeaseKeeper
 from .node_life import ROW_STATE, NodeLife
-from .supervisor import supervised
 from .pidfile import PidFile
+from .supervisor import supervised
 from .vm_actions import VmActions
 from .vm_machine import Event, VmMachine
 from .vm_store import VmStore
