@@ -33,9 +33,12 @@ class LeaseKeeper:
     async def _renew(self, limit: float) -> bool:
         """The renewal, given up after `limit` seconds: a black-holed database (no answer, no
         error) must not hold the lease loop past the fence."""
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+        # that arrives as the renewal completes, and the node's stop would wait forever.
         try:
-            return await asyncio.wait_for(self.node.hosts.renew(), timeout=limit)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(limit):
+                return await self.node.hosts.renew()
+        except TimeoutError:
             await self.node.db.close()  # hung: the next statement connects again
             raise DbUnavailable(f"no answer within {limit:.1f}s") from None
 

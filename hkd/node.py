@@ -346,7 +346,9 @@ class Node:
             log.exception("node %s: releasing the VM network failed", self.name)
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        _, stuck = await asyncio.wait(background, timeout=10)
+        for task in stuck:  # a stop never waits forever on a loop that ignores its cancel
+            log.error("node %s: the %s loop did not stop", self.name, task.get_name())
         try:
             await self.hosts.stopped()
         except DbUnavailable:
