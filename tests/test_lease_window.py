@@ -12,17 +12,19 @@ from qvd.hkd.host_store import declare_lost
 TIMEOUT = 2.0  # hkd.cluster.node_timeout of this test
 
 
-def _two_nodes(qvd) -> tuple[int, int]:
+def _two_nodes_one_lease_an_hour_old(qvd) -> tuple[int, int]:
+    """node1 (the monitor's) and node2, whose lease is an hour old (the database was away,
+    say, and came back just now)."""
     qvd.ok("host", "add", "name=node1", "address=127.0.0.2")
     qvd.ok("host", "add", "name=node2", "address=127.0.0.3")
-    return make_host_running(qvd, "node1"), make_host_running(qvd, "node2")
+    me, other = make_host_running(qvd, "node1"), make_host_running(qvd, "node2")
+    qvd.sql("UPDATE host_runtimes SET ok_ts = now() - interval '1 hour' WHERE host_id = :h",
+            h=other)
+    return me, other
 
 
 def test_a_lease_that_aged_before_the_monitor_connected_is_not_held_against_it(qvd):
-    me, other = _two_nodes(qvd)
-    # node2's lease is an hour old: the database was away, say, and came back just now
-    qvd.sql("UPDATE host_runtimes SET ok_ts = now() - interval '1 hour' WHERE host_id = :h",
-            h=other)
+    me, other = _two_nodes_one_lease_an_hour_old(qvd)
 
     async def scenario():
         monitor = Database(qvd.params, "test monitor")
@@ -40,9 +42,7 @@ def test_a_lease_that_aged_before_the_monitor_connected_is_not_held_against_it(q
 
 
 def test_a_node_silent_for_a_whole_watched_window_is_lost_and_a_reconnect_restarts_it(qvd):
-    me, other = _two_nodes(qvd)
-    qvd.sql("UPDATE host_runtimes SET ok_ts = now() - interval '1 hour' WHERE host_id = :h",
-            h=other)
+    me, other = _two_nodes_one_lease_an_hour_old(qvd)
 
     async def scenario():
         monitor = Database(qvd.params, "test monitor")
