@@ -8,6 +8,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 import qvd.migrations
 
@@ -30,4 +31,9 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate, then write the ACL catalogue and built-in roles the code defines."""
     command.upgrade(alembic_config(engine), revision)
+    if revision == "head":
+        from qvd.db.acl import seed
+        with Session(engine) as session, session.begin():
+            seed.sync(session)

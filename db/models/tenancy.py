@@ -5,7 +5,7 @@ from sqlalchemy import (Boolean, CheckConstraint, DateTime, ForeignKey, Integer,
                         UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import FALSE, NOW, ZERO, Base
+from .base import FALSE, NOW, TRUE, ZERO, Base
 
 # Fixed tenants created by the first migration: -1 holds global configuration,
 # 0 is the supertenant (administrators of every tenant), 1 is the default tenant.
@@ -51,13 +51,18 @@ class UserToken(Base):
 
 
 class Administrator(Base):
+    """An administrator of one tenant (tenant 0, `*`: of every tenant); `name@tenant` logs in."""
     __tablename__ = "administrators"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(Text)
-    password: Mapped[str | None] = mapped_column(Text)
+    password: Mapped[str | None] = mapped_column(Text)  # Argon2id PHC string (db/passwords.py)
     blocked: Mapped[bool] = mapped_column(Boolean, server_default=FALSE)
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    # Base32 TOTP secret (RFC 6238, pyotp); NULL: the password alone logs in.
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),
+                      CheckConstraint("name <> ''", name="name_not_empty"))
 
 
 class Role(Base):
@@ -94,11 +99,13 @@ class AclRoleRelation(Base):
 
 
 class RoleRoleRelation(Base):
+    """The inheritor includes the inherited role's ACLs, or, not positive, is denied them all."""
     __tablename__ = "role_role_relations"
     inheritor_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"),
                                               primary_key=True)
     inherited_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"),
                                               primary_key=True)
+    positive: Mapped[bool] = mapped_column(Boolean, server_default=TRUE)
     __table_args__ = (CheckConstraint("inheritor_id <> inherited_id", name="no_self_inheritance"),)
 
 
