@@ -70,6 +70,20 @@ class HkdNode:
                             "ON h.id = r.host_id WHERE h.name = :n", n=self.name)
         return tuple(rows[0]) if rows else None
 
+    def lease(self):
+        """The node's ok_ts: when it last renewed its lease (the database's clock)."""
+        rows = self.env.sql("SELECT r.ok_ts FROM host_runtimes r JOIN hosts h "
+                            "ON h.id = r.host_id WHERE h.name = :n", n=self.name)
+        return rows[0][0] if rows else None
+
+    def await_renewals(self, count: int = 1, timeout: float = 15) -> None:
+        """Wait until the node has renewed its lease `count` times from now: its loops have
+        run since (what a test waits for before it checks that nothing else happened)."""
+        for _ in range(count):
+            before = self.lease()
+            wait_for(lambda: (now := self.lease()) is not None and (before is None or now > before),
+                     timeout, f"{self.name} to renew its lease")
+
     def signal(self, sig) -> None:
         os.kill(self.proc.pid, sig)
 
@@ -91,9 +105,12 @@ class HkdNode:
         ProcessBackend(self.env.storage, self.run_dir).kill_all()
 
 
-def vma_processes(vm_id: int) -> list[int]:
-    """Live processes that are the VMA of this VM, on any node (not the desktop's processes,
-    which inherit its environment)."""
+def vma_processes(env, vm_id: int) -> list[int]:
+    """Live processes that are the VMA of this VM under this test's storage (on any of its
+    nodes), by the HOME the process backend gives each agent: <storage>/homes/<vm>. Another
+    suite's agents on the same machine have another storage, so they are never counted. The
+    desktop's processes inherit the environment; only the agent runs qvd.vma.main."""
+    home = f"HOME={os.path.join(env.storage, 'homes', str(vm_id))}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -105,7 +122,7 @@ def vma_processes(vm_id: int) -> list[int]:
                 is_agent = b"qvd.vma.main" in handle.read()
         except OSError:
             continue
-        if is_agent and f"QVD_VM_ID={vm_id}".encode() in environ and alive(int(entry)):
+        if is_agent and home in environ and alive(int(entry)):
             found.append(int(entry))
     return found
 
@@ -113,13 +130,13 @@ def vma_processes(vm_id: int) -> list[int]:
 class DuplicateWatch:
     """Samples, in the background, how many VMA processes of a VM are alive at once."""
 
-    def __init__(self, vm_id: int):
-        self.vm_id, self.most, self._stop = vm_id, 0, threading.Event()
+    def __init__(self, env, vm_id: int):
+        self.env, self.vm_id, self.most, self._stop = env, vm_id, 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
-            self.most = max(self.most, len(vma_processes(self.vm_id)))
+            self.most = max(self.most, len(vma_processes(self.env, self.vm_id)))
             time.sleep(0.05)
 
     def __enter__(self):

@@ -35,7 +35,7 @@ def test_a_30s_database_outage_loses_no_desktop_and_no_node(demo, tmp_path, pg_s
         wait_for(lambda: accepting("127.0.0.1", port2), 15, "node2's L7R")
         _start_on(demo, "desk", "node1", "node2")
         _start_on(demo, "desk2", "node2", "node1")
-        vmas = {1: vma_processes(1), 2: vma_processes(2)}
+        vmas = {1: vma_processes(demo, 1), 2: vma_processes(demo, 2)}
         # alice through node2's L7R to her VM on node1; bob through node1's to his on node2
         alice, reply_a, banner_a = open_desktop((port2, node1.cert))
         bob, reply_b, banner_b = open_desktop((node1.port, node1.cert), "bob@acme", "secret2",
@@ -46,7 +46,7 @@ def test_a_30s_database_outage_loses_no_desktop_and_no_node(demo, tmp_path, pg_s
             try:
                 ends = time.monotonic() + OUTAGE
                 while time.monotonic() < ends:  # watched all along: nothing is killed
-                    assert {1: vma_processes(1), 2: vma_processes(2)} == vmas
+                    assert {1: vma_processes(demo, 1), 2: vma_processes(demo, 2)} == vmas
                     time.sleep(0.5)
                 for conn, banner in ((alice, banner_a), (bob, banner_b)):
                     width, height, _ = screenshot(conn.sock, banner, settle=0.2)
@@ -61,9 +61,9 @@ def test_a_30s_database_outage_loses_no_desktop_and_no_node(demo, tmp_path, pg_s
             assert demo.sql("SELECT v.name, r.vm_state, r.user_state FROM vm_runtimes r JOIN "
                             "vms v ON v.id = r.vm_id ORDER BY v.name") == [
                 ("desk", "running", "connected"), ("desk2", "running", "connected")]
-            assert {1: vma_processes(1), 2: vma_processes(2)} == vmas
+            assert {1: vma_processes(demo, 1), 2: vma_processes(demo, 2)} == vmas
             demo.ok("vm", "stop", "-f", "name=desk2")  # served once the database is back
-            wait_for(lambda: vma_processes(2) == [], 30, "desk2 to stop")
+            wait_for(lambda: vma_processes(demo, 2) == [], 30, "desk2 to stop")
         assert "fencing" not in node1.log() + node2.log()
     finally:
         node2.cleanup()

@@ -119,7 +119,7 @@ def test_a_node_rides_a_standby_promotion_and_serves_commands_after_it(pair):
                                  t=promoted)[0] == ("running", 0, True),
                  30, "the node's lease renewed on the new primary")
         assert env.sql("SELECT vm_state, vm_pid FROM vm_runtimes") == [("running", pid)]
-        assert vma_processes(1) == [pid]
+        assert vma_processes(env, 1) == [pid]
         env.ok("vm", "stop", "-f", "name=desk")  # commands after the promotion are served
         wait_for(lambda: env.sql("SELECT vm_state FROM vm_runtimes") == [("stopped",)], 30,
                  "stopped on the new primary")
