@@ -33,8 +33,8 @@ class VmActions:
     async def start_vm(self, vm_id: int) -> Event:
         try:
             spec, di_id = await self.store.spec(vm_id)
-        except LookupError as exc:
-            return Event("failed", str(exc))
+        except LookupError as exc:  # the DI is blocked or missing: an admin's decision
+            return Event("refused", str(exc))
         spec.vma_secret = secret.new_secret()  # new at every start: an old one dies with its run
         async with self.heavy:
             address = await self.backend.prepare(spec)
@@ -149,7 +149,9 @@ class VmActions:
             await self.store.count(vm_id, "run_ok")
         elif old == "starting":
             await self.store.count(vm_id, "run_failed")
-            if event.name != "stop" and await self.store.failed_start(
+            # Neither a stop nor a refusal (a blocked DI) says the VM is broken: only failures
+            # count towards blocking it.
+            if event.name not in ("stop", "refused") and await self.store.failed_start(
                     vm_id, event.reason or event.name,
                     self.cfg.get_int("hkd.vm.max_failed_starts")):
                 log.warning("vm %d: blocked after repeated failed starts", vm_id)

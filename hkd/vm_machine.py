@@ -5,7 +5,8 @@ while the VM is in it and ends with the event that leaves it; an outside event (
 command) that has a transition from the current state cancels the running action.
 
   state     action        timeout (config key)                      ends with
-  starting  start_vm      internal.hkd.timeout.vm.state.starting    vma_ready | failed | timeout
+  starting  start_vm      internal.hkd.timeout.vm.state.starting    vma_ready | refused | failed
+                                                                    | timeout
   running   monitor       -                                         vma_dead | vm_gone | expired
   stopping  stop_vm       -  (each sub-step has its own)            stopped | failed
   zombie    clean_zombie  -  (retries every zombie_retry)           stopped | failed
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 TRANSITIONS: dict[tuple[str, str], str] = {
     ("starting", "vma_ready"): "running",
+    ("starting", "refused"): "stopping",  # no usable DI (blocked, untagged): not the VM's fault
     ("starting", "failed"): "stopping",
     ("starting", "timeout"): "stopping",
     ("starting", "stop"): "stopping",
