@@ -27,10 +27,16 @@ NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 @click.group(context_settings=CONTEXT)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--admin", "login", metavar="NAME@TENANT",
+              help="Act as this administrator, with its roles' ACLs and only its tenant "
+                   "(password: QVD_ADMIN_PASSWORD or a prompt; TOTP code: QVD_ADMIN_TOTP or "
+                   "a prompt). Without it: the local superadmin, recorded as local:<unix user>.")
 @click.pass_context
-def cli(ctx, debug):
+def cli(ctx, debug, login):
     """Administer a QVD cluster: tenants, users, OSFs, DIs, VMs, hosts and configuration."""
-    ctx.obj = Admin()
+    if ctx.obj is None:
+        ctx.obj = Admin()
+    ctx.obj.login = login
 
 
 for _group in ALL_GROUPS:
@@ -45,8 +51,14 @@ def _fail(message: str, status: int) -> int:
 
 def run(argv: list[str]) -> int:
     debug = "--debug" in argv or os.environ.get("QVD_DEBUG") == "1"
+    admin = Admin()
+
+    def failed(message: str) -> int:
+        admin.record_failure(message)
+        return _fail(message, 1)
+
     try:
-        result = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        result = cli.main(args=argv, prog_name=PROG, standalone_mode=False, obj=admin)
         return result if isinstance(result, int) else 0
     except NO_ARGS_IS_HELP as exc:  # `qvd-admin vm` alone: show what can follow
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
@@ -59,7 +71,7 @@ def run(argv: list[str]) -> int:
     except (UserError, ConfigError, EmbeddedError, TagError) as exc:
         if debug:
             traceback.print_exc()
-        return _fail(str(exc), 1)
+        return failed(str(exc))
     except OperationalError as exc:
         if debug:
             traceback.print_exc()
@@ -68,8 +80,7 @@ def run(argv: list[str]) -> int:
     except (IntegrityError, DBAPIError) as exc:
         if debug:
             traceback.print_exc()
-        message = describe_db_error(exc) or str(exc.orig or exc).strip().splitlines()[0]
-        return _fail(message, 1)
+        return failed(describe_db_error(exc) or str(exc.orig or exc).strip().splitlines()[0])
     except click.ClickException as exc:
         return _fail(exc.format_message(), exc.exit_code)
     except KeyboardInterrupt:

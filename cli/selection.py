@@ -10,19 +10,28 @@ from .errors import UserError, usage
 from .grammar import apply_filters
 
 
+_TENANT = object()  # scope's default: the same column as `tenant`
+EVERY_TENANT = object()  # scope of objects every administrator sees (roles)
+
+
 class ObjectView:
     """How one kind of object is listed and filtered.
 
     fields: name -> column expression (filter keys and list columns); the first is the id.
-    tenant: the column holding the tenant name, or None for objects outside tenants.
+    tenant: the column holding the tenant name (what -t narrows), or None for objects
+    outside tenants.
+    scope: the tenant name column that keeps an administrator of one tenant to its own
+    objects (by default `tenant`); None: objects every tenant shares, which such an
+    administrator does not see at all; EVERY_TENANT: shared objects everyone sees.
     """
 
     def __init__(self, name: str, fields: dict[str, ColumnElement], base: Select,
-                 tenant: ColumnElement | None = None, order=None):
+                 tenant: ColumnElement | None = None, order=None, scope=_TENANT):
         self.name = name
         self.fields = fields
         self.base = base
         self.tenant = tenant
+        self.scope = tenant if scope is _TENANT else scope
         self.order = order if order is not None else list(fields.values())[0]
 
     def query(self, call: Call, columns: list[ColumnElement] | None = None) -> Select:
@@ -33,7 +42,18 @@ class ObjectView:
             if self.tenant is None:
                 raise usage(f"{self.name} objects do not belong to a tenant: drop -t")
             stmt = stmt.where(self.tenant == call.tenant)
-        return stmt.order_by(self.order)
+        return self._scoped(stmt, call).order_by(self.order)
+
+    def _scoped(self, stmt: Select, call: Call) -> Select:
+        only = call.only_tenant
+        if only is None or self.scope is EVERY_TENANT:
+            return stmt
+        if self.scope is None:
+            raise UserError(f"{self.name}s are shared by every tenant: only administrators "
+                            "of the supertenant see them")
+        if call.tenant is not None and call.tenant != only:
+            raise UserError(f"unknown tenant '{call.tenant}'")
+        return stmt.where(self.scope == only)
 
     def rows(self, session: Session, call: Call) -> list[dict]:
         return [dict(row) for row in session.execute(self.query(call)).mappings()]
@@ -47,6 +67,13 @@ class ObjectView:
         if not found:
             raise UserError(f"no {self.name} matches the filter")
         return found
+
+    def one_id(self, session: Session, call: Call, verb: str) -> int:
+        """The id of the one object a verb that changes exactly one acts on."""
+        ids = self.ids(session, call)
+        if len(ids) != 1:
+            raise UserError(f"the filter matches {len(ids)} {self.name}s; {verb} changes one")
+        return ids[0]
 
 
 def list_objects(admin: Admin, view: ObjectView, call: Call) -> None:

@@ -18,14 +18,14 @@ def add_list_verb(group, view) -> None:
 
 
 def add_delete_verb(group, view, model, condition: str = "", before=None, after=None) -> None:
-    """before(session, ids) may refuse with UserError; after(rows) runs once committed."""
+    """before(admin, session, ids) may refuse with UserError; after(rows) runs once committed."""
     @verb(group, "del", f"Delete the {view.name}s chosen by -f{condition}.")
     def delete_(admin, call):
         check_keys(call.args, ())
         with admin.session() as s:
             ids = view.ids(s, call)
             if before is not None:
-                before(s, ids)
+                before(admin, s, ids)
             gone = s.execute(delete(model).where(_primary_key(model).in_(ids))
                              .returning(model)).scalars().all()
             admin.audit(s, view.name, "del", call, ids)
@@ -34,8 +34,9 @@ def add_delete_verb(group, view, model, condition: str = "", before=None, after=
         print(f"{len(ids)} {view.name}(s) deleted")
 
 
-def add_block_verbs(group, view, column, effect: str) -> None:
-    """column: the `blocked` column of the table whose key is the view's id."""
+def add_block_verbs(group, view, column, effect: str, before=None) -> None:
+    """column: the `blocked` column of the table whose key is the view's id;
+    before(admin, session, ids) may refuse with UserError."""
     table = column.class_
 
     def set_blocked(admin, call, blocked: bool):
@@ -43,6 +44,8 @@ def add_block_verbs(group, view, column, effect: str) -> None:
         action = "block" if blocked else "unblock"
         with admin.session() as s:
             ids = view.ids(s, call)
+            if before is not None:
+                before(admin, s, ids)
             s.execute(update(table).where(_primary_key(table).in_(ids)).values(blocked=blocked))
             admin.audit(s, view.name, action, call, ids)
         print(f"{len(ids)} {view.name}(s) {action}ed")

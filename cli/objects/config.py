@@ -5,6 +5,7 @@ import fnmatch
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 
+from qvd.db.audit import is_secret
 from qvd.db.config import validate
 from qvd.db.config_keys import KEYS
 from qvd.db.models import GLOBAL_TENANT, ConfigEntry, SslConfig
@@ -22,7 +23,12 @@ group = object_group("config", "Configuration: built-in defaults < node file < g
 def _scope(admin, s, call) -> int:
     if call.filters:
         raise usage("config verbs take keys, not -f (use -f only with config list)")
-    return admin.tenant_id(s, call.tenant) if call.tenant else GLOBAL_TENANT
+    return admin.config_scope(s, call.tenant)
+
+
+def _shown(admin, key: str, value):
+    """Secrets (the database password, LDAP's bind password) are shown to local runs only."""
+    return "***" if value and not admin.actor.is_local and is_secret(key) else value
 
 
 @verb(group, "get", "Print the effective value of each KEY (for a tenant with -t).", words=True)
@@ -32,7 +38,7 @@ def get(admin, call):
     with admin.session() as s:
         tenant_id = _scope(admin, s, call)
         cfg = admin.settings(s, tenant_id if tenant_id != GLOBAL_TENANT else None)
-        values = {key: cfg.get(key) for key in call.args}
+        values = {key: _shown(admin, key, cfg.get(key)) for key in call.args}
     for key, value in values.items():
         print(value or "" if len(values) == 1 else f"{key}={value or ''}")
 
@@ -53,8 +59,8 @@ def set_(admin, call):
             s.execute(stmt.on_conflict_do_update(index_elements=["tenant_id", "key"],
                                                  set_={"value": value}))
         admin.audit(s, "config", "set", call, [], tenant_id)
-    print(f"{len(values)} key(s) set " + ("globally" if tenant_id == GLOBAL_TENANT
-                                          else f"for tenant '{call.tenant}'"))
+    print(f"{len(values)} key(s) set " + ("globally" if tenant_id == GLOBAL_TENANT else
+                                          f"for tenant '{call.tenant or admin.actor.tenant_name}'"))
 
 
 @verb(group, "del", "Remove KEY ... from the database (back to node file / default).",
@@ -80,8 +86,8 @@ def list_(admin, call):
     check_keys(call.filters, ("key",), what="the filter")
     check_keys(call.args, ())
     with admin.session() as s:
-        tenant_id = admin.tenant_id(s, call.tenant) if call.tenant else None
-        cfg = admin.settings(s, tenant_id)
+        scope = admin.config_scope(s, call.tenant)
+        cfg = admin.settings(s, None if scope == GLOBAL_TENANT else scope)
     names = sorted({k.name for k in KEYS} | set(cfg.node) | set(cfg.db_global) | set(cfg.db_tenant))
     pattern = call.filters.get("key")
     rows = []
@@ -89,7 +95,7 @@ def list_(admin, call):
         if pattern and not _matches(name, pattern):
             continue
         value, source = cfg.lookup(name)
-        rows.append({"key": name, "value": value, "source": source})
+        rows.append({"key": name, "value": _shown(admin, name, value), "source": source})
     print_rows(["key", "value", "source"], rows, call.fmt, call.quiet)
 
 

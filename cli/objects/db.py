@@ -7,10 +7,10 @@ from qvd.db.engine import (connection_params, describe, embedded_cluster,
                            enable_embedded_l7r_role, make_engine, uses_embedded)
 
 from ..errors import UserError
-from ..verbs import CONTEXT
+from ..verbs import CONTEXT, object_group
 
-group = click.Group("db", help="The database: the embedded PostgreSQL under $QVD_HOME/pg "
-                               "unless database.host is set.", context_settings=CONTEXT)
+group = object_group("db", "The database: the embedded PostgreSQL under $QVD_HOME/pg "
+                           "unless database.host is set.")
 
 
 def _command(name, help):

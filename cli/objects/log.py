@@ -1,7 +1,8 @@
-"""qvd-admin log list: the audit log of every change made with qvd-admin."""
+"""qvd-admin log list: the audit log: every change, refused attempt and failed change, who
+made it (an administrator, or local:<unix user>), on which tenant, how it ended."""
 from sqlalchemy import select
 
-from qvd.db.models import AdminLogEntry
+from qvd.db.models import AdminLogEntry, Tenant
 
 from ..selection import ObjectView
 from ..verbs import object_group
@@ -10,10 +11,16 @@ from .common_verbs import add_list_verb
 group = object_group("log", "Who changed what, and when.")
 
 VIEW = ObjectView("log entry", {"id": AdminLogEntry.id, "at": AdminLogEntry.at,
-                                "who": AdminLogEntry.who, "object": AdminLogEntry.object,
+                                "who": AdminLogEntry.who, "tenant": Tenant.name,
+                                "object": AdminLogEntry.object,
                                 "action": AdminLogEntry.action,
+                                "status": AdminLogEntry.status,
                                 "object_ids": AdminLogEntry.object_ids,
-                                "arguments": AdminLogEntry.arguments},
-                  select(AdminLogEntry))
+                                "arguments": AdminLogEntry.arguments,
+                                "source": AdminLogEntry.source,
+                                "client": AdminLogEntry.client_address,
+                                "error": AdminLogEntry.error},
+                  select(AdminLogEntry).outerjoin(Tenant, Tenant.id == AdminLogEntry.tenant_id),
+                  tenant=Tenant.name)
 
 add_list_verb(group, VIEW)

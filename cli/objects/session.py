@@ -2,7 +2,7 @@
 from where, when, bytes each way, why it ended)."""
 from sqlalchemy import func, select
 
-from qvd.db.models import DesktopSession
+from qvd.db.models import DesktopSession, Tenant, User
 
 from ..selection import ObjectView
 from ..verbs import object_group
@@ -13,12 +13,13 @@ group = object_group("session", "Desktop connections, past and present.")
 _duration = func.round(func.extract("epoch", func.coalesce(DesktopSession.ended_at, func.now())
                                     - DesktopSession.started_at), 1)
 VIEW = ObjectView("session", {
-    "id": DesktopSession.id, "user": DesktopSession.login, "vm": DesktopSession.vm_name,
-    "vm_id": DesktopSession.vm_id, "host": DesktopSession.host_name,
+    "id": DesktopSession.id, "tenant": Tenant.name, "user": DesktopSession.login,
+    "vm": DesktopSession.vm_name, "vm_id": DesktopSession.vm_id, "host": DesktopSession.host_name,
     "client": DesktopSession.client_address, "started": DesktopSession.started_at,
     "ended": DesktopSession.ended_at, "seconds": _duration,
     "bytes_in": DesktopSession.bytes_from_client, "bytes_out": DesktopSession.bytes_to_client,
     "end_reason": DesktopSession.end_reason,
-}, select(DesktopSession))
+}, select(DesktopSession).outerjoin(User, User.id == DesktopSession.user_id)
+   .outerjoin(Tenant, Tenant.id == User.tenant_id), tenant=Tenant.name)
 
 add_list_verb(group, VIEW)

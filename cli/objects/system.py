@@ -23,11 +23,10 @@ from qvd.l7r.client import accepting
 from qvd.l7r.tls import self_signed
 from qvd.db.models import SslConfig, Tenant, User
 
-from ..verbs import CONTEXT
+from ..verbs import CONTEXT, object_group
 from .db import init_database
 
-group = click.Group("system", help="A single-node system under QVD_HOME (make run / make stop).",
-                    context_settings=CONTEXT)
+group = object_group("system", "A single-node system under QVD_HOME (make run / make stop).")
 
 DEMO = {"tenant": "demo", "login": "demo", "password": "demo", "osf": "desktop", "vm": "demo"}
 

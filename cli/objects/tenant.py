@@ -12,7 +12,7 @@ group = object_group("tenant", "Tenants: separate sets of users, OSFs and VMs.")
 
 VIEW = ObjectView("tenant", {"id": Tenant.id, "name": Tenant.name, "blocked": Tenant.blocked,
                              "description": Tenant.description},
-                  select(Tenant).where(Tenant.id >= 1))
+                  select(Tenant).where(Tenant.id >= 1), scope=Tenant.name)
 
 
 @verb(group, "add", "Add a tenant: name=NAME [description=TEXT].")

@@ -79,7 +79,7 @@ def add(admin, call):
         print(f"vm {vm.id} '{vm.name}' added for {user.login}@{tenant}, ip {vm.ip}")
 
 
-def _refuse_active(s, ids) -> None:
+def _refuse_active(admin, s, ids) -> None:
     active = s.execute(select(Vm.id, Vm.name, VmRuntime.vm_state, VmRuntime.user_state)
                        .join(VmRuntime, VmRuntime.vm_id == Vm.id)
                        .where(Vm.id.in_(ids), (VmRuntime.vm_state != "stopped")

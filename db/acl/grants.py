@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from qvd.db.models import Acl, AclRoleRelation, Role, RoleAdministratorRelation, RoleRoleRelation
 
 from .actor import Actor
-from .check import effective_acls
+from .check import administrator_acls, effective_acls
 from .names import ACLS
 
 
@@ -113,3 +113,17 @@ def revoke_from_administrator(session: Session, administrator_id: int, role: Rol
     return session.execute(delete(RoleAdministratorRelation).where(
         RoleAdministratorRelation.role_id == role.id,
         RoleAdministratorRelation.administrator_id == administrator_id)).rowcount > 0
+
+
+def require_outranks(session: Session, actor: Actor, administrator_ids) -> None:
+    """Changing another administrator (password, roles, blocking, deleting) needs every ACL
+    that one holds: no taking over a stronger account of one's tenant."""
+    if actor.acls is None:
+        return
+    for administrator_id in administrator_ids:
+        beyond = sorted(acl for acl in administrator_acls(session, administrator_id)
+                        if not actor.holds(acl))
+        if beyond:
+            raise GrantError(f"administrator {actor.name} may not change administrator "
+                             f"{administrator_id}: it holds {beyond[0]} and "
+                             f"{actor.name} does not")
