@@ -3,6 +3,7 @@ the process backend, and `users` users (bench0, bench1...) each with one VM."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -10,6 +11,9 @@ import time
 from contextlib import contextmanager
 
 import psycopg
+from sqlalchemy.pool import NullPool
+
+from qvd.db.engine import L7R_ROLE, enable_l7r_role, make_engine
 
 from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, accepting, tls_context
@@ -97,6 +101,8 @@ def bench_node(users: int = 1, hypervisor: str = "process", node_conf: str = "",
     with private_database() as (root, params), tempfile.TemporaryDirectory() as home:
         os.chmod(home, 0o755)  # qemu (libvirt-qemu) must reach the disks
         port = free_port()
+        l7r_password = secrets.token_urlsafe(24)  # the L7R logs in as its own role, as deployed
+        enable_l7r_role(make_engine(params, poolclass=NullPool), l7r_password)
         with open(os.path.join(home, "node.conf"), "w", encoding="utf-8") as handle:
             handle.write(f"nodename = bench\npath.home = {home}\npath.run = {home}/run\n"
                          f"path.log = {home}/log\npath.storage.root = {home}/storage\n"
@@ -104,7 +110,9 @@ def bench_node(users: int = 1, hypervisor: str = "process", node_conf: str = "",
                          f"database.host = {params['host']}\ndatabase.port = {params['port']}\n"
                          f"database.user = {params['user']}\n"
                          f"database.password = {params['password']}\n"
-                         f"database.name = {params['dbname']}\n{node_conf}")
+                         f"database.name = {params['dbname']}\n"
+                         f"database.l7r.user = {L7R_ROLE}\n"
+                         f"database.l7r.password = {l7r_password}\n{node_conf}")
         cert, key = self_signed("bench")
         for name, text in (("cert.pem", cert), ("key.pem", key), ("image.tar", "")):
             with open(os.path.join(home, name), "w", encoding="ascii") as handle:

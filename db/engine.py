@@ -73,13 +73,28 @@ def l7r_connection_params(cfg: Config) -> dict:
     return params
 
 
-def enable_embedded_l7r_role(cfg: Config, engine: Engine) -> None:
-    """The embedded cluster's L7R role may log in, with a password kept beside the cluster's."""
+def enable_l7r_role(engine: Engine, password: str) -> None:
+    """The L7R role may log in with this password. A random secret (the embedded cluster's,
+    or any of 24+ characters) is stored as a quick verifier (scram.py: each L7R connection is
+    a login); a shorter one is left to the server's own hashing."""
     from sqlalchemy import text
-    password = embedded_cluster(cfg).ensure_l7r_password()
-    literal = "'" + password.replace("'", "''") + "'"  # ALTER ROLE takes no parameters
+
+    from .scram import MIN_SECRET_LENGTH, verifier
+    stored = verifier(password) if len(password) >= MIN_SECRET_LENGTH else password
+    # ALTER ROLE takes no parameters: a literal, in which text() must not see ":name" binds
+    literal = "'" + stored.replace("'", "''").replace(":", "\\:") + "'"
     with engine.begin() as conn:
         conn.execute(text(f"ALTER ROLE {L7R_ROLE} LOGIN PASSWORD {literal}"))
+
+
+def configured_l7r_password(cfg: Config) -> str | None:
+    """The password to give the L7R role at db init/upgrade: the embedded cluster's own, or
+    database.l7r.password when database.l7r.user is that role."""
+    if uses_embedded(cfg):
+        return embedded_cluster(cfg).ensure_l7r_password()
+    if cfg.get("database.l7r.user") == L7R_ROLE and cfg.get("database.l7r.password"):
+        return cfg.get("database.l7r.password")
+    return None
 
 
 def describe(params: dict) -> str:

@@ -25,26 +25,32 @@ from .proxy import Traffic, splice
 from .session_end import GIVE_BACK, SessionEnd, journal, journal_dir, write_with_retries
 from .session_params import x_start_params
 
-TAKE = """
-UPDATE vm_runtimes SET user_state = 'connecting', user_state_ts = now(), user_cmd = NULL,
+STATE_COLUMNS = """r.vm_state, r.vm_cmd, r.last_error, host(r.vm_address) AS address,
+       r.vm_vma_port, r.vm_x_port, r.vma_secret, o.memory"""
+
+# Taking the VM returns its state, so a running VM needs no second read.
+TAKE = f"""
+UPDATE vm_runtimes r SET user_state = 'connecting', user_state_ts = now(), user_cmd = NULL,
        l7r_pid = %(pid)s, l7r_host_id = %(host)s
-WHERE vm_id = %(vm)s AND user_state = 'disconnected' RETURNING vm_id"""
+FROM vms v JOIN osfs o ON o.id = v.osf_id
+WHERE r.vm_id = %(vm)s AND v.id = r.vm_id AND r.user_state = 'disconnected'
+RETURNING {STATE_COLUMNS}"""
 
 ASK_ABORT = """
 UPDATE vm_runtimes SET user_cmd = 'abort'
 WHERE vm_id = %(vm)s AND user_state <> 'disconnected' AND user_cmd IS NULL"""
 
-STATE = """
-SELECT r.vm_state, r.vm_cmd, r.last_error, host(r.vm_address) AS address, r.vm_vma_port,
-       r.vm_x_port, r.vma_secret, o.memory
+STATE = f"""
+SELECT {STATE_COLUMNS}
 FROM vm_runtimes r JOIN vms v ON v.id = r.vm_id JOIN osfs o ON o.id = v.osf_id
 WHERE r.vm_id = %(vm)s"""
 
-CONNECTED = """
-UPDATE vm_runtimes SET user_state = 'connected', user_state_ts = now()
-WHERE vm_id = %(vm)s AND l7r_pid = %(pid)s AND l7r_host_id = %(host)s"""
-
+# Connected, and the session's row, in one statement (the UPDATE matches nothing when another
+# connection took the VM over meanwhile: that one's end will tell).
 OPEN_SESSION = """
+WITH connected AS (
+    UPDATE vm_runtimes SET user_state = 'connected', user_state_ts = now()
+    WHERE vm_id = %(vm)s AND l7r_pid = %(pid)s AND l7r_host_id = %(host)s)
 INSERT INTO sessions (user_id, login, vm_id, vm_name, host_id, host_name, client_address)
 SELECT v.user_id, u.login || '@' || t.name, v.id, v.name, h.id, h.name, %(address)s
 FROM vms v JOIN users u ON u.id = v.user_id JOIN tenants t ON t.id = u.tenant_id,
@@ -82,11 +88,12 @@ class Connect:
                     return vm_state
         return None
 
-    def take_over(self) -> None:
-        """Become the VM's connection; end another client's connection first, on any node."""
+    def take_over(self) -> dict:
+        """Become the VM's connection; end another client's connection first, on any node.
+        The VM's state as it was taken."""
         deadline = time.monotonic() + self.cfg.get_float("internal.l7r.timeout.takeover")
         asked = False
-        while self.db.fetchone(TAKE, self.key) is None:
+        while (vm := self.db.fetchone(TAKE, self.key)) is None:
             if not asked:
                 self.progress("Aborting previous connection")
                 self.db.execute(ASK_ABORT, self.key)
@@ -95,9 +102,9 @@ class Connect:
             if left <= 0 or self._wait_state(lambda _vm, user: user == "disconnected",
                                              left) is None:
                 raise unavailable("the previous connection could not be ended")
+        return vm
 
-    def ensure_running(self) -> dict:
-        vm = self.db.fetchone(STATE, self.key)
+    def ensure_running(self, vm: dict) -> dict:
         if vm["vm_state"] == "running":
             return vm
         if vm["vm_state"] == "stopped" and vm["vm_cmd"] is None:
@@ -160,7 +167,6 @@ class Connect:
             raise unavailable(f"the desktop session does not answer ({exc})") from None
 
     def open_session(self) -> int:
-        self.db.execute(CONNECTED, self.key)
         row = self.db.fetchone(OPEN_SESSION, dict(self.key, address=self.session.peer or None))
         return row["id"]
 
@@ -170,7 +176,8 @@ class Connect:
         http = self.session.http
         http.interim(102, [("X-QVD-VM-Info", "Connection established")])
         early = http.switch_protocols([("X-QVD-Slave-Key", secrets.token_hex(32))])
-        self.db.release()
+        self.session.flush_counts()
+        self.db.release()  # its LISTEN ends with it
         traffic, reason = Traffic(), "aborted"  # unless splice returns: SIGTERM (takeover)
         try:
             reason = splice(http.sock, desktop, traffic, early)
@@ -186,13 +193,14 @@ class Connect:
         channel = vm_state_channel(self.vm_id)
         self.db.execute(f"LISTEN {channel}")
         try:
-            self.take_over()
+            vm = self.take_over()
             try:
-                desktop = self.start_desktop(self.ensure_running())
+                desktop = self.start_desktop(self.ensure_running(vm))
                 session_id = self.open_session()
             except BaseException:
                 self.db.execute(GIVE_BACK, dict(self.key, session=None))
                 raise
-        finally:
-            self.db.execute(f"UNLISTEN {channel}")
+        except BaseException:
+            self.db.execute(f"UNLISTEN {channel}")  # the connection serves further requests
+            raise
         self.stream(desktop, session_id)

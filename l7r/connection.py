@@ -99,7 +99,7 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
                 request = http.next_request()
                 if request is None:
                     break
-                session.count("http_requests")
+                session.begin_request()
                 if request.method != "GET":
                     raise HttpError(405, "Method Not Allowed\n", [("Allow", "GET")])
                 handler = ENDPOINTS.get(request.path)
@@ -110,6 +110,8 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
                 http.respond(exc.status, exc.message, exc.headers)
                 if exc.close:
                     break
+            finally:
+                session.flush_counts()
             if not http.can_continue:
                 break
     except psycopg.OperationalError as exc:

@@ -31,15 +31,24 @@ class L7rDb:
     def execute(self, sql: str, params: dict | None = None) -> None:
         self.conn.execute(sql, params or {})
 
-    def settings(self, node: dict, tenant_id: int | None = None) -> Config:
-        """Node file < database global < tenant, as everywhere."""
-        rows = self.fetch("SELECT tenant_id, key, value FROM configs WHERE tenant_id = -1 "
-                          "OR tenant_id = %(t)s", {"t": tenant_id if tenant_id is not None else -1})
-        layers = {-1: {}, tenant_id: {}}
-        for row in rows:
-            layers.setdefault(row["tenant_id"], {})[row["key"]] = row["value"]
-        return Config(node=node, db_global=layers[-1],
-                      db_tenant=layers.get(tenant_id, {}) if tenant_id not in (None, -1) else {})
+    def settings(self, node: dict) -> Config:
+        """Node file < database global, as everywhere (the tenant's layer: with_tenant)."""
+        rows = self.fetch("SELECT key, value FROM configs WHERE tenant_id = -1")
+        return Config(node=node, db_global={row["key"]: row["value"] for row in rows})
+
+    def with_tenant(self, cfg: Config, tenant_id: int) -> Config:
+        """cfg with the tenant's layer on top, once the user (and so the tenant) is known."""
+        return self._tenant_layer(cfg, "c.tenant_id = %(t)s", tenant_id)
+
+    def with_tenant_named(self, cfg: Config, name: str) -> Config:
+        """The same for the tenant a password login names (none, for unknown tenants)."""
+        return self._tenant_layer(cfg, "t.name = %(t)s", name)
+
+    def _tenant_layer(self, cfg: Config, where: str, tenant) -> Config:
+        rows = self.fetch("SELECT c.key, c.value FROM configs c JOIN tenants t "
+                          f"ON t.id = c.tenant_id WHERE t.id >= 1 AND {where}", {"t": tenant})
+        return Config(node=cfg.node, db_global=cfg.db_global,
+                      db_tenant={row["key"]: row["value"] for row in rows})
 
     @property
     def holding(self) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import logging
 
+import psycopg
+
 from qvd.db.notify import vm_state_channel
 
 from .auth import AuthFailed, ChecksBusy, Identity, authenticate, backoff, parse_authorization
@@ -24,12 +26,12 @@ SELECT v.id, v.name, r.vm_state AS state, r.blocked::int AS blocked
 FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id JOIN osfs o ON o.id = v.osf_id
 WHERE v.user_id = %(user)s AND NOT o.is_application ORDER BY v.id"""
 
-COUNT = "UPDATE host_counters SET {column} = {column} + 1 WHERE host_id = %(host)s"
-
 
 class Session:
     """One client connection: its database, its cached identity, the node it came to. The
-    settings and the node's id are read when a request first needs them, not on connect."""
+    settings and the node's id are read when a request first needs them, not on connect;
+    the node's row once per request; a request's counters are written in one statement at
+    its end (flush_counts)."""
 
     def __init__(self, http, db, node_cfg: dict, nodename: str, peer: str):
         self.http, self.db, self.node_cfg = http, db, node_cfg
@@ -37,7 +39,9 @@ class Session:
         self.identity: Identity | None = None
         self._auth_header: str | None = None
         self._cfg = None
-        self._host: dict | None = None
+        self._host_id: int | None = None
+        self._node: dict | None = None   # the node row as this request saw it
+        self._counts: dict[str, int] = {}
 
     @property
     def cfg(self):
@@ -45,19 +49,44 @@ class Session:
             self._cfg = self.db.settings(self.node_cfg)
         return self._cfg
 
+    def begin_request(self) -> None:
+        self._node = None
+        self.count("http_requests")
+
+    def node(self) -> dict:
+        if self._node is None:
+            self._node = self.db.fetchone(NODE, {"name": self.nodename}) or \
+                {"id": None, "state": None, "blocked": True}
+            self._host_id = self._node["id"]
+        return self._node
+
     @property
     def host_id(self) -> int | None:
-        if self._host is None:
-            self._host = self.db.fetchone(NODE, {"name": self.nodename}) or {"id": None}
-        return self._host["id"]
+        if self._host_id is None:
+            self.node()
+        return self._host_id
 
     def count(self, column: str) -> None:
-        if self.host_id is not None:
-            self.db.execute(COUNT.format(column=column), {"host": self.host_id})
+        self._counts[column] = self._counts.get(column, 0) + 1
+
+    def flush_counts(self) -> None:
+        """The request's counters in one UPDATE; lost (and logged) if the database is away:
+        they are statistics, and the client has its answer already."""
+        counts, self._counts = self._counts, {}
+        if not counts:
+            return
+        try:
+            if self.host_id is None:
+                return
+            sets = ", ".join(f"{column} = {column} + %({column})s" for column in sorted(counts))
+            self.db.execute(f"UPDATE host_counters SET {sets} WHERE host_id = %(host)s",
+                            dict(counts, host=self.host_id))
+        except psycopg.Error as exc:
+            log.warning("request counters not written: %s", exc)
 
     def node_serving(self) -> bool:
-        node = self.db.fetchone(NODE, {"name": self.nodename})
-        return bool(node and node["state"] == "running" and not node["blocked"])
+        node = self.node()
+        return node["state"] == "running" and not node["blocked"]
 
     def require_serving(self) -> None:
         if not self.node_serving():
@@ -77,7 +106,7 @@ class Session:
             self.count("auth_throttled")
             raise HttpError(401, "Too many failed attempts, retry later\n", UNAUTHORIZED)
         try:
-            self.identity = authenticate(self.db, self.cfg, header)
+            self.identity, tenant_cfg = authenticate(self.db, self.cfg, header)
         except ChecksBusy:
             backoff.uncount(self.db, watched)  # the password was never checked
             raise
@@ -88,7 +117,7 @@ class Session:
         backoff.succeeded(self.db, watched, watched[0] if login else None)
         self._auth_header = header
         self.count("auth_ok")
-        self._cfg = self.db.settings(self.node_cfg, self.identity.tenant_id)
+        self._cfg = tenant_cfg
         set_title(f"qvd-l7r {self.identity.login}@{self.identity.tenant} from {self.peer}")
         return self.identity
 

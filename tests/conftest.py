@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from qvd.db import migrate
 from qvd.db.embedded import Cluster
-from qvd.db.engine import L7R_ROLE, make_engine
+from qvd.db.engine import L7R_ROLE, enable_l7r_role, make_engine
 from qvd.db.models import Base
 
 QVD_ADMIN = os.path.join(os.path.dirname(sys.executable), "qvd-admin")
@@ -32,7 +32,7 @@ os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="qvd-tests-config-")
 atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
 TEMPLATE = "qvd_template"
 DEMO_TEMPLATE = "qvd_demo_template"
-L7R_PASSWORD = "l7r-test-password"  # every node of the tests logs its L7R in as qvd_l7r
+L7R_PASSWORD = "l7r-test-password-0123456789"  # every test node logs its L7R in as qvd_l7r
 _numbers = itertools.count(1)
 
 
@@ -57,8 +57,7 @@ def pg_server():
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     engine = make_engine(dict(server.params, dbname=TEMPLATE), poolclass=NullPool)
     migrate.upgrade(engine)
-    with engine.begin() as conn:  # the L7R's own role (migration 0006) may log in
-        conn.execute(text(f"ALTER ROLE {L7R_ROLE} LOGIN PASSWORD '{L7R_PASSWORD}'"))
+    enable_l7r_role(engine, L7R_PASSWORD)  # the L7R's own role (migration 0006) may log in
     engine.dispose()
     yield server
     cluster.stop()

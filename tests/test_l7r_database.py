@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from conftest import L7R_PASSWORD
 from hkd_nodes import wait_for
 from test_l7r import connect, open_desktop
 from test_l7r_edge import acceptor_children, client, make_node, settled  # noqa: F401
@@ -38,7 +39,9 @@ def test_600_idle_sockets_hold_no_database_connection_and_others_keep_connecting
     node = make_node("l7r.max_connections = 1000\nl7r.max_connections.per_address = 1000\n"
                      "l7r.timeout.head = 300\n")
     settled(node)
-    before = server_connections(demo)
+    wait_for(lambda: demo.sql("SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                              "'qvd-hkd node1 monitor'"), 15, "the node's monitor connection")
+    before = server_connections(demo)  # the node's own: main, listener, monitor (and ours)
     idle = []
     try:
         for _ in range(600):  # TLS done, no request: each of these once held a connection
@@ -144,7 +147,7 @@ def test_the_l7r_logs_in_as_its_own_role_which_cannot_reach_the_node(make_node, 
                     assert "sqlalchemy" not in maps.read()
     finally:
         node.signal(signal.SIGCONT)
-    role = dict(demo.params, user="qvd_l7r", password="l7r-test-password")
+    role = dict(demo.params, user="qvd_l7r", password=L7R_PASSWORD)
     with psycopg.connect(**role, autocommit=True) as db:
         assert db.execute("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles "
                           "WHERE rolname = current_user").fetchone() == (False,)

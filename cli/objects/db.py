@@ -3,8 +3,8 @@ import click
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from qvd.db.engine import (connection_params, describe, embedded_cluster,
-                           enable_embedded_l7r_role, make_engine, uses_embedded)
+from qvd.db.engine import (configured_l7r_password, connection_params, describe,
+                           embedded_cluster, enable_l7r_role, make_engine, uses_embedded)
 
 from ..errors import UserError
 from ..verbs import CONTEXT, object_group
@@ -51,6 +51,12 @@ def create_database(admin) -> bool:
     return True
 
 
+def enable_l7r_login(admin) -> None:
+    password = configured_l7r_password(admin.cfg)
+    if password is not None:
+        enable_l7r_role(admin.engine, password)
+
+
 def init_database(admin) -> list[str]:
     from qvd.db import migrate  # alembic is slow to import: only the db verbs need it
     said = []
@@ -60,8 +66,7 @@ def init_database(admin) -> list[str]:
         said.append(f"database {describe(connection_params(admin.cfg))} created")
     before = migrate.current_revision(admin.engine)
     migrate.upgrade(admin.engine)
-    if uses_embedded(admin.cfg):
-        enable_embedded_l7r_role(admin.cfg, admin.engine)
+    enable_l7r_login(admin)
     after = migrate.current_revision(admin.engine)
     said.append(f"schema at revision {after}" + (f" (was {before})" if before != after else ""))
     return said
@@ -113,6 +118,5 @@ def upgrade(admin):
     from qvd.db import migrate
     before = migrate.current_revision(admin.engine)
     migrate.upgrade(admin.engine)
-    if uses_embedded(admin.cfg):
-        enable_embedded_l7r_role(admin.cfg, admin.engine)
+    enable_l7r_login(admin)
     click.echo(f"schema at revision {migrate.current_revision(admin.engine)} (was {before})")

@@ -20,8 +20,6 @@ from .base import AuthFailed, Credentials, Identity, parse_authorization
 PLUGINS = {"default": database.authenticate, "ldap": ldap.authenticate,
            "token": token.authenticate}
 
-TENANT = "SELECT id FROM tenants WHERE name = %(name)s AND id >= 1"
-
 __all__ = ["AuthFailed", "ChecksBusy", "Credentials", "Identity", "authenticate",
            "parse_authorization"]
 
@@ -33,16 +31,18 @@ class ChecksBusy(HttpError):
         super().__init__(503, "Too many logins at once, retry shortly\n", [("Retry-After", "2")])
 
 
-def authenticate(db, cfg, header: str) -> Identity:
-    """Raise AuthFailed unless one plugin of the chain accepts the Authorization header.
-    A bearer token is accepted only when the chain of its user's tenant names `token`."""
+def authenticate(db, cfg, header: str) -> tuple[Identity, object]:
+    """(identity, the settings with its tenant's layer), or AuthFailed unless one plugin of
+    the chain accepts the Authorization header. A bearer token is accepted only when the
+    chain of its user's tenant names `token`."""
     creds = parse_authorization(header)
     if creds.scheme == "bearer":
         identity = token.authenticate(db, cfg, creds)
-        if "token" not in chain(db.settings(cfg.node, identity.tenant_id)):
+        cfg = db.with_tenant(cfg, identity.tenant_id)
+        if "token" not in chain(cfg):
             raise AuthFailed(f"tenant {identity.tenant}'s l7r.auth.plugins leaves out token")
-        return identity
-    cfg = tenant_settings(db, cfg, creds)
+        return identity, cfg
+    cfg = db.with_tenant_named(cfg, creds.tenant)  # its own chain and plugin settings
     reasons = []
     for name in chain(cfg):
         plugin = PLUGINS.get(name)
@@ -54,8 +54,8 @@ def authenticate(db, cfg, header: str) -> Identity:
         try:
             if name == "default" and creds.scheme == "basic":
                 with hash_slot(cfg):
-                    return plugin(db, cfg, creds)
-            return plugin(db, cfg, creds)
+                    return plugin(db, cfg, creds), cfg
+            return plugin(db, cfg, creds), cfg
         except AuthFailed as exc:
             reasons.append(f"{name}: {exc}")
     raise AuthFailed("; ".join(reasons) or "no password plugin in l7r.auth.plugins")
@@ -64,15 +64,6 @@ def authenticate(db, cfg, header: str) -> Identity:
 def chain(cfg) -> list[str]:
     return [n.strip() for n in (cfg.get("l7r.auth.plugins") or "default").split(",")
             if n.strip()]
-
-
-def tenant_settings(db, cfg, creds: Credentials):
-    """A password login names its tenant, whose own chain and plugin settings (`qvd-admin
-    config set -t TENANT`) apply; tokens and unknown tenants keep the global ones."""
-    if creds.scheme != "basic":
-        return cfg
-    row = db.fetchone(TENANT, {"name": creds.tenant})
-    return db.settings(cfg.node, row["id"]) if row else cfg
 
 
 def _slot_paths(cfg) -> list[str]:
