@@ -20,8 +20,9 @@ SPEED = {"fsync": "off", "synchronous_commit": "off"}
 
 
 @contextmanager
-def private_database(name: str = "bench", settings: dict | None = None):
-    """(root dir, libpq params) of a throwaway cluster with a migrated database."""
+def private_cluster(name: str = "bench", settings: dict | None = None):
+    """(root dir, libpq params, the Cluster) of a throwaway cluster with a migrated database
+    (the Cluster, for benchmarks that stop, restart or replicate it)."""
     root = tempfile.mkdtemp(prefix="qvd-bench-")
     os.chmod(root, 0o755)
     cluster = Cluster(os.path.join(root, "pg"))
@@ -35,10 +36,17 @@ def private_database(name: str = "bench", settings: dict | None = None):
         engine = make_engine(params, poolclass=NullPool)
         migrate.upgrade(engine)
         engine.dispose()
-        yield root, params
+        yield root, params, cluster
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def private_database(name: str = "bench", settings: dict | None = None):
+    """(root dir, libpq params) of a throwaway cluster with a migrated database."""
+    with private_cluster(name, settings) as (root, params, _):
+        yield root, params
 
 
 def percentile(samples: list[float], pct: float) -> float:
@@ -71,10 +79,13 @@ class Row:
         return self.value / self.floor
 
 
+COUNTS = {"VMs", "desktops"}  # units of whole things: no decimals
+
+
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+    digits = 0 if abs(value) >= 100 or unit in COUNTS else 1 if abs(value) >= 10 else 2
     return f"{value:,.{digits}f} {unit}"
 
 

@@ -1,15 +1,21 @@
 """Failover benchmark (python -m bench.failover_bench; part of make bench).
 
 Two real qvd-hkd processes (process backend: each VM is a real qvd-vma process) on one private
-database. Node 1 runs every VM; it is then killed (SIGKILL: its death, as a crash or a power
-cut looks from the cluster). Measured from the kill:
-  - until the dead node's watchdog has killed its VMs, against hkd.lease.fence_timeout;
+database. Node 1 runs every VM; then it is cut from the cluster, in two ways: killed (SIGKILL:
+a crash or a power cut, as the cluster sees it), or partitioned (its daemon and watchdog run
+on, but its database traffic goes through a forwarder that is stopped: nothing fails, nothing
+answers). Measured from the cut:
+  - until node 1's VMs are dead (killed by its watchdog, or by node 1 itself when partitioned),
+    against hkd.lease.fence_timeout;
   - until node 2's cluster monitor has declared node 1 lost and released its VMs (stopped,
     no host: startable elsewhere), against hkd.cluster.node_timeout;
   - until every VM runs again on node 2, each started (placement + command, as qvd-admin
     does) as soon as it is released, against the node timeout plus a VM start on a live
-    node measured in the same run.
-The timings are the node files' (the shipped defaults unless told otherwise).
+    node measured in the same run;
+  - how many VMs ever ran on both nodes at once (sampled all along; goal 0).
+The timings are the node files' (the shipped defaults unless told otherwise). The database
+going away under both nodes (an outage, a standby promotion) is bench/db_away.py's, run here
+too, always with the shipped timeouts.
 """
 from __future__ import annotations
 
@@ -23,154 +29,148 @@ import time
 import psycopg
 
 from qvd.db.config import Config
-from qvd.db.placement import CANDIDATES, placement_params
 from qvd.hkd.backends.procfs import alive
-from qvd.hkd.backends.process import ProcessBackend
-from qvd.hkd.pidfile import PidFile, end_child
 
+from . import db_away
+from .cluster_nodes import Hkd, database_conf, host_state, place_and_start, seed, states
 from .common import Row, private_database, table
 from .node import wait
 
-QVD_HKD = os.path.join(os.path.dirname(sys.executable), "qvd-hkd")
 TIMINGS = ("hkd.lease.interval", "hkd.lease.fence_timeout", "hkd.cluster.node_timeout")
-
-SEED = """
-INSERT INTO users (tenant_id, login) VALUES (1, 'bench');
-INSERT INTO osfs (tenant_id, name, memory) VALUES (1, 'bench', 1);
-INSERT INTO dis (osf_id, path, version) VALUES (1, 'bench.tar', 'v1');
-INSERT INTO di_tags (di_id, osf_id, tag) VALUES (1, 1, 'default');
-INSERT INTO hosts (name, address) VALUES ('node1', '127.0.0.1'), ('node2', '127.0.0.2');
-INSERT INTO host_runtimes (host_id) VALUES (1), (2);
-"""
-
-# What qvd-admin vm start writes once placement chose the node.
-START = """
-UPDATE vm_runtimes SET host_id = %(host)s, vm_cmd = 'start', last_error = NULL,
-       last_error_at = NULL
-WHERE vm_id = %(vm)s AND vm_state = 'stopped' AND vm_cmd IS NULL AND NOT blocked
-RETURNING vm_id"""
+TCP_PROXY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests",
+                         "tcp_proxy.py")  # a TCP forwarder run as its own process
 
 
-class Hkd:
-    """One qvd-hkd process and what it leaves behind."""
-
-    def __init__(self, root: str, params: dict, name: str, timings: dict):
-        self.name, self.params = name, params
-        self.home = os.path.join(root, name)
-        self.run_dir, self.storage = os.path.join(self.home, "run"), os.path.join(root, "storage")
-        self.conf = os.path.join(self.home, "node.conf")
-        os.makedirs(self.home)
-        lines = {"nodename": name, "path.home": self.home, "path.run": self.run_dir,
-                 "path.log": f"{self.home}/log", "path.storage.root": self.storage,
-                 "vm.hypervisor": "process", "database.host": params["host"],
-                 "database.port": params["port"], "database.user": params["user"],
-                 "database.password": params["password"], "database.name": params["dbname"],
-                 **timings}
-        with open(self.conf, "w", encoding="utf-8") as handle:
-            handle.writelines(f"{key} = {value}\n" for key, value in lines.items())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QVD_")}
-        with open(os.path.join(self.home, "hkd.log"), "ab") as log:
-            self.proc = subprocess.Popen([QVD_HKD], env=dict(env, QVD_CONFIG=self.conf),
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-
-    def cleanup(self) -> None:
-        """Stop everything this node started, by PID: qvd-hkd, its watchdog, its VMs."""
-        end_child(self.proc, 60)
-        PidFile(os.path.join(self.run_dir, f"watchdog-{self.name}.pid")).stop(wait=2)
-        ProcessBackend(self.storage, self.run_dir).kill_all()
+def _forwarder(params: dict) -> tuple[subprocess.Popen, int]:
+    """A forwarder to the database (SIGSTOP on it is the partition) and its port."""
+    proc = subprocess.Popen([sys.executable, TCP_PROXY, "127.0.0.1", str(params["port"])],
+                            stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())
 
 
-def _states(db) -> dict[int, tuple]:
-    return {vm: (state, host, pid) for vm, state, host, pid in db.execute(
-        "SELECT vm_id, vm_state, host_id, vm_pid FROM vm_runtimes ORDER BY vm_id")}
-
-
-def _host_state(db, host: int) -> str:
-    return db.execute("SELECT state FROM host_runtimes WHERE host_id = %s", (host,)).fetchone()[0]
-
-
-def _place_and_start(db, cfg: Config, vm: int) -> int | None:
-    """Placement, then the start command, in one transaction (qvd-admin vm start's way)."""
-    with db.transaction():
-        host = db.execute(CANDIDATES, placement_params(cfg, 1)).fetchone()
-        if host is None or not db.execute(START, {"host": host[0], "vm": vm}).fetchone():
-            return None
-        return host[0]
-
-
-def run(vms: int, timings: dict) -> dict:
-    cfg = Config(node={key: str(value) for key, value in timings.items()})
-    timings = {key: cfg.get_float(key) for key in TIMINGS}
+def _cut_node1(vms: int, timings: dict, cut: str) -> dict:
+    """cut: 'kill' (SIGKILL of node 1's daemon) or 'partition' (its database traffic stopped)."""
+    conf = {key: str(value) for key, value in timings.items()}
+    cfg = Config(node=conf)
     with private_database() as (root, params), \
             psycopg.connect(**params, autocommit=True) as db:
-        db.execute(SEED)
-        db.execute("INSERT INTO vms (name, user_id, osf_id, ip) SELECT 'vm' || n, 1, 1, "
-                   "'10.1.0.0'::inet + n FROM generate_series(1, %s) n", (vms,))
-        db.execute("INSERT INTO vm_runtimes (vm_id) SELECT id FROM vms")
-        db.execute("INSERT INTO vm_counters (vm_id) SELECT id FROM vms")
-        os.makedirs(os.path.join(root, "storage", "images"))
-        open(os.path.join(root, "storage", "images", "bench.tar"), "wb").close()
-        nodes = [Hkd(root, params, name, {k: str(v) for k, v in timings.items()})
-                 for name in ("node1", "node2")]
+        seed(db, root, vms)
+        proxy, database1 = None, database_conf(params)
+        if cut == "partition":
+            proxy, port = _forwarder(params)
+            database1 = dict(database1, **{"database.host": "127.0.0.1", "database.port": port})
+        nodes = [Hkd(root, database1, "node1", conf), Hkd(root, database_conf(params), "node2",
+                                                          conf)]
         try:
-            wait(lambda: all(_host_state(db, h) == "running" for h in (1, 2)), 60)
+            for node in nodes:
+                node.start()
+            wait(lambda: all(host_state(db, h) == "running" for h in (1, 2)), 60)
             # Every VM on node 1; how long a start takes on a live node (the last VM's).
             began = time.monotonic()
             db.execute("UPDATE vm_runtimes SET host_id = 1, vm_cmd = 'start'")
-            wait(lambda: all(s[0] == "running" for s in _states(db).values()), 120)
+            wait(lambda: all(s[0] == "running" for s in states(db).values()), 120)
             start_s = time.monotonic() - began
-            pids = [pid for _, _, pid in _states(db).values()]
-            # The kill, right after a lease renewal of node 1 would be the best case and
-            # right before one the worst: the kill comes at an arbitrary moment.
-            os.kill(nodes[0].proc.pid, signal.SIGKILL)
-            killed_at = time.monotonic()
-            nodes[0].proc.wait()
+            pids = {vm: pid for vm, (_, _, pid) in states(db).items()}
+            # The cut, right after a lease renewal of node 1 would be the best case and right
+            # before one the worst: it comes at an arbitrary moment.
+            if cut == "kill":
+                os.kill(nodes[0].proc.pid, signal.SIGKILL)
+                nodes[0].proc.wait()
+            else:
+                proxy.send_signal(signal.SIGSTOP)
+            cut_at = time.monotonic()
             seen: dict[str, float] = {}
             released: dict[int, float] = {}
             running: dict[int, float] = {}
-            overlap = 0  # VMs started on node 2 while their node 1 copy still ran
-            deadline = killed_at + 3 * timings["hkd.cluster.node_timeout"] + 60
+            twice: set[int] = set()  # VMs seen on node 2 while their node 1 copy still ran
+            deadline = cut_at + 3 * timings["hkd.cluster.node_timeout"] + 60
             while len(running) < vms:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"failover incomplete: {len(released)} released, "
                                        f"{len(running)} running again")
-                now = time.monotonic() - killed_at
-                if "watchdog" not in seen and not any(alive(pid) for pid in pids):
-                    seen["watchdog"] = now
-                if "lost" not in seen and _host_state(db, 1) == "lost":
+                now = time.monotonic() - cut_at
+                if "killed" not in seen and not any(alive(pid) for pid in pids.values()):
+                    seen["killed"] = now
+                if "lost" not in seen and host_state(db, 1) == "lost":
                     seen["lost"] = now
-                for vm, (state, host, _) in _states(db).items():
+                for vm, (state, host, _) in states(db).items():
                     if vm not in released and state == "stopped" and host is None:
                         released[vm] = now
-                        overlap += any(alive(pid) for pid in pids)
-                        if _place_and_start(db, cfg, vm) != 2:
+                        if place_and_start(db, cfg, vm) != 2:
                             raise RuntimeError(f"vm {vm} could not be placed on node2")
                     elif vm in released and vm not in running and state == "running":
                         assert host == 2
                         running[vm] = now
+                    if host == 2 and state in ("starting", "running") and alive(pids[vm]):
+                        twice.add(vm)
                 time.sleep(0.02)
         finally:
+            if proxy is not None:
+                proxy.send_signal(signal.SIGCONT)
             for node in nodes:
                 node.cleanup()
-    return {"vms": vms, **timings, "start_s": start_s, "watchdog_s": seen.get("watchdog"),
+            if proxy is not None:
+                proxy.kill()
+                proxy.wait()
+    return {"vms": vms, **timings, "start_s": start_s, "killed_s": seen.get("killed"),
             "lost_s": seen.get("lost"), "released_s": max(released.values()),
-            "running_s": max(running.values()), "overlap": overlap,
+            "running_s": max(running.values()), "overlap": len(twice),
             "released": sorted(released.values()), "running": sorted(running.values())}
 
 
-def rows(result: dict) -> list[Row]:
+def run(vms: int, timings: dict, outage: bool = True) -> dict:
+    """The kill and the partition with `timings`; the outage and the promotion (shipped
+    timings) unless `outage` is False."""
+    cfg = Config(node={key: str(value) for key, value in timings.items()})
+    timings = {key: cfg.get_float(key) for key in TIMINGS}
+    result = _cut_node1(vms, timings, "kill")
+    result["partition"] = _cut_node1(vms, timings, "partition")
+    result["overlap"] += result["partition"]["overlap"]
+    if outage:
+        result["outage"] = db_away.outage()
+        result["promotion"] = db_away.promotion()
+    return result
+
+
+def _cut_rows(result: dict, key: str, how: str, killed_by: str) -> list[Row]:
     n, timeout = result["vms"], result["hkd.cluster.node_timeout"]
     return [
-        Row("failover_watchdog", f"failover: node 1 killed -> its {n} VMs killed by its "
-            "watchdog", result["watchdog_s"], "s", result["hkd.lease.fence_timeout"],
-            "hkd.lease.fence_timeout, configured"),
-        Row("failover_released", f"failover: node 1 killed -> its {n} VMs released, startable "
-            "elsewhere", result["released_s"], "s", timeout,
-            "hkd.cluster.node_timeout, configured"),
-        Row("failover_running", f"failover: node 1 killed -> its {n} VMs running on node 2",
-            result["running_s"], "s", timeout + result["start_s"],
+        Row(f"{key}_watchdog" if key == "failover" else f"{key}_fenced",
+            f"{how} -> its {n} VMs killed by {killed_by}", result["killed_s"], "s",
+            result["hkd.lease.fence_timeout"], "hkd.lease.fence_timeout, configured"),
+        Row(f"{key}_released", f"{how} -> its {n} VMs released, startable elsewhere",
+            result["released_s"], "s", timeout, "hkd.cluster.node_timeout, configured"),
+        Row(f"{key}_running", f"{how} -> its {n} VMs running on node 2", result["running_s"],
+            "s", timeout + result["start_s"],
             f"node timeout + starting {n} VMs on a live node, same run"),
     ]
+
+
+def rows(result: dict) -> list[Row]:
+    found = _cut_rows(result, "failover", "failover: node 1 killed", "its watchdog")
+    partition = result["partition"]
+    found += _cut_rows(partition, "partition", "partition: node 1 cut off from a live "
+                       "database", "node 1 itself (fenced)")
+    found.append(Row("partition_twice", "partition: VMs that ran on both nodes at once "
+                     "(sampled all along)", partition["overlap"], "VMs", None, "goal 0"))
+    if "outage" in result:
+        away, promoted = result["outage"], result["promotion"]
+        lease = away["hkd.lease.interval"]
+        found += [
+            Row("outage_lost", f"database outage of {away['outage_s']:g} s, 2 nodes, "
+                f"{away['desktops']} desktops connected through their L7Rs -> desktops lost",
+                away["lost"], "desktops", None, "goal 0"),
+            Row("outage_served", "database outage -> first command served (claimed) by each "
+                "node after the database returns", away["served_s"], "s", lease,
+                "hkd.lease.interval, shipped default"),
+            Row("promotion_lost", f"standby promotion (pg_basebackup standby, pg_ctl promote), "
+                f"2 nodes -> VMs lost of {promoted['vms']}", promoted["lost"], "VMs", None,
+                "goal 0"),
+            Row("promotion_served", "standby promotion -> a command served (claimed) by each "
+                "node, from the promotion", promoted["served_s"], "s", lease,
+                "hkd.lease.interval, shipped default"),
+        ]
+    return found
 
 
 def distributions(result: dict) -> dict:
@@ -182,14 +182,22 @@ def distributions(result: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=5)
+    parser.add_argument("--no-outage", action="store_true",
+                        help="leave out the database outage and the standby promotion")
     for key in TIMINGS:
         parser.add_argument("--" + key.rsplit(".", 1)[1].replace("_", "-"), type=float,
                             dest=key, help=f"{key} (default: the shipped default)")
     args = parser.parse_args()
     timings = {key: getattr(args, key) for key in TIMINGS if getattr(args, key) is not None}
-    result = run(args.vms, timings)
+    result = run(args.vms, timings, outage=not args.no_outage)
     print(table(rows(result)))
     print(f"\nVMs started on node 2 while their copy on node 1 still ran: {result['overlap']}")
+    if "outage" in result:
+        away = result["outage"]
+        print(f"outage: nodes declared lost {away['nodes_lost']}, nodes that fenced "
+              f"{away['fenced']}, a bare query {away['bare_query_s'] * 1000:.0f} ms after the "
+              "restart; the promotion itself (stop + promote) took "
+              f"{result['promotion']['failover_s']:.2f} s")
 
 
 if __name__ == "__main__":

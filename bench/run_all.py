@@ -159,18 +159,21 @@ def notes(collected: dict) -> list[str]:
     found = []
     for result in collected.get("failover", []):
         if result["overlap"]:
-            found.append(f"failover: {result['overlap']} VM(s) started on node 2 while their "
-                         "copy on the dead node still ran.")
+            found.append(f"failover: {result['overlap']} VM(s) ran on node 2 while their "
+                         "copy on the killed or partitioned node 1 still ran.")
     if collected.get("failover"):
         first = collected["failover"][0]
         if not any(r["overlap"] for r in collected["failover"]):
-            found.append("failover: in every run, no VM was started on node 2 while its copy "
-                         "on the dead node still ran (the watchdog killed them first).")
+            found.append("failover: in every run, no VM ran on node 2 while its copy on the "
+                         "killed or partitioned node 1 still ran (its watchdog, or node 1 "
+                         "itself, killed them first).")
         found.append("failover timings (node files): " + ", ".join(
             f"{key} = {first[key]:g} s" for key in failover_bench.TIMINGS)
             + f"; {first['vms']} VMs, process backend (real qvd-vma processes). Both "
             "timeouts count from the dead node's last lease renewal, up to one lease interval "
-            "before its death: a failover can end sooner after the death than the timeout.")
+            "before its death: a failover can end sooner after the death than the timeout. "
+            "The database outage and the standby promotion run with the shipped timeouts "
+            "(they are made to ride a 60 s failover).")
     if collected.get("scale"):
         found.append("scale: the simulated nodes (real node code, fake backend and VMAs) run "
                      f"in {collected['scale'][0]['processes']} processes on this machine's "

@@ -14,33 +14,13 @@ from sqlalchemy.pool import NullPool
 from conftest import L7R_PASSWORD, PgServer, QvdEnv
 from hkd_nodes import HkdNode, vma_processes, wait_for
 from qvd.db import migrate
-from qvd.db.embedded import Cluster, _free_port
+from qvd.db.embedded import Cluster
 from qvd.db.engine import L7R_ROLE, make_engine
+from qvd.db.standby import fail_over, make_standby, replayed
 
 DEFAULTS = "hkd.lease.fence_timeout = 70\nhkd.cluster.node_timeout = 90\n"  # over FAST's
 FAST_PG = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 DBNAME = "qvd_ha"
-
-
-def make_standby(primary: Cluster, root: str) -> Cluster:
-    """A streaming standby of `primary` under root (pg_basebackup -R), on its own port."""
-    standby = Cluster(root)
-    os.makedirs(standby.socket_dir)
-    os.chmod(root, 0o755)
-    for path in (root, standby.socket_dir):
-        standby._chown(path)
-    conninfo = (f"host=127.0.0.1 port={primary.port} user=qvd password={primary.password} "
-                "application_name=standby")
-    standby._pg("pg_basebackup", "-d", conninfo, "-D", standby.data, "-R", "-X", "stream",
-                "-c", "fast")  # no waiting for a spread checkpoint
-    port = _free_port()
-    with open(os.path.join(standby.data, "postgresql.auto.conf"), "a", encoding="utf-8") as conf:
-        conf.write(f"port = {port}\nunix_socket_directories = '{standby.socket_dir}'\n")
-    for name, value in (("port", port), ("password", primary.password)):
-        with open(os.path.join(root, name), "w", encoding="ascii") as handle:
-            handle.write(f"{value}\n")
-    standby.start()
-    return standby
 
 
 @pytest.fixture
@@ -93,15 +73,6 @@ def pair(tmp_path):
         shutil.rmtree(top, ignore_errors=True)
 
 
-def _replayed(primary: Cluster, standby: Cluster) -> bool:
-    with psycopg.connect(**dict(primary.connection_params(), dbname=DBNAME)) as conn:
-        (sent,), = conn.execute("SELECT pg_current_wal_lsn()").fetchall()
-    with psycopg.connect(**dict(standby.connection_params(), dbname=DBNAME)) as conn:
-        (replayed,), = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
-                                    (sent,)).fetchall()
-    return replayed
-
-
 def test_a_node_rides_a_standby_promotion_and_serves_commands_after_it(pair):
     env, primary, standby = pair
     node = HkdNode(env, "node1", DEFAULTS)
@@ -111,9 +82,8 @@ def test_a_node_rides_a_standby_promotion_and_serves_commands_after_it(pair):
         wait_for(lambda: env.sql("SELECT vm_state FROM vm_runtimes") == [("running",)], 20,
                  "running")
         (pid,), = env.sql("SELECT vm_pid FROM vm_runtimes")
-        wait_for(lambda: _replayed(primary, standby), 20, "the standby to catch up")
-        primary.stop()  # the failover manager's two steps
-        standby._pg("pg_ctl", "-D", standby.data, "-w", "promote")
+        wait_for(lambda: replayed(primary, standby, DBNAME), 20, "the standby to catch up")
+        fail_over(primary, standby)
         (promoted,), = env.sql("SELECT now()")  # on the new primary
         wait_for(lambda: env.sql("SELECT r.state, r.epoch, r.ok_ts > :t FROM host_runtimes r",
                                  t=promoted)[0] == ("running", 0, True),
