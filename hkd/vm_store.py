@@ -7,8 +7,14 @@ import os
 from .backends import VmAddress, VmSpec
 from .database import Database
 
+# Expirations ask a run to end (soft: the user is told, hard: it is stopped); once one has
+# passed, the pair was for the run that ended, and the new run starts without them.
 CLAIM_START = """
-UPDATE vm_runtimes SET vm_cmd = NULL, vm_state = 'starting', vm_state_ts = now()
+UPDATE vm_runtimes SET vm_cmd = NULL, vm_state = 'starting', vm_state_ts = now(),
+  expiration_soft = CASE WHEN least(expiration_soft, expiration_hard) <= now() THEN NULL
+                         ELSE expiration_soft END,
+  expiration_hard = CASE WHEN least(expiration_soft, expiration_hard) <= now() THEN NULL
+                         ELSE expiration_hard END
 WHERE vm_id = %(vm)s AND host_id = %(host)s AND vm_cmd = 'start' AND vm_state = 'stopped'
   AND NOT blocked
 RETURNING vm_id"""

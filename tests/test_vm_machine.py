@@ -66,6 +66,12 @@ class Harness:
         self.demo.sql("UPDATE vm_runtimes SET host_id = :h, vm_state = 'starting'", h=self.host)
         return VmMachine(self.vm, "starting", self.actions)
 
+    async def running(self) -> asyncio.Task:
+        """A claimed start, run until the VM is running: the machine's task."""
+        task = asyncio.create_task(self.claimed().run())
+        await self.until("running")
+        return task
+
     def row(self):
         return self.demo.sql("SELECT vm_state, host_id, last_error, failed_starts, blocked "
                              "FROM vm_runtimes")[0]
@@ -156,8 +162,7 @@ async def stop_while_starting_cancels_the_start(h):
 
 @scenario
 async def dead_vma_stops_the_vm_with_the_reason(h):
-    task = asyncio.create_task(h.claimed().run())
-    await h.until("running")
+    task = await h.running()
     h.vma.dead.add(h.vm)
     await asyncio.wait_for(task, 5)
     # both thresholds: at least 3 failed pings and 0.2s unseen
@@ -167,8 +172,7 @@ async def dead_vma_stops_the_vm_with_the_reason(h):
 
 @scenario
 async def vm_that_exits_on_its_own(h):
-    task = asyncio.create_task(h.claimed().run())
-    await h.until("running")
+    task = await h.running()
     h.backend.running.pop(h.vm)
     await asyncio.wait_for(task, 5)
     assert "stopped on its own" in h.row()[2]
@@ -176,8 +180,7 @@ async def vm_that_exits_on_its_own(h):
 
 @scenario
 async def hard_expiration_stops_and_soft_reaches_the_vma(h):
-    task = asyncio.create_task(h.claimed().run())
-    await h.until("running")
+    task = await h.running()
     h.actions.expirations[h.vm] = (time.time(), None)
     await h.eventually(lambda: (h.vm, "expire") in h.vma.calls, "the soft expiration told")
     assert h.row()[0] == "running"
@@ -188,8 +191,7 @@ async def hard_expiration_stops_and_soft_reaches_the_vma(h):
 
 @scenario
 async def cleanup_failure_makes_a_zombie_until_cleanup_works(h):
-    task = asyncio.create_task(h.claimed().run())
-    await h.until("running")
+    task = await h.running()
     h.backend.fail["cleanup"] = "device busy"
     h.vma.dead.add(h.vm)  # poweroff unanswered: backend stop, then cleanup fails
     await h.until("zombie")
@@ -202,8 +204,7 @@ async def cleanup_failure_makes_a_zombie_until_cleanup_works(h):
 
 @scenario
 async def vm_taken_away_is_killed_here_without_writing(h):
-    task = asyncio.create_task(h.claimed().run())
-    await h.until("running")
+    task = await h.running()
     # The cluster released it (this node was declared lost): our next CAS must fail.
     h.demo.sql("UPDATE vm_runtimes SET host_id = NULL, vm_state = 'stopped', "
                "last_error = 'released'")
