@@ -11,11 +11,14 @@ back at its next attempt, and a bare query right after the restart says nothing 
 from __future__ import annotations
 
 import os
+import secrets
 import time
 
 import psycopg
+from sqlalchemy.pool import NullPool
 
 from qvd.db.config import Config
+from qvd.db.engine import L7R_ROLE, enable_l7r_role, make_engine
 from qvd.db.standby import fail_over, make_standby, replayed
 from qvd.hkd.backends.procfs import alive
 from qvd.hkd.backends.process import free_port
@@ -34,8 +37,17 @@ def _running(db, vms) -> bool:
     return all(now[vm][0] == "running" for vm in vms)
 
 
-def _nodes(root: str, database: dict, l7r: bool) -> list[Hkd]:
-    """node1 and node2 (not started), each with an L7R on a free loopback port if `l7r`."""
+def _nodes(root: str, database: dict, l7r_params: dict | None = None) -> list[Hkd]:
+    """node1 and node2 (not started); with `l7r_params` (the database's libpq params), each
+    with an L7R on a free loopback port, logging in as its own role, as deployed."""
+    l7r = l7r_params is not None
+    if l7r:
+        password = secrets.token_urlsafe(24)
+        engine = make_engine(l7r_params, poolclass=NullPool)
+        enable_l7r_role(engine, password)
+        engine.dispose()
+        database = dict(database, **{"database.l7r.user": L7R_ROLE,
+                                     "database.l7r.password": password})
     conf = [{"l7r.address": "127.0.0.1", "l7r.port": free_port()} if l7r else {}
             for _ in range(2)]
     nodes = [Hkd(root, database, name, conf[i]) for i, name in enumerate(("node1", "node2"))]
@@ -108,7 +120,7 @@ def outage(desktops: int = 4) -> dict:
     lease = Config().get_float("hkd.lease.interval")
     spares = {desktops + 1: 1, desktops + 2: 2}  # the commands issued once it is back
     with private_cluster() as (root, params, cluster):
-        nodes = _nodes(root, database_conf(params), l7r=True)
+        nodes = _nodes(root, database_conf(params), l7r_params=params)
         try:
             with psycopg.connect(**params, autocommit=True) as db:
                 seed(db, root, desktops + len(spares))
@@ -149,7 +161,7 @@ def promotion(vms: int = 2) -> dict:
         database = dict(database_conf(params), **{
             "database.host": f"127.0.0.1:{primary.port},127.0.0.1:{standby.port}"})
         del database["database.port"]
-        nodes = _nodes(root, database, l7r=False)
+        nodes = _nodes(root, database)
         try:
             with psycopg.connect(**both, autocommit=True) as db:
                 seed(db, root, vms + len(spares))

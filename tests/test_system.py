@@ -5,7 +5,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -15,9 +14,10 @@ from qvd.hkd.backends.bridge import link_exists
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.procfs import alive as _alive
 from qvd.hkd.backends.process import free_port
-from qvd.l7r.client import QvdConnection, tls_context
+from qvd.l7r.client import QvdConnection, accepting, tls_context
 
 from conftest import QVD_ADMIN
+from hkd_nodes import wait_for
 from vm_network import clear_network, remove_test_bridge
 
 
@@ -53,6 +53,11 @@ def _postmaster_pid(home):
         return int(handle.readline())
 
 
+def _the_vm_if(home, state):
+    (vm,) = json.loads(run(home, "vm", "list", "--json").stdout)
+    return vm if vm["state"] == state else None
+
+
 def test_system_start_demo_restart_and_stop(home):
     # The node file make run writes, on a port of its own (a developer's make run may hold 8443).
     port = free_port()
@@ -71,25 +76,15 @@ def test_system_start_demo_restart_and_stop(home):
     assert host["state"] == "running" and _alive(host["pid"])
     hkd_pid = host["pid"]
     assert "self-signed L7R certificate generated" in first.stdout
-    for _ in range(100):  # the node's L7R answers over TLS
-        try:
-            with QvdConnection("127.0.0.1", port, tls_context(verify=False)) as conn:
-                assert conn.ping().status == 200
-                conn.login("demo@demo", "demo")
-                assert [v["name"] for v in conn.list_of_vm().json()] == ["demo"]
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        raise AssertionError("the L7R never answered")
+    wait_for(lambda: accepting("127.0.0.1", port), 10, "the node's L7R to accept")
+    with QvdConnection("127.0.0.1", port, tls_context(verify=False)) as conn:  # over TLS
+        assert conn.ping().status == 200
+        conn.login("demo@demo", "demo")
+        assert [v["name"] for v in conn.list_of_vm().json()] == ["demo"]
     # The demo VM starts on the demo node: a real qvd-vma process answers.
     assert run(home, "vm", "start", "-f", "name=demo").returncode == 0
-    for _ in range(200):
-        (vm,) = json.loads(run(home, "vm", "list", "--json").stdout)
-        if vm["state"] == "running":
-            break
-        time.sleep(0.1)
-    assert vm["state"] == "running" and _alive(vm["pid"])
+    vm = wait_for(lambda: _the_vm_if(home, "running"), 60, "the demo VM to run")
+    assert _alive(vm["pid"])
     vma_pid = vm["pid"]
     log_before = run(home, "log", "list", "--csv").stdout
 
@@ -110,10 +105,7 @@ def test_system_start_demo_restart_and_stop(home):
     # A part that died is restarted by the next start.
     pid = _postmaster_pid(home)
     os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not _alive(pid):
-            break
-        time.sleep(0.05)
+    wait_for(lambda: not _alive(pid), 5, "PostgreSQL to die")
     os.kill(hkd_pid, signal.SIGKILL)
     revived = run(home, "system", "start", conf=False)
     assert revived.returncode == 0, revived.stderr
