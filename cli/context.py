@@ -100,7 +100,7 @@ class Admin:
         if call.tenant:
             arguments["tenant"] = call.tenant
         if tenant_id is None:
-            tenant_id = (self.tenant_id(session, call.tenant) if call.tenant
+            tenant_id = (self.tenant_id(session, call.tenant, supertenant=True) if call.tenant
                          else self._own_tenant())
         audit.record(session, self.actor, obj, action, arguments, ids, tenant_id)
 

@@ -97,10 +97,11 @@ def set_role(session: Session, role: Role, other: Role, positive: bool | None) -
 
 def grant_to_administrator(session: Session, actor: Actor, administrator_id: int,
                            role: Role) -> None:
-    """An administrator may hand out only what it holds: no granting oneself Root."""
+    """An administrator may hand out only what its roles give it: no granting oneself Root.
+    (Cluster-wide ACLs count as held: a tenant's administrator grants only within its tenant,
+    where they have no effect for the grantee either.)"""
     if actor.acls is not None:
-        beyond = sorted(acl for acl in effective_acls(session, [role.id])
-                        if not actor.holds(acl))
+        beyond = sorted(effective_acls(session, [role.id]) - actor.acls)
         if beyond:
             raise GrantError(f"administrator {actor.name} may not grant '{role.name}': it "
                              f"holds {beyond[0]} and {actor.name} does not")
@@ -121,8 +122,7 @@ def require_outranks(session: Session, actor: Actor, administrator_ids) -> None:
     if actor.acls is None:
         return
     for administrator_id in administrator_ids:
-        beyond = sorted(acl for acl in administrator_acls(session, administrator_id)
-                        if not actor.holds(acl))
+        beyond = sorted(administrator_acls(session, administrator_id) - actor.acls)
         if beyond:
             raise GrantError(f"administrator {actor.name} may not change administrator "
                              f"{administrator_id}: it holds {beyond[0]} and "
