@@ -3,8 +3,6 @@ removed in a role (never making a cycle); roles granted to administrators (never
 the granting administrator holds itself). Built-in roles are not changed here."""
 from __future__ import annotations
 
-import fnmatch
-
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -13,7 +11,7 @@ from qvd.db.models import Acl, AclRoleRelation, Role, RoleAdministratorRelation,
 
 from .actor import Actor
 from .check import administrator_acls, effective_acls
-from .names import ACLS
+from .roles import expand
 
 
 class GrantError(Exception):
@@ -35,13 +33,10 @@ def changeable(role: Role) -> Role:
 
 
 def acl_names(patterns: list[str]) -> list[str]:
-    names = []
-    for pattern in patterns:
-        matched = fnmatch.filter(ACLS, pattern)
-        if not matched:
-            raise GrantError(f"unknown ACL '{pattern}' (see qvd-admin acl list)")
-        names += matched
-    return list(dict.fromkeys(names))
+    try:
+        return expand(patterns)
+    except ValueError as exc:
+        raise GrantError(str(exc)) from None
 
 
 def set_acls(session: Session, role: Role, patterns: list[str], positive: bool | None) -> int:

@@ -54,7 +54,7 @@ def expand(patterns) -> list[str]:
     for pattern in patterns:
         matched = fnmatch.filter(ACLS, pattern)
         if not matched:
-            raise ValueError(f"'{pattern}' matches no ACL of the catalogue")
+            raise ValueError(f"unknown ACL '{pattern}' (see qvd-admin acl list)")
         names += matched
     return list(dict.fromkeys(names))
 
