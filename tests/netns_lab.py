@@ -118,6 +118,13 @@ class Running:
         self.conn.send("stop")
         return self.result(timeout)
 
+    def stop_when_done(self, timeout: float = 5):
+        """The result once fn returned by itself (it saw what it waited for); after
+        `timeout` without that, what it has by then."""
+        if not self.conn.poll(timeout):
+            self.conn.send("stop")
+        return self.result()
+
     def result(self, timeout: float = 30):
         try:
             return self._expect("ok", timeout)
@@ -185,14 +192,15 @@ def _send_frames(link_name: str, frames: list[bytes]) -> None:
             sock.send(frame)
 
 
-def _capture(link, link_name: str) -> list[bytes]:
-    """Every frame the node receives on link_name (not the ones it sends) until stopped."""
+def _capture(link, link_name: str, until: bytes | None = None) -> list[bytes]:
+    """Every frame the node receives on link_name (not the ones it sends) until stopped, or
+    until one holds the bytes `until`."""
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as sock:
         sock.bind((link_name, 0))
         sock.settimeout(0.05)
         link.ready()
         frames = []
-        while not link.stopping():
+        while not link.stopping() and not (until and frames and until in frames[-1]):
             try:
                 data, address = sock.recvfrom(65535)
             except socket.timeout:
@@ -209,14 +217,16 @@ def _capture(link, link_name: str) -> list[bytes]:
                 frames.append(data)
 
 
-def udp_listen(link, address: str, port: int) -> list[tuple[bytes, str]]:
+def udp_listen(link, address: str, port: int,
+               until: bytes | None = None) -> list[tuple[bytes, str]]:
+    """(data, sender) of every datagram until stopped, or until one is `until`."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
         sock.settimeout(0.05)
         link.ready()
         got = []
-        while not link.stopping():
+        while not link.stopping() and not (until and got and got[-1][0] == until):
             try:
                 data, sender = sock.recvfrom(2048)
             except socket.timeout:
@@ -291,7 +301,7 @@ def tap_write(name: str, frames: list[bytes]) -> None:
             time.sleep(0.05)
         for frame in frames:
             os.write(fd, frame)
-        time.sleep(0.1)
+        time.sleep(0.1)  # the tap goes with its fd; no event says the bridge took the frames
     finally:
         os.close(fd)
 
@@ -366,28 +376,27 @@ class Net:
 
     # what the node sees; VM c's own packet, sent after the action, proves that the window
     # covered it (an empty capture would otherwise pass any "nothing got through")
-    def frames_at_node(self, action, settle: float = 0.3) -> list[bytes]:
-        capture = Running(self.node, _capture, BRIDGE)
+    # (the capture ends once the probe is in: what the action sent came before it)
+    def frames_at_node(self, action) -> list[bytes]:
         probe, (_, c_ip) = token(), VMS["c"]
+        capture = Running(self.node, _capture, BRIDGE, probe)
         try:
             action()
             self.send_raw("c", udp_frame(self.bridge_mac, mac_for(c_ip), c_ip, NODE_IP, 5000,
                                          7001, probe))
-            time.sleep(settle)
         finally:
-            frames = capture.stop()
+            frames = capture.stop_when_done()
         assert holding(frames, probe), "the node did not see VM c's own frame"
         return [frame for frame in frames if probe not in frame]
 
-    def udp_at_node(self, action, port: int = 7001, settle: float = 0.3):
-        listener = Running(self.node, udp_listen, NODE_IP, port)
+    def udp_at_node(self, action, port: int = 7001):
         probe = token()
+        listener = Running(self.node, udp_listen, NODE_IP, port, probe)
         try:
             action()
             self.send_udp("c", NODE_IP, probe, port)
-            time.sleep(settle)
         finally:
-            got = listener.stop()
+            got = listener.stop_when_done()
         assert (probe, VMS["c"][1]) in got, "the node did not get VM c's own packet"
         return [entry for entry in got if entry[0] != probe]
 

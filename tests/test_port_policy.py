@@ -9,7 +9,6 @@ import os
 import socket
 import struct
 import subprocess
-import time
 
 import pytest
 
@@ -62,11 +61,10 @@ def test_a_vm_that_takes_another_vms_ip_gets_nothing_through(net):
 
     # the node's traffic to the victim's address goes to the victim only
     to_victim = token()
-    victim = Running(net.vm["b"], udp_listen, "0.0.0.0", 7002)
+    victim = Running(net.vm["b"], udp_listen, "0.0.0.0", 7002, to_victim)
     attacker = Running(net.vm["a"], udp_listen, "0.0.0.0", 7002)
     net.node_do(udp_send, victim_ip, 7002, to_victim)
-    time.sleep(0.3)
-    assert (to_victim, NODE_IP) in victim.stop()
+    assert (to_victim, NODE_IP) in victim.stop_when_done()
     assert attacker.stop() == []
 
     # the control: without its policy the same port's spoofed packets do reach the node
