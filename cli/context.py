@@ -121,6 +121,10 @@ class Admin:
             raise UserError(f"unknown tenant '{name}'")
         return found
 
+    def tenant_shown(self, name: str | None) -> str:
+        """The tenant a command without -t acts on, for messages."""
+        return name or (self.actor.tenant_name if not self.actor.is_super else "default")
+
     def config_scope(self, session: Session, name: str | None) -> int:
         """Where `config` verbs act: the named tenant, else globally (a tenant's
         administrator: always its own tenant)."""

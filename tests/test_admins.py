@@ -34,6 +34,9 @@ def test_a_tenant_administrator_sees_and_touches_only_its_tenant(demo):
     assert "unknown tenant 'beta'" in boss.refused("vm", "add", "name=x", "user=bob@beta",
                                                    "osf=desktop")
     assert "unknown tenant '*'" in boss.refused("admin", "add", "name=x@*", "password=p")
+    boss.ok("user", "add", "login=dave")  # no -t: its own tenant, not 'default'
+    assert demo.sql("SELECT t.name FROM users u JOIN tenants t ON t.id = u.tenant_id "
+                    "WHERE u.login = 'dave'") == [("acme",)]
     boss.ok("vm", "block", "-f", "name=*")  # a bulk action: every VM it sees, no other
     assert demo.sql("SELECT t.name, r.blocked FROM vm_runtimes r JOIN vms v ON v.id = r.vm_id "
                     "JOIN users u ON u.id = v.user_id JOIN tenants t ON t.id = u.tenant_id "

@@ -25,7 +25,7 @@ def find_osf(admin, s, name: str, tenant: str | None) -> Osf:
     tenant_id = admin.tenant_id(s, tenant)
     osf = s.scalar(select(Osf).where(Osf.name == name, Osf.tenant_id == tenant_id))
     if osf is None:
-        raise UserError(f"unknown OSF '{name}' in tenant '{tenant or 'default'}'")
+        raise UserError(f"unknown OSF '{name}' in tenant '{admin.tenant_shown(tenant)}'")
     return osf
 
 

@@ -39,7 +39,7 @@ def find_user(admin, s, value: str, tenant: str | None) -> User:
     tenant_id = admin.tenant_id(s, tenant)
     user = s.scalar(select(User).where(User.login == login, User.tenant_id == tenant_id))
     if user is None:
-        raise UserError(f"unknown user '{login}' in tenant '{tenant or 'default'}'")
+        raise UserError(f"unknown user '{login}' in tenant '{admin.tenant_shown(tenant)}'")
     return user
 
 
