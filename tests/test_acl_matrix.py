@@ -72,6 +72,8 @@ SAMPLE = [
     (("user", "add", "login=u-{n}"), ("login",)),
     (("host", "list"), ()),
     (("admin", "list"), ()),
+    (("config", "ssl", "--cert", "c.pem", "--key", "k.pem"), ()),  # not a verb(): guarded too
+    (("db", "status"), ()),
 ]
 
 
@@ -84,6 +86,8 @@ def test_the_cli_refuses_what_each_role_lacks(demo):
             result = run.cli(*args)
             if expected(role, operation, keys):
                 assert result.returncode == 0, (role, args, result.stderr)
+            elif OPERATIONS[operation] is LOCAL:
+                assert result.returncode == 1 and "run it without --admin" in result.stderr
             else:
                 assert result.returncode == 1 and "may not run" in result.stderr, (role, args)
                 missing = [acl for acl in OPERATIONS[operation].for_arguments(keys)
