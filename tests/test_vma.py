@@ -71,6 +71,24 @@ def test_vnc_session_states_follow_the_viewers(agent):
     wait_for(lambda: vma.children() == [], 10, "Xvnc and the desktop to end")
 
 
+def test_viewers_that_leave_during_the_handshake_do_not_lock_the_desktop(agent):
+    """Every viewer reaches Xvnc through the agent's relay, all from one Unix-socket peer: its
+    per-host blacklist (5 unfinished handshakes) would refuse the owner's next connection
+    ("Too many security failures") after a few dropped clients or cut takeovers."""
+    vma = agent()
+    vma.call("x_start")
+    vma.wait_state("listening", 10)
+    for _ in range(8):  # a client that drops right after the banner
+        with vma.desktop() as viewer:
+            assert viewer.recv(12) == b"RFB 003.008\n"
+        vma.wait_state("suspended", 5)
+        assert vma.call("x_start")[1]["x_state"] == "listening"
+    with vma.desktop() as viewer:
+        assert viewer.recv(12) == b"RFB 003.008\n"
+        viewer.sendall(b"RFB 003.008\n")
+        assert viewer.recv(2) == b"\x01\x01"  # one security type: None (the relay checked)
+
+
 def test_a_new_session_nobody_connects_to_is_stopped(agent):
     vma = agent()
     vma.call("x_start", **{"vma.timeout.listening": "1"})

@@ -36,10 +36,14 @@ class VncSession(DesktopSession):
         self.endpoint = (socket.AF_UNIX, path)
         # -SecurityTypes None: the TLS tunnel authenticated the user and the agent's relay
         # checked the node's secret; Xvnc has no TCP port at all, only this socket (0600).
+        # Every viewer comes through the relay, one peer to Xvnc's per-host blacklist: its
+        # default (5 unfinished handshakes; 0 does not turn it off) would lock the owner out
+        # after a few dropped clients.
         return subprocess.Popen(
             [xvnc, f":{self.display}", "-rfbport", "-1", "-rfbunixpath", path,
              "-rfbunixmode", "0600", "-SecurityTypes", "None", "-geometry", geometry,
-             "-depth", "24", "-AlwaysShared", "-nolisten", "tcp"],
+             "-depth", "24", "-AlwaysShared", "-BlacklistThreshold", "1000000",
+             "-nolisten", "tcp"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **self.spawn_args())
 
     def on_log_line(self, line: str) -> None:
