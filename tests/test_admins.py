@@ -140,21 +140,24 @@ def test_wrong_passwords_totp_codes_and_blocked_administrators_are_refused(demo)
 
 def test_the_audit_log_names_the_administrator_and_holds_no_secret(demo):
     ops = make_admin(demo, "ops@acme", "Operator L3")
-    secrets = [PASSWORD, "User-pw-Kx9", "Bind-pw-Qm4", "Junior-pw-Vb2"]
+    secrets = [PASSWORD, "User-pw-Kx9", "Bind-pw-Qm4", "Junior-pw-Vb2", "Odd-pw-Ht3",
+               "Star-pw-Lp8"]
     ops.ok("user", "add", "login=bob", f"password={secrets[1]}")
     ops.ok("config", "set", f"auth.ldap.bindpass={secrets[2]}")  # its tenant's, not global
     ops.ok("admin", "add", "name=junior", f"password={secrets[3]}")
-    ops.refused("host", "add", "name=node2", "address=127.0.0.3")
+    # Refused before its arguments are even read, and failed after: recorded, redacted.
+    ops.refused("tenant", "add", "name=beta", f"password={secrets[4]}")
     ops.refused("user", "del", "-f", "login=alice")  # allowed, but alice still has a VM
+    ops.refused("admin", "add", "name=x@*", f"password={secrets[5]}")
     (ops_id, acme_id), = demo.sql("SELECT a.id, a.tenant_id FROM administrators a "
                                   "WHERE a.name = 'ops'")
     rows = demo.sql("SELECT object, action, status, administrator_id, tenant_id, source, error "
                     "FROM admin_log WHERE who = 'ops@acme' ORDER BY id")
     assert [row[:3] for row in rows] == [
         ("user", "add", "ok"), ("config", "set", "ok"), ("admin", "add", "ok"),
-        ("host", "add", "refused"), ("user", "del", "failed")]
+        ("tenant", "add", "refused"), ("user", "del", "failed"), ("admin", "add", "failed")]
     assert {row[3:6] for row in rows} == {(ops_id, acme_id, "cli")}
-    assert "needs the ACL host.create." in rows[3][6] and "still has VMs" in rows[4][6]
+    assert "needs the ACL tenant.create." in rows[3][6] and "still has VMs" in rows[4][6]
     assert demo.sql("SELECT tenant_id FROM configs WHERE key = 'auth.ldap.bindpass'") == [
         (acme_id,)]
     (whole,), = demo.sql("SELECT string_agg(l::text, ' ') FROM admin_log l")
