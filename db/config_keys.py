@@ -115,6 +115,12 @@ KEYS: list[Key] = [
        "sessions see. No per-address cap applies to the balancers themselves."),
     _k("l7r.max_connections.per_address", 50, "int",
        "Concurrent client connections from one client address per node; more get 503."),
+    _k("l7r.database.max_connections", 16, "int",
+       "Database connections the node's L7R processes hold at once (a process holds one only "
+       "while it serves a request); keep nodes x (this + 3) below the server's "
+       "max_connections."),
+    _k("l7r.database.wait", 10, "float",
+       "Seconds a request waits for one of those connections before it gets 503."),
     _k("l7r.auth.max_concurrent_hashes", 2, "int",
        "Password checks (Argon2id, 64 MiB each) running at once on a node."),
     _k("l7r.auth.hash_wait", 5, "float",

@@ -21,6 +21,7 @@ from qvd.db.engine import l7r_connection_params
 from .db import L7rDb
 from .endpoints import ENDPOINTS, Session, set_title
 from .http import HttpConnection, HttpError, Limits
+from .slots import Slots
 from .tls import handshake
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,9 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
         return
     set_title(f"qvd-l7r {peer}")
     # No database connection until a request has parsed, none while the client idles.
-    db = L7rDb(l7r_connection_params(cfg), f"qvd-l7r {peer}")
+    db = L7rDb(l7r_connection_params(cfg), f"qvd-l7r {peer}",
+               Slots(cfg.get("path.run"), "db", cfg.get_int("l7r.database.max_connections")),
+               cfg.get_float("l7r.database.wait"))
     http = HttpConnection(sock, limits_from(cfg), on_idle=db.release)
     try:
         session = Session(http, db, cfg.node, cfg.get("nodename"), peer)

@@ -1,6 +1,7 @@
 """The database as one L7R child sees it: its own connection, opened when a parsed request
 first needs it (never for a socket that sends nothing) and released while the child idles
-between requests or carries a desktop stream, so connected desktops hold no connection."""
+between requests or carries a desktop stream, so connected desktops hold no connection; and
+at most l7r.database.max_connections of a node's processes hold one at once."""
 from __future__ import annotations
 
 import psycopg
@@ -8,16 +9,36 @@ from psycopg.rows import dict_row
 
 from qvd.db.config import Config
 
+from .slots import Slots, SlotsBusy
+
+
+class DatabaseBusy(psycopg.OperationalError):
+    """Every database slot of the node stayed taken: to the caller, the database is away for
+    a moment (503 to the client; a session's end is journaled and retried)."""
+
 
 class L7rDb:
-    def __init__(self, params: dict, name: str = "qvd-l7r"):
+    def __init__(self, params: dict, name: str = "qvd-l7r", slots: Slots | None = None,
+                 wait: float = 0.0):
         self.params = dict(params, application_name=name)
+        self.slots, self.wait = slots, wait  # node-wide cap on the L7R's connections
         self._conn: psycopg.Connection | None = None
 
     @property
     def conn(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(**self.params, autocommit=True, row_factory=dict_row)
+            if self.slots is not None:
+                try:
+                    self.slots.acquire(self.wait)
+                except SlotsBusy:
+                    raise DatabaseBusy("the node's L7R database connections are all in use "
+                                       "(l7r.database.max_connections)") from None
+            try:
+                self._conn = psycopg.connect(**self.params, autocommit=True,
+                                             row_factory=dict_row)
+            except BaseException:
+                self.release()
+                raise
         return self._conn
 
     def fetch(self, sql: str, params: dict | None = None) -> list[dict]:
@@ -56,8 +77,10 @@ class L7rDb:
 
     def release(self) -> None:
         """Give the connection back to the server; the next statement opens a new one."""
-        if self._conn is not None:
-            try:
+        try:
+            if self._conn is not None:
                 self._conn.close()
-            finally:
-                self._conn = None
+        finally:
+            self._conn = None
+            if self.slots is not None:
+                self.slots.release()

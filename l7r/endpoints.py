@@ -123,12 +123,15 @@ class Session:
 
 
 def claimed_login(header: str) -> str | None:
-    """login@tenant a Basic header claims (None for tokens and unreadable headers)."""
+    """login@tenant a Basic header claims, case-folded: the back-off's key for one person,
+    whichever case an attacker types (logins match regardless of case by default; where a
+    tenant keeps case apart, names that differ only in case share one budget). None for
+    tokens and unreadable headers."""
     try:
         creds = parse_authorization(header)
     except AuthFailed:
         return None
-    return f"{creds.login}@{creds.tenant}" if creds.scheme == "basic" else None
+    return f"{creds.login}@{creds.tenant}".casefold() if creds.scheme == "basic" else None
 
 
 def set_title(title: str) -> None:

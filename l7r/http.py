@@ -18,7 +18,10 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 
 SERVER = "qvd-l7r"
-IDLE_HOLD = 1.0  # seconds a client may take to send its next request before on_idle runs
+# Seconds a client may take to send its next request before on_idle runs (the database
+# connection goes back): a client asks its next question at once (list_of_vm, then
+# connect_to_vm), and a held connection keeps one of the node's database slots from others.
+IDLE_HOLD = 0.2
 
 
 class HttpError(Exception):

@@ -325,9 +325,11 @@ def test_vm_disconnect_ends_a_live_desktop(l7r, demo):
 def test_failed_logins_back_off_per_login_and_per_address(l7r, demo):
     demo.ok("config", "set", "l7r.auth.backoff.max_failures=3", "l7r.auth.backoff.seconds=60")
     demo.ok("user", "add", "-t", "acme", "login=bob", "password=bobpw")
-    for _ in range(3):
-        with connect(l7r, "alice@acme", "wrong") as conn:
+    for login in ("alice@acme", "ALICE@acme", "Alice@ACME"):  # one person's one budget
+        with connect(l7r, login, "wrong") as conn:
             assert conn.list_of_vm().status == 401
+    assert demo.sql("SELECT key, failures FROM auth_failures ORDER BY key") == [
+        ("address:127.0.0.1", 3), ("login:alice@acme", 3)]
     with connect(l7r, "alice@acme", "secret") as conn:  # the right password, too late
         reply = conn.list_of_vm()
         assert reply.status == 401 and b"Too many failed attempts" in reply.body

@@ -10,16 +10,11 @@ import pytest
 from conftest import L7R_PASSWORD
 from hkd_nodes import wait_for
 from test_l7r import connect, open_desktop
-from test_l7r_edge import acceptor_children, client, make_node, settled  # noqa: F401
+from test_l7r_edge import (acceptor_children, client, l7r_connections, make_node,  # noqa: F401
+                           settled)
 
 # The database may be away for a while here: the node must not fence meanwhile.
 PATIENT = "hkd.lease.fence_timeout = 60\nhkd.cluster.node_timeout = 90\n"
-
-
-def l7r_connections(demo) -> int:
-    (count,), = demo.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
-                         "AND application_name LIKE 'qvd-l7r%%'", db=demo.dbname)
-    return count
 
 
 def server_connections(demo) -> int:

@@ -152,11 +152,53 @@ def test_per_address_and_per_node_caps_answer_503_and_spare_existing_sessions(ma
 
 # --- password checks --------------------------------------------------------------------------
 
+def l7r_connections(demo) -> int:
+    (count,), = demo.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
+                         "AND application_name LIKE 'qvd-l7r%%'", db=demo.dbname)
+    return count
+
+
+def private_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+            return sum(int(line.split()[1]) for line in handle
+                       if line.startswith(("Private_Clean:", "Private_Dirty:"))) / 1024
+    except OSError:
+        return 0.0  # ended meanwhile
+
+
+class StormWatch:
+    """Samples the L7R's children until stopped: the most that held an Argon2id check's
+    memory (64 MiB; counted above 48) at one moment, and the most database connections the
+    L7R held."""
+
+    def __init__(self, node, demo):
+        self.node, self.demo, self.running = node, demo, True
+        self.hashing = self.connections = 0
+        self.thread = threading.Thread(target=self._watch)
+        self.thread.start()
+
+    def _watch(self):
+        while self.running:
+            hashing = sum(private_mib(pid) > 48 for pid in acceptor_children(self.node))
+            self.hashing = max(self.hashing, hashing)
+            self.connections = max(self.connections, l7r_connections(self.demo))
+
+    def stop(self) -> "StormWatch":
+        self.running = False
+        self.thread.join()
+        return self
+
+
 def test_concurrent_wrong_passwords_trip_the_back_off_exactly_at_its_limit(make_node, demo):
-    attempts, limit = 50, 5
-    node = make_node("l7r.max_connections.per_address = 200\n")
+    """300 at once: exactly `limit` reach Argon2id, never more than the node's hash slots at
+    a time (l7r.auth.max_concurrent_hashes, 2), so memory stays bounded; and never more than
+    l7r.database.max_connections of them hold a database connection (the rest wait)."""
+    attempts, limit, db_slots = 300, 5, 8
+    node = make_node("l7r.max_connections.per_address = 400\nl7r.database.wait = 120\n"
+                     f"l7r.database.max_connections = {db_slots}\n")
     demo.ok("config", "set", f"l7r.auth.backoff.max_failures={limit}",
-            "l7r.auth.backoff.seconds=600")
+            "l7r.auth.backoff.seconds=600", "l7r.auth.hash_wait=30")
     settled(node)
     connections = [client(node, login="alice@acme", password="wrong") for _ in range(attempts)]
     start = threading.Barrier(attempts)
@@ -166,16 +208,22 @@ def test_concurrent_wrong_passwords_trip_the_back_off_exactly_at_its_limit(make_
         start.wait()
         replies.append(conn.list_of_vm())
     threads = [threading.Thread(target=attempt, args=(conn,)) for conn in connections]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    for conn in connections:
-        conn.close()
+    watch = StormWatch(node, demo)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        watch.stop()
+        for conn in connections:
+            conn.close()
     assert [r.status for r in replies] == [401] * attempts
     checked = [r for r in replies if r.body == b"Authentication failed\n"]
     refused = [r for r in replies if b"Too many failed attempts" in r.body]
     assert (len(checked), len(refused)) == (limit, attempts - limit)
+    assert 1 <= watch.hashing <= 2  # seen hashing (the watch works), within the slots
+    assert 1 <= watch.connections <= db_slots
     # Every attempt counted, once; the ones past the limit never reached Argon2id.
     assert sorted(demo.sql("SELECT key, failures FROM auth_failures")) == [
         ("address:127.0.0.1", attempts), ("login:alice@acme", attempts)]

@@ -1,19 +1,15 @@
 """Authentication plugins, chained per tenant by `l7r.auth.plugins` (first success wins).
 
 Password checks by the `default` plugin (Argon2id, 64 MiB and a core for a while each) run
-at most `l7r.auth.max_concurrent_hashes` at a time per node: each connection is its own
-process, so the slots are lock files under path.run (`l7r-hash-<n>.lock`, flock'ed: a
-process that dies frees its slot). A login that finds no free slot within
-`l7r.auth.hash_wait` seconds gets 503 (ChecksBusy: the caller takes its back-off count
-back, since the password was never checked)."""
+at most `l7r.auth.max_concurrent_hashes` at a time per node (slots.py). A login that finds
+no free slot within `l7r.auth.hash_wait` seconds gets 503 (ChecksBusy: the caller takes its
+back-off count back, since the password was never checked)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import time
 
 from ..http import HttpError
+from ..slots import Slots, SlotsBusy
 from . import database, ldap, token
 from .base import AuthFailed, Credentials, Identity, parse_authorization
 
@@ -66,36 +62,13 @@ def chain(cfg) -> list[str]:
             if n.strip()]
 
 
-def _slot_paths(cfg) -> list[str]:
-    run = cfg.get("path.run")
-    return [os.path.join(run, f"l7r-hash-{n}.lock")
-            for n in range(max(1, cfg.get_int("l7r.auth.max_concurrent_hashes")))]
-
-
-def _try_slots(paths: list[str]) -> int | None:
-    for path in paths:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            os.close(fd)
-    return None
-
-
 @contextlib.contextmanager
 def hash_slot(cfg):
     """Hold one of the node's password check slots (bounded wait, then 503)."""
-    paths = _slot_paths(cfg)
-    os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
-    deadline = time.monotonic() + cfg.get_float("l7r.auth.hash_wait")
-    pause = 0.005
-    while (fd := _try_slots(paths)) is None:
-        if time.monotonic() >= deadline:
-            raise ChecksBusy()
-        time.sleep(pause)  # flock has no timed wait; the slots free within a hash or two
-        pause = min(pause * 2, 0.05)
+    slots = Slots(cfg.get("path.run"), "hash", cfg.get_int("l7r.auth.max_concurrent_hashes"))
     try:
+        slots.acquire(cfg.get_float("l7r.auth.hash_wait"))
+    except SlotsBusy:
+        raise ChecksBusy() from None
+    with slots:
         yield
-    finally:
-        os.close(fd)
