@@ -113,6 +113,12 @@ class QvdEnv:
             result = conn.execute(text(query), params)
             return result.all() if result.returns_rows else None
 
+    def take_failed_changes(self) -> list[str]:
+        """The audit log's records of failed changes (their errors), removed: what a refused
+        command may leave, so that a snapshot can show it changed nothing else."""
+        return [error for error, in self.sql(
+            "DELETE FROM admin_log WHERE status = 'failed' RETURNING error")]
+
     def snapshot(self) -> dict:
         """Every row of every table, to prove a failed command changed nothing."""
         with self.engine.connect() as conn:

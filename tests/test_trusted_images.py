@@ -431,6 +431,7 @@ def test_bulk_names_are_checked_whole(demo):
     result = demo.cli("vm", "add", "-t", "acme", "name=" + "l" * 62, "user=alice",
                       "osf=desktop", "bulk=10")  # lll...-10 is 65 long
     assert result.returncode == 1 and "-10' may only contain" in result.stderr
+    assert ["-10' may only contain" in error for error in demo.take_failed_changes()] == [True]
     assert demo.snapshot() == before
     demo.ok("vm", "add", "-t", "acme", "name=" + "l" * 62, "user=alice", "osf=desktop",
             "bulk=9")
