@@ -49,6 +49,15 @@ def private_database(name: str = "bench", settings: dict | None = None):
         yield root, params
 
 
+def write_certificate(directory: str) -> None:
+    """A self-signed cert.pem and key.pem in directory, for the benchmarks' TLS servers."""
+    from qvd.l7r.tls import self_signed
+    cert, key = self_signed("bench")
+    for name, text in (("cert.pem", cert), ("key.pem", key)):
+        with open(os.path.join(directory, name), "w", encoding="ascii") as handle:
+            handle.write(text)
+
+
 def percentile(samples: list[float], pct: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]

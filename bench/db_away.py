@@ -23,10 +23,9 @@ from qvd.db.standby import fail_over, make_standby, replayed
 from qvd.hkd.backends.procfs import alive
 from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, accepting, tls_context
-from qvd.l7r.tls import self_signed
 
 from .cluster_nodes import PASSWORD, Hkd, database_conf, host_state, seed, start_on, states
-from .common import private_cluster
+from .common import private_cluster, write_certificate
 from .node import UPGRADE, wait
 
 OUTAGE_S = 30.0
@@ -52,10 +51,7 @@ def _nodes(root: str, database: dict, l7r_params: dict | None = None) -> list[Hk
             for _ in range(2)]
     nodes = [Hkd(root, database, name, conf[i]) for i, name in enumerate(("node1", "node2"))]
     if l7r:
-        cert, key = self_signed("bench")
-        for name, text in (("cert.pem", cert), ("key.pem", key)):
-            with open(os.path.join(root, name), "w", encoding="ascii") as handle:
-                handle.write(text)
+        write_certificate(root)
         nodes[0].admin("config", "ssl", "--cert", f"{root}/cert.pem", "--key", f"{root}/key.pem")
     return nodes
 

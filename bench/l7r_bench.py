@@ -34,9 +34,8 @@ from qvd.db.passwords import hash_password, verify_password
 from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, tls_context
 from qvd.l7r.proxy import BUFFER
-from qvd.l7r.tls import self_signed
 
-from .common import Row, ms, summary, table
+from .common import Row, ms, summary, table, write_certificate
 from .node import UPGRADE, BenchNode, bench_node, uss_kib, wait
 
 WORKERS = 4
@@ -111,14 +110,10 @@ def latencies(node: BenchNode, bare: BareTlsServer, tokens: list[str], count: in
         wait(lambda: node.state(1) == ("running", "disconnected"))
     found = {"floor": [], "ping": [], "warm_token": [], "warm_password": []}
     for round_ in range(count + 1):  # round 0 starts the desktop session: not timed
-        samples = {"floor": timed(floor, 1), "ping": timed(ping, 1)}
-        began = time.perf_counter()
-        connect_with_token(node, tokens[0], 1).close()
-        samples["warm_token"] = [time.perf_counter() - began]
+        samples = {"floor": timed(floor, 1), "ping": timed(ping, 1),
+                   "warm_token": timed(lambda: connect_with_token(node, tokens[0], 1).close(), 1)}
         disconnected()
-        began = time.perf_counter()
-        node.connect_desktop().close()
-        samples["warm_password"] = [time.perf_counter() - began]
+        samples["warm_password"] = timed(lambda: node.connect_desktop().close(), 1)
         disconnected()
         if round_:
             for name, values in samples.items():
@@ -206,13 +201,6 @@ def run(count: int, seconds: float) -> dict:
 
 
 # --- tunnel throughput -------------------------------------------------------------------
-def write_certificate(directory: str) -> None:
-    cert, key = self_signed("bench")
-    for name, text in (("cert.pem", cert), ("key.pem", key)):
-        with open(os.path.join(directory, name), "w", encoding="ascii") as handle:
-            handle.write(text)
-
-
 class DesktopPort:
     """A stand-in desktop port: `sink` reads and counts everything; `source` sends `total`
     bytes to whoever connects (the L7R's relay greeting is read and ignored)."""

@@ -14,12 +14,10 @@ import psycopg
 from sqlalchemy.pool import NullPool
 
 from qvd.db.engine import L7R_ROLE, enable_l7r_role, make_engine
-
 from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, accepting, tls_context
-from qvd.l7r.tls import self_signed
 
-from .common import private_database
+from .common import private_database, write_certificate
 
 BIN = os.path.dirname(sys.executable)
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "QVD/1.0"}
@@ -113,10 +111,8 @@ def bench_node(users: int = 1, hypervisor: str = "process", node_conf: str = "",
                          f"database.name = {params['dbname']}\n"
                          f"database.l7r.user = {L7R_ROLE}\n"
                          f"database.l7r.password = {l7r_password}\n{node_conf}")
-        cert, key = self_signed("bench")
-        for name, text in (("cert.pem", cert), ("key.pem", key), ("image.tar", "")):
-            with open(os.path.join(home, name), "w", encoding="ascii") as handle:
-                handle.write(text)
+        write_certificate(home)
+        open(os.path.join(home, "image.tar"), "w", encoding="ascii").close()
         node = BenchNode(home, params, port)
         node.admin("config", "ssl", "--cert", f"{home}/cert.pem", "--key", f"{home}/key.pem")
         node.admin("osf", "add", "name=desk", f"memory={memory}", "user_storage=32")
