@@ -16,8 +16,10 @@ from qvd.db.config import ConfigError
 from qvd.db.embedded import EmbeddedError
 from qvd.db.images import TagError
 
+from qvd.db.acl.check import AccessDenied
+from qvd.db.ops.errors import DomainError, describe_db_error
+
 from .context import Admin
-from .errors import UserError, describe_db_error
 from .objects import ALL_GROUPS
 from .verbs import CONTEXT
 
@@ -68,7 +70,9 @@ def run(argv: list[str]) -> int:
         return _fail(f"{where}{exc.format_message()} (see --help)", 2)
     except click.Abort:
         return _fail("aborted", 1)
-    except (UserError, ConfigError, EmbeddedError, TagError) as exc:
+    except AccessDenied as exc:  # recorded as refused by Admin.authorize
+        return _fail(str(exc), 1)
+    except (DomainError, ConfigError, EmbeddedError, TagError) as exc:
         if debug:
             traceback.print_exc()
         return failed(str(exc))

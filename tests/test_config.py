@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from qvd.cli.errors import CONSTRAINT_MESSAGES
+from qvd.db.ops.errors import CONSTRAINT_MESSAGES
 from qvd.db.config import Config, ConfigError, parse_node_file, validate
 from qvd.db.config_keys import KEYS
 from qvd.db.models import Base

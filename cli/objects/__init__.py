@@ -1,7 +1,9 @@
-"""One module per object of `qvd-admin <object> <verb>`."""
-from . import (acl, admin, config, db, di, host, log, osf, role, session,  # noqa: F401
-               system, tenant, user, vm, vm_commands)
+"""The qvd-admin groups: the domain layer's objects (cli/verbs.py builds them), plus what only
+a local run does: `config ssl` (reads certificate files), `db`, `system`."""
+from ..verbs import operation_groups
 
-ALL_GROUPS = [tenant.group, user.group, osf.group, di.group, vm.group, host.group, config.group,
-              session.group, log.group, admin.group, role.group, acl.group, db.group,
-              system.group]
+GROUPS = operation_groups()
+
+from . import config, db, system  # noqa: E402 - config adds `ssl` to GROUPS["config"]
+
+ALL_GROUPS = [*GROUPS.values(), db.group, system.group]

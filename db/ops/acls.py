@@ -7,12 +7,11 @@ from qvd.db.acl.grants import GrantError, find_role
 from qvd.db.acl.names import ACLS, CLUSTER_WIDE
 from qvd.db.acl.login import find_administrator
 
-from ..errors import UserError
-from ..grammar import check_keys
-from ..output import print_rows
-from ..verbs import object_group, verb
+from .errors import DomainError
+from .grammar import check_keys
+from .registry import object_kind, verb
 
-group = object_group("acl", "The ACLs administrators' roles are made of.")
+group = object_kind("acl", "The ACLs administrators' roles are made of.")
 
 
 def _held(admin, s, filters) -> frozenset[str] | None:
@@ -20,12 +19,12 @@ def _held(admin, s, filters) -> frozenset[str] | None:
         try:
             return effective_acls(s, [find_role(s, filters["role"]).id])
         except GrantError as exc:
-            raise UserError(str(exc)) from None
+            raise DomainError(str(exc)) from None
     if "admin" in filters:
         found = find_administrator(s, filters["admin"])
         visible = admin.actor.visible_tenant
         if found is None or (visible is not None and found[1].name != visible):
-            raise UserError(f"unknown administrator '{filters['admin']}'")
+            raise DomainError(f"unknown administrator '{filters['admin']}'")
         return administrator_acls(s, found[0].id)
     return None
 
@@ -41,4 +40,4 @@ def list_(admin, call):
     rows = [{"name": name, "cluster_wide": name in CLUSTER_WIDE, "description": description}
             for name, description in ACLS.items()
             if fnmatch.fnmatchcase(name, pattern) and (held is None or name in held)]
-    print_rows(["name", "cluster_wide", "description"], rows, call.fmt, call.quiet)
+    admin.show(["name", "cluster_wide", "description"], rows)

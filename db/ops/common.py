@@ -1,9 +1,9 @@
 """Verbs that work the same for several objects: list, del, block/unblock."""
 from sqlalchemy import delete, update
 
-from ..grammar import check_keys
-from ..selection import list_objects
-from ..verbs import verb
+from .grammar import check_keys
+from .selection import list_objects
+from .registry import verb
 
 
 def _primary_key(model):
@@ -18,7 +18,7 @@ def add_list_verb(group, view) -> None:
 
 
 def add_delete_verb(group, view, model, condition: str = "", before=None, after=None) -> None:
-    """before(admin, session, ids) may refuse with UserError; after(rows) runs once committed."""
+    """before(admin, session, ids) may refuse with DomainError; after(rows) runs once committed."""
     @verb(group, "del", f"Delete the {view.name}s chosen by -f{condition}.")
     def delete_(admin, call):
         check_keys(call.args, ())
@@ -31,12 +31,12 @@ def add_delete_verb(group, view, model, condition: str = "", before=None, after=
             admin.audit(s, view.name, "del", call, ids)
         if after is not None:
             after(admin, gone)
-        print(f"{len(ids)} {view.name}(s) deleted")
+        admin.say(f"{len(ids)} {view.name}(s) deleted")
 
 
 def add_block_verbs(group, view, column, effect: str, before=None) -> None:
     """column: the `blocked` column of the table whose key is the view's id;
-    before(admin, session, ids) may refuse with UserError."""
+    before(admin, session, ids) may refuse with DomainError."""
     table = column.class_
 
     def set_blocked(admin, call, blocked: bool):
@@ -48,7 +48,7 @@ def add_block_verbs(group, view, column, effect: str, before=None) -> None:
                 before(admin, s, ids)
             s.execute(update(table).where(_primary_key(table).in_(ids)).values(blocked=blocked))
             admin.audit(s, view.name, action, call, ids)
-        print(f"{len(ids)} {view.name}(s) {action}ed")
+        admin.say(f"{len(ids)} {view.name}(s) {action}ed")
 
     @verb(group, "block", f"Block the {view.name}s chosen by -f: {effect}.")
     def block(admin, call):

@@ -10,14 +10,13 @@ from qvd.db.acl.login import split_admin_login
 from qvd.db.models import Administrator, Role, RoleAdministratorRelation, Tenant
 from qvd.db.passwords import hash_password
 
-from ..errors import UserError, usage
-from ..grammar import check_keys, parse_bool, parse_name
-from ..selection import ObjectView
-from ..verbs import object_group, verb
-from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
-from .user import read_new_password
+from .errors import BadRequest, DomainError
+from .grammar import check_keys, parse_bool, parse_name
+from .selection import ObjectView
+from .registry import object_kind, verb
+from .common import add_block_verbs, add_delete_verb, add_list_verb
 
-group = object_group("admin", "Administrators: NAME@TENANT, with roles that give them ACLs.")
+group = object_kind("admin", "Administrators: NAME@TENANT, with roles that give them ACLs.")
 
 _roles = (select(func.string_agg(Role.name, aggregate_order_by(literal(", "), Role.name)))
           .join(RoleAdministratorRelation, RoleAdministratorRelation.role_id == Role.id)
@@ -35,23 +34,23 @@ def _outranked(admin, s, ids) -> None:
     try:
         require_outranks(s, admin.actor, ids)
     except GrantError as exc:
-        raise UserError(str(exc)) from None
+        raise DomainError(str(exc)) from None
 
 
-def _new_password(call) -> str:
-    password = call.args.get("password") or read_new_password()
+def _new_password(admin, call) -> str:
+    password = call.args.get("password") or admin.read_new_password()
     if not password:
-        raise UserError("the password is empty; nothing changed")
+        raise DomainError("the password is empty; nothing changed")
     return password
 
 
-def _totp_secret(call, name: str) -> str | None:
+def _totp_secret(admin, call, name: str) -> str | None:
     """A fresh secret when totp=1, shown once (to enter in an authenticator app)."""
     if not parse_bool(call.args.get("totp", "0"), "totp"):
         return None
     secret = pyotp.random_base32()
-    print(f"TOTP secret of {name}: {secret}\n"
-          f"  {pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name='QVD')}")
+    admin.say(f"TOTP secret of {name}: {secret}\n"
+              f"  {pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name='QVD')}")
     return secret
 
 
@@ -62,19 +61,19 @@ def add(admin, call):
     check_keys(call.args, ("name", "password", "totp"), ("name",))
     name, tenant = split_admin_login(call.args["name"])
     if "@" in call.args["name"] and call.tenant and call.tenant != tenant:
-        raise usage(f"'{call.args['name']}' names tenant '{tenant}' but -t says '{call.tenant}'")
+        raise BadRequest(f"'{call.args['name']}' names tenant '{tenant}' but -t says '{call.tenant}'")
     tenant = tenant if "@" in call.args["name"] else call.tenant
     parse_name("administrator name", name)
     with admin.session() as s:
         tenant_id = admin.tenant_id(s, tenant, supertenant=True)
         tenant_name = s.get(Tenant, tenant_id).name
         row = Administrator(tenant_id=tenant_id, name=name,
-                            password=hash_password(_new_password(call)),
-                            totp_secret=_totp_secret(call, f"{name}@{tenant_name}"))
+                            password=hash_password(_new_password(admin, call)),
+                            totp_secret=_totp_secret(admin, call, f"{name}@{tenant_name}"))
         s.add(row)
         s.flush()
         admin.audit(s, "admin", "add", call, [row.id], tenant_id)
-    print(f"administrator {row.id} '{name}@{tenant_name}' added")
+    admin.say(f"administrator {row.id} '{name}@{tenant_name}' added")
 
 
 @verb(group, "passwd", "Set the password of the administrator chosen by -f (read from the "
@@ -86,13 +85,13 @@ def passwd(admin, call):
         admin_id = VIEW.one_id(s, call, "passwd")
         _outranked(admin, s, [admin_id])
         row = s.get(Administrator, admin_id)
-        values = {"password": hash_password(_new_password(call))}
+        values = {"password": hash_password(_new_password(admin, call))}
         if "totp" in call.args:
             tenant = s.get(Tenant, row.tenant_id).name
-            values["totp_secret"] = _totp_secret(call, f"{row.name}@{tenant}")
+            values["totp_secret"] = _totp_secret(admin, call, f"{row.name}@{tenant}")
         s.execute(update(Administrator).where(Administrator.id == admin_id).values(**values))
         admin.audit(s, "admin", "passwd", call, [admin_id], row.tenant_id)
-    print(f"password of administrator {admin_id} changed")
+    admin.say(f"password of administrator {admin_id} changed")
 
 
 def _role_names(value: str) -> list[str]:
@@ -105,7 +104,7 @@ def _role_names(value: str) -> list[str]:
 def role(admin, call):
     check_keys(call.args, ("grant", "revoke"))
     if not call.args:
-        raise usage("give grant=ROLE or revoke=ROLE")
+        raise BadRequest("give grant=ROLE or revoke=ROLE")
     try:
         with admin.session() as s:
             ids = VIEW.ids(s, call)
@@ -120,8 +119,8 @@ def role(admin, call):
                     revoke_from_administrator(s, admin_id, chosen)
             admin.audit(s, "admin", "role", call, ids)
     except GrantError as exc:
-        raise UserError(str(exc)) from None
-    print(f"roles of {len(ids)} administrator(s) changed")
+        raise DomainError(str(exc)) from None
+    admin.say(f"roles of {len(ids)} administrator(s) changed")
 
 
 add_delete_verb(group, VIEW, Administrator, before=_outranked)

@@ -4,11 +4,11 @@ from sqlalchemy import select
 
 from qvd.db.models import AdminLogEntry, Tenant
 
-from ..selection import ObjectView
-from ..verbs import object_group
-from .common_verbs import add_list_verb
+from .selection import ObjectView
+from .registry import object_kind
+from .common import add_list_verb
 
-group = object_group("log", "Who changed what, and when.")
+group = object_kind("log", "Who changed what, and when.")
 
 VIEW = ObjectView("log entry", {"id": AdminLogEntry.id, "at": AdminLogEntry.at,
                                 "who": AdminLogEntry.who, "tenant": Tenant.name,

@@ -4,11 +4,11 @@ from sqlalchemy import func, select
 
 from qvd.db.models import DesktopSession, Tenant, User
 
-from ..selection import ObjectView
-from ..verbs import object_group
-from .common_verbs import add_list_verb
+from .selection import ObjectView
+from .registry import object_kind
+from .common import add_list_verb
 
-group = object_group("session", "Desktop connections, past and present.")
+group = object_kind("session", "Desktop connections, past and present.")
 
 _duration = func.round(func.extract("epoch", func.coalesce(DesktopSession.ended_at, func.now())
                                     - DesktopSession.started_at), 1)

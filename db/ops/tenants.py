@@ -3,12 +3,12 @@ from sqlalchemy import select
 
 from qvd.db.models import Tenant
 
-from ..grammar import check_keys, parse_name
-from ..selection import ObjectView
-from ..verbs import object_group, verb
-from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
+from .grammar import check_keys, parse_name
+from .selection import ObjectView
+from .registry import object_kind, verb
+from .common import add_block_verbs, add_delete_verb, add_list_verb
 
-group = object_group("tenant", "Tenants: separate sets of users, OSFs and VMs.")
+group = object_kind("tenant", "Tenants: separate sets of users, OSFs and VMs.")
 
 VIEW = ObjectView("tenant", {"id": Tenant.id, "name": Tenant.name, "blocked": Tenant.blocked,
                              "description": Tenant.description},
@@ -24,7 +24,7 @@ def add(admin, call):
         s.add(tenant)
         s.flush()
         admin.audit(s, "tenant", "add", call, [tenant.id])
-    print(f"tenant {tenant.id} '{tenant.name}' added")
+    admin.say(f"tenant {tenant.id} '{tenant.name}' added")
 
 
 add_delete_verb(group, VIEW, Tenant, " (they must be empty)")

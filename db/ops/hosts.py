@@ -5,14 +5,14 @@ from sqlalchemy import func, select, update
 
 from qvd.db.models import Host, HostCounter, HostRuntime, VmRuntime
 
-from ..errors import UserError
-from ..grammar import check_keys, parse_bool, parse_name
-from ..selection import ObjectView
-from ..verbs import object_group, verb
-from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
+from .errors import DomainError
+from .grammar import check_keys, parse_bool, parse_name
+from .selection import ObjectView
+from .registry import object_kind, verb
+from .common import add_block_verbs, add_delete_verb, add_list_verb
 from .properties import add_property_verbs
 
-group = object_group("host", "Nodes of the cluster (each runs qvd-hkd).")
+group = object_kind("host", "Nodes of the cluster (each runs qvd-hkd).")
 
 _vms = (select(func.count()).select_from(VmRuntime).where(VmRuntime.host_id == Host.id)
         .scalar_subquery())
@@ -36,7 +36,7 @@ def add(admin, call):
     try:
         address = str(ipaddress.ip_address(args["address"]))
     except ValueError:
-        raise UserError(f"'{args['address']}' is not an IP address") from None
+        raise DomainError(f"'{args['address']}' is not an IP address") from None
     host = Host(name=args["name"], address=address,
                 frontend=parse_bool(args.get("frontend", "1"), "frontend"),
                 backend=parse_bool(args.get("backend", "1"), "backend"))
@@ -45,7 +45,7 @@ def add(admin, call):
         s.flush()
         s.add_all([HostRuntime(host_id=host.id), HostCounter(host_id=host.id)])
         admin.audit(s, "host", "add", call, [host.id])
-    print(f"host {host.id} '{host.name}' added")
+    admin.say(f"host {host.id} '{host.name}' added")
 
 
 @verb(group, "stop", "Ask the qvd-hkd of the nodes chosen by -f to stop their VMs and exit.")
@@ -57,7 +57,7 @@ def stop(admin, call):
                                                       HostRuntime.state != "stopped")
                             .values(cmd="stop").returning(HostRuntime.host_id)).scalars().all()
         admin.audit(s, "host", "stop", call, changed)
-    print(f"stop sent to {len(changed)} host(s)"
+    admin.say(f"stop sent to {len(changed)} host(s)"
           + (f"; {len(ids) - len(changed)} already stopped" if len(changed) < len(ids) else ""))
 
 

@@ -1,20 +1,17 @@
 """qvd-admin user add|del|list|passwd|block|unblock|propset|propget|propdel, user token list|del."""
-import sys
-
-import click
 from sqlalchemy import delete, func, select, update
 
 from qvd.db.models import Tenant, User, UserToken, Vm
 from qvd.db.passwords import hash_password
 
-from ..errors import UserError, usage
-from ..grammar import check_keys, parse_name
-from ..selection import ObjectView, list_objects
-from ..verbs import object_group, verb
-from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
+from .errors import BadRequest, DomainError
+from .grammar import check_keys, parse_name
+from .selection import ObjectView, list_objects
+from .registry import object_kind, verb
+from .common import add_block_verbs, add_delete_verb, add_list_verb
 from .properties import add_property_verbs
 
-group = object_group("user", "Users who own desktops.")
+group = object_kind("user", "Users who own desktops.")
 
 _vm_count = select(func.count(Vm.id)).where(Vm.user_id == User.id).scalar_subquery()
 VIEW = ObjectView("user", {"id": User.id, "tenant": Tenant.name, "login": User.login,
@@ -29,7 +26,7 @@ def split_login(value: str, tenant: str | None) -> tuple[str, str | None]:
         if separator in value:
             login, _, named = value.rpartition(separator)
             if tenant is not None and named != tenant:
-                raise usage(f"'{value}' names tenant '{named}' but -t says '{tenant}'")
+                raise BadRequest(f"'{value}' names tenant '{named}' but -t says '{tenant}'")
             return login, named
     return value, tenant
 
@@ -39,7 +36,7 @@ def find_user(admin, s, value: str, tenant: str | None) -> User:
     tenant_id = admin.tenant_id(s, tenant)
     user = s.scalar(select(User).where(User.login == login, User.tenant_id == tenant_id))
     if user is None:
-        raise UserError(f"unknown user '{login}' in tenant '{admin.tenant_shown(tenant)}'")
+        raise DomainError(f"unknown user '{login}' in tenant '{admin.tenant_shown(tenant)}'")
     return user
 
 
@@ -48,7 +45,7 @@ def add(admin, call):
     check_keys(call.args, ("login", "password", "blocked"), ("login",))
     login, tenant = split_login(call.args["login"], call.tenant)
     if not login:
-        raise usage("login must not be empty")
+        raise BadRequest("login must not be empty")
     parse_name("login", login)
     password = call.args.get("password")
     with admin.session() as s:
@@ -59,15 +56,7 @@ def add(admin, call):
         s.add(user)
         s.flush()
         admin.audit(s, "user", "add", call, [user.id], tenant_id)
-    print(f"user {user.id} '{login}' added")
-
-
-def read_new_password() -> str:
-    """From the terminal (asked twice) or, when stdin is not a terminal, its first line."""
-    if sys.stdin.isatty():
-        return click.prompt("New password", hide_input=True, confirmation_prompt=True)
-    line = sys.stdin.readline()
-    return line.rstrip("\r\n")
+    admin.say(f"user {user.id} '{login}' added")
 
 
 @verb(group, "passwd", "Set the password of the user chosen by -f or login=LOGIN[@TENANT]; "
@@ -75,23 +64,23 @@ def read_new_password() -> str:
 def passwd(admin, call):
     check_keys(call.args, ("login",))
     if bool(call.filters) == bool(call.args.get("login")):
-        raise usage("choose the user with either login=LOGIN or -f")
+        raise BadRequest("choose the user with either login=LOGIN or -f")
     with admin.session() as s:
         if call.filters:
             ids = VIEW.ids(s, call)
             if len(ids) != 1:
-                raise UserError(f"the filter matches {len(ids)} users; passwd changes one")
+                raise DomainError(f"the filter matches {len(ids)} users; passwd changes one")
             user_id = ids[0]
         else:
             user_id = find_user(admin, s, call.args["login"], call.tenant).id
-        password = read_new_password()
+        password = admin.read_new_password()
         if not password:
-            raise UserError("the new password is empty; nothing changed")
+            raise DomainError("the new password is empty; nothing changed")
         s.execute(update(User).where(User.id == user_id).values(password=hash_password(password)))
         # The tokens the old password opened end with it (same transaction).
         revoked = s.execute(delete(UserToken).where(UserToken.user_id == user_id)).rowcount
         admin.audit(s, "user", "passwd", call, [user_id])
-    print(f"password of user {user_id} changed, {revoked} token(s) revoked")
+    admin.say(f"password of user {user_id} changed, {revoked} token(s) revoked")
 
 
 add_delete_verb(group, VIEW, User, " (their VMs must be deleted first)")
@@ -101,8 +90,7 @@ add_property_verbs(group, VIEW)
 
 
 # --- user token list|del: the bearer tokens of /qvd/create_auth_token -------------------------
-tokens = object_group("token", "Users' auth tokens (only their hashes are stored).")
-group.add_command(tokens)
+tokens = object_kind("user token", "Users' auth tokens (only their hashes are stored).")
 
 TOKEN_VIEW = ObjectView(
     "token", {"token": func.left(UserToken.token_hash, 12), "login": User.login,
@@ -126,10 +114,10 @@ def token_list(admin, call):
 def token_del(admin, call):
     check_keys(call.args, ())
     if not call.filters:
-        raise usage("say whose tokens with -f, e.g. -f login=alice")
+        raise BadRequest("say whose tokens with -f, e.g. -f login=alice")
     with admin.session() as s:
         chosen = TOKEN_VIEW.query(call, [UserToken.token_hash]).subquery()
         gone = s.execute(delete(UserToken).where(UserToken.token_hash.in_(select(chosen)))
                          .returning(UserToken.user_id)).scalars().all()
         admin.audit(s, "user", "token del", call, sorted(set(gone)))
-    print(f"{len(gone)} token(s) revoked")
+    admin.say(f"{len(gone)} token(s) revoked")

@@ -4,9 +4,8 @@ from sqlalchemy.dialects.postgresql import insert
 
 from qvd.db.models import PROPERTY_MODELS
 
-from ..errors import usage
-from ..output import print_rows
-from ..verbs import verb
+from .errors import BadRequest
+from .registry import verb
 
 
 def add_property_verbs(group, view) -> None:
@@ -15,7 +14,7 @@ def add_property_verbs(group, view) -> None:
     @verb(group, "propset", f"Set properties key=value ... on the {view.name}s chosen by -f.")
     def propset(admin, call):
         if not call.args:
-            raise usage("give at least one key=value")
+            raise BadRequest("give at least one key=value")
         with admin.session() as s:
             ids = view.ids(s, call)
             for owner in ids:
@@ -24,7 +23,7 @@ def add_property_verbs(group, view) -> None:
                     s.execute(stmt.on_conflict_do_update(index_elements=["owner_id", "key"],
                                                          set_={"value": value}))
             admin.audit(s, view.name, "propset", call, ids)
-        print(f"{len(call.args)} propert(ies) set on {len(ids)} {view.name}(s)")
+        admin.say(f"{len(call.args)} propert(ies) set on {len(ids)} {view.name}(s)")
 
     @verb(group, "propget", f"Show properties of the {view.name}s chosen by -f "
                             "(all, or only the keys named).", lists=True, words=True)
@@ -37,16 +36,16 @@ def add_property_verbs(group, view) -> None:
                 stmt = stmt.where(model.key.in_(keys))
             rows = [{"id": o, "key": k, "value": v}
                     for o, k, v in s.execute(stmt.order_by(model.owner_id, model.key))]
-        print_rows(["id", "key", "value"], rows, call.fmt, call.quiet)
+        admin.show(["id", "key", "value"], rows)
 
     @verb(group, "propdel", f"Delete the named properties (key ...) from the "
                             f"{view.name}s chosen by -f.", words=True)
     def propdel(admin, call):
         if not call.args:
-            raise usage("name the properties to delete")
+            raise BadRequest("name the properties to delete")
         with admin.session() as s:
             ids = view.ids(s, call)
             s.execute(delete(model).where(model.owner_id.in_(ids),
                                           model.key.in_(list(call.args))))
             admin.audit(s, view.name, "propdel", call, ids)
-        print(f"properties deleted from {len(ids)} {view.name}(s)")
+        admin.say(f"properties deleted from {len(ids)} {view.name}(s)")

@@ -7,7 +7,7 @@ from sqlalchemy.sql import ColumnElement
 
 from qvd.db.names import BadName, check_name
 
-from .errors import UserError, usage
+from .errors import BadRequest, DomainError
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -20,9 +20,9 @@ def parse_pairs(items, what: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise usage(f"expected key=value in {what}, got '{item}'")
+            raise BadRequest(f"expected key=value in {what}, got '{item}'")
         if key in pairs:
-            raise usage(f"'{key}' given twice in {what}")
+            raise BadRequest(f"'{key}' given twice in {what}")
         pairs[key] = value
     return pairs
 
@@ -36,11 +36,11 @@ def parse_filters(options) -> dict[str, str]:
 def check_keys(given: dict, allowed, required=(), what: str = "arguments") -> None:
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise usage(f"unknown key '{unknown[0]}' in {what}; valid keys: "
+        raise BadRequest(f"unknown key '{unknown[0]}' in {what}; valid keys: "
                     + ", ".join(sorted(allowed)))
     missing = [key for key in required if not given.get(key)]
     if missing:
-        raise usage(f"missing {missing[0]}=... in {what}")
+        raise BadRequest(f"missing {missing[0]}=... in {what}")
 
 
 def like_pattern(value: str) -> str:
@@ -77,16 +77,16 @@ def parse_bool(value: str, key: str) -> bool:
         return True
     if low in _FALSE:
         return False
-    raise usage(f"{key} must be 1 or 0, got '{value}'")
+    raise BadRequest(f"{key} must be 1 or 0, got '{value}'")
 
 
 def parse_positive_int(value: str, key: str, allow_zero: bool = False) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise usage(f"{key} must be a whole number, got '{value}'") from None
+        raise BadRequest(f"{key} must be a whole number, got '{value}'") from None
     if number < 0 or (number == 0 and not allow_zero):
-        raise usage(f"{key} must be {'zero or more' if allow_zero else 'positive'}, got '{value}'")
+        raise BadRequest(f"{key} must be {'zero or more' if allow_zero else 'positive'}, got '{value}'")
     return number
 
 
@@ -96,4 +96,4 @@ def parse_name(kind: str, value: str, max_len: int = 64) -> str:
     try:
         return check_name(kind, value, max_len)
     except BadName as exc:
-        raise UserError(str(exc)) from None
+        raise DomainError(str(exc)) from None

@@ -7,13 +7,13 @@ from sqlalchemy.orm import aliased
 from qvd.db.acl.grants import GrantError, changeable, find_role, set_acls, set_role
 from qvd.db.models import AclRoleRelation, Role, RoleRoleRelation
 
-from ..errors import UserError, usage
-from ..grammar import check_keys
-from ..selection import EVERY_TENANT, ObjectView
-from ..verbs import object_group, verb
-from .common_verbs import add_delete_verb, add_list_verb
+from .errors import BadRequest, DomainError
+from .grammar import check_keys
+from .selection import EVERY_TENANT, ObjectView
+from .registry import object_kind, verb
+from .common import add_delete_verb, add_list_verb
 
-group = object_group("role", "Roles: sets of ACLs and of other roles, granted to administrators.")
+group = object_kind("role", "Roles: sets of ACLs and of other roles, granted to administrators.")
 
 Included = aliased(Role)
 _included = (select(func.string_agg(
@@ -38,7 +38,7 @@ VIEW = ObjectView("role", {"id": Role.id, "name": Role.name, "builtin": Role.fix
 
 def _check_role_name(name: str) -> str:
     if not name or name != name.strip() or len(name) > 64 or "," in name:
-        raise UserError(f"role name '{name}' must be 1 to 64 characters, without commas or "
+        raise DomainError(f"role name '{name}' must be 1 to 64 characters, without commas or "
                         "surrounding spaces")
     return name
 
@@ -51,7 +51,7 @@ def add(admin, call):
         s.add(role)
         s.flush()
         admin.audit(s, "role", "add", call, [role.id])
-    print(f"role {role.id} '{role.name}' added")
+    admin.say(f"role {role.id} '{role.name}' added")
 
 
 def _refuse_builtin(admin, s, ids) -> None:
@@ -59,7 +59,7 @@ def _refuse_builtin(admin, s, ids) -> None:
         try:
             changeable(role)
         except GrantError as exc:
-            raise UserError(str(exc)) from None
+            raise DomainError(str(exc)) from None
 
 
 def _names(value: str) -> list[str]:
@@ -77,7 +77,7 @@ ROLE_KEYS = {"grant_role": True, "deny_role": False, "revoke_role": None}
 def acl(admin, call):
     check_keys(call.args, [*ACL_KEYS, *ROLE_KEYS])
     if not call.args:
-        raise usage("give grant=, deny=, revoke=, grant_role=, deny_role= or revoke_role=")
+        raise BadRequest("give grant=, deny=, revoke=, grant_role=, deny_role= or revoke_role=")
     try:
         with admin.session() as s:
             role = changeable(s.get(Role, VIEW.one_id(s, call, "role acl")))
@@ -90,8 +90,8 @@ def acl(admin, call):
                     roles += 1
             admin.audit(s, "role", "acl", call, [role.id])
     except GrantError as exc:
-        raise UserError(str(exc)) from None
-    print(f"role '{role.name}': {acls} ACL(s) and {roles} role(s) changed")
+        raise DomainError(str(exc)) from None
+    admin.say(f"role '{role.name}': {acls} ACL(s) and {roles} role(s) changed")
 
 
 add_delete_verb(group, VIEW, Role, " (not built-in ones)", before=_refuse_builtin)

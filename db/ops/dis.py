@@ -9,15 +9,15 @@ from qvd.db.images import DEFAULT, HEAD, next_version, osf_has_tag, tag_di, unta
 from qvd.db.models import Di, DiTag, Osf, Tenant
 from qvd.db.names import safe_file_name
 
-from ..errors import UserError
-from ..grammar import check_keys, parse_bool, parse_name
-from ..selection import ObjectView
-from ..verbs import object_group, verb
-from .common_verbs import add_block_verbs, add_list_verb
-from .osf import find_osf
+from .errors import DomainError
+from .grammar import check_keys, parse_bool, parse_name
+from .selection import ObjectView
+from .registry import object_kind, verb
+from .common import add_block_verbs, add_list_verb
+from .osfs import find_osf
 from .properties import add_property_verbs
 
-group = object_group("di", "Disk images of an OSF, named by tags (head, default, versions).")
+group = object_kind("di", "Disk images of an OSF, named by tags (head, default, versions).")
 
 _tags = (select(func.string_agg(DiTag.tag, aggregate_order_by(literal(" "), DiTag.tag)))
          .where(DiTag.di_id == Di.id).scalar_subquery())
@@ -36,7 +36,7 @@ def images_dir(admin) -> str:
 def _copy_image(source: str, target: str) -> None:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.exists(target):
-        raise UserError(f"{target} already exists in the image store")
+        raise DomainError(f"{target} already exists in the image store")
     partial = target + ".part"
     try:
         shutil.copyfile(source, partial)
@@ -44,7 +44,7 @@ def _copy_image(source: str, target: str) -> None:
     except OSError as exc:
         if os.path.exists(partial):
             os.unlink(partial)
-        raise UserError(f"cannot copy {source} into {os.path.dirname(target)}: "
+        raise DomainError(f"cannot copy {source} into {os.path.dirname(target)}: "
                         f"{exc.strerror}") from None
 
 
@@ -60,7 +60,7 @@ def add(admin, call):
     if "version" in call.args:
         parse_name("DI version", call.args["version"])
     if not os.path.isfile(source):
-        raise UserError(f"image file not found: {source}")
+        raise DomainError(f"image file not found: {source}")
     target = None
     try:
         with admin.session() as s:
@@ -80,7 +80,7 @@ def add(admin, call):
         if target and os.path.exists(target):
             os.unlink(target)  # the row was not committed: do not leave its file behind
         raise
-    print(f"di {di.id} added to osf '{osf.name}' as {di.path}, tags: {' '.join(tags)}"
+    admin.say(f"di {di.id} added to osf '{osf.name}' as {di.path}, tags: {' '.join(tags)}"
           + (", trusted" if trusted else ""))
 
 
@@ -106,13 +106,13 @@ def delete_(admin, call):
             os.unlink(os.path.join(images_dir(admin), path))
         except FileNotFoundError:
             pass
-    print(f"{len(ids)} di(s) deleted")
+    admin.say(f"{len(ids)} di(s) deleted")
 
 
 def _one_di(s, call) -> Di:
     ids = VIEW.ids(s, call)
     if len(ids) != 1:
-        raise UserError(f"the filter matches {len(ids)} DIs; a tag names exactly one")
+        raise DomainError(f"the filter matches {len(ids)} DIs; a tag names exactly one")
     return s.get(Di, ids[0])
 
 
@@ -125,7 +125,7 @@ def tag(admin, call):
         di = _one_di(s, call)
         tag_di(s, di, call.args["tag"], parse_bool(call.args.get("fixed", "0"), "fixed"))
         admin.audit(s, "di", "tag", call, [di.id])
-    print(f"di {di.id} tagged '{call.args['tag']}'")
+    admin.say(f"di {di.id} tagged '{call.args['tag']}'")
 
 
 @verb(group, "untag", "Remove tag=NAME from the DI chosen by -f.")
@@ -135,7 +135,7 @@ def untag(admin, call):
         di = _one_di(s, call)
         untag_di(s, di, call.args["tag"])
         admin.audit(s, "di", "untag", call, [di.id])
-    print(f"tag '{call.args['tag']}' removed from di {di.id}")
+    admin.say(f"tag '{call.args['tag']}' removed from di {di.id}")
 
 
 add_list_verb(group, VIEW)

@@ -9,10 +9,10 @@ from qvd.db.models import Osf, Vm, VmRuntime
 from qvd.db.placement import choose_host
 from qvd.db.states import VM_STOPPABLE
 
-from ..errors import UserError
-from ..grammar import check_keys
-from ..verbs import verb
-from .vm import VIEW, group
+from .errors import DomainError
+from .grammar import check_keys
+from .registry import verb
+from .vms import VIEW, group
 
 
 def _selected(s, call):
@@ -23,11 +23,11 @@ def _selected(s, call):
                      .where(Vm.id.in_(ids)).order_by(Vm.id)).all()
 
 
-def _report(action: str, done: list[int], refused: list[str]) -> None:
-    print(f"{action} sent to {len(done)} vm(s)"
+def _report(admin, action: str, done: list[int], refused: list[str]) -> None:
+    admin.say(f"{action} sent to {len(done)} vm(s)"
           + (": " + ", ".join(map(str, done)) if done else ""))
     if refused:
-        raise UserError("\n".join(refused))
+        raise DomainError("\n".join(refused))
 
 
 def _set(s, vm_id: int, where, **values) -> bool:
@@ -61,7 +61,7 @@ def start(admin, call):
                 refused.append(f"vm {vm.id} '{vm.name}' changed meanwhile; try again")
         if done:
             admin.audit(s, "vm", "start", call, done)
-    _report("start", done, refused)
+    _report(admin, "start", done, refused)
 
 
 @verb(group, "stop", "Stop the VMs chosen by -f (their node powers them off).")
@@ -85,7 +85,7 @@ def stop(admin, call):
                 refused.append(f"vm {vm.id} '{vm.name}' changed meanwhile; try again")
         if done:
             admin.audit(s, "vm", "stop", call, done)
-    _report("stop", done, refused)
+    _report(admin, "stop", done, refused)
 
 
 @verb(group, "disconnect", "Disconnect the users of the VMs chosen by -f; the VMs keep running.")
@@ -102,4 +102,4 @@ def disconnect(admin, call):
                 refused.append(f"vm {vm.id} '{vm.name}' changed meanwhile; try again")
         if done:
             admin.audit(s, "vm", "disconnect", call, done)
-    _report("disconnect", done, refused)
+    _report(admin, "disconnect", done, refused)

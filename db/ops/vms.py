@@ -9,16 +9,16 @@ from qvd.db.images import DEFAULT, osf_has_tag
 from qvd.db.models import Di, Host, Osf, Tenant, User, Vm, VmCounter, VmRuntime
 from qvd.db.vm_network import AddressError, check_address, free_addresses
 
-from ..errors import UserError, usage
-from ..grammar import check_keys, parse_name, parse_positive_int
-from ..selection import ObjectView
-from ..verbs import object_group, verb
-from .common_verbs import add_block_verbs, add_delete_verb, add_list_verb
-from .osf import find_osf
+from .errors import BadRequest, DomainError
+from .grammar import check_keys, parse_name, parse_positive_int
+from .selection import ObjectView
+from .registry import object_kind, verb
+from .common import add_block_verbs, add_delete_verb, add_list_verb
+from .osfs import find_osf
 from .properties import add_property_verbs
-from .user import find_user
+from .users import find_user
 
-group = object_group("vm", "Virtual machines: one desktop of one user.")
+group = object_kind("vm", "Virtual machines: one desktop of one user.")
 
 CurrentDi = aliased(Di)
 VIEW = ObjectView("vm", {
@@ -38,7 +38,7 @@ VIEW = ObjectView("vm", {
 def _check_tag(s, osf: Osf, tag: str) -> str:
     """A tag other than 'default' must exist on the OSF (default may come with the first DI)."""
     if tag != DEFAULT and not osf_has_tag(s, osf.id, tag):
-        raise UserError(f"OSF '{osf.name}' has no DI tagged '{tag}'")
+        raise DomainError(f"OSF '{osf.name}' has no DI tagged '{tag}'")
     return tag
 
 
@@ -51,7 +51,7 @@ def add(admin, call):
                ("name", "user", "osf"))
     bulk = parse_positive_int(args["bulk"], "bulk") if "bulk" in args else None
     if bulk and "ip" in args:
-        raise usage("ip= cannot be used with bulk=; addresses are given automatically")
+        raise BadRequest("ip= cannot be used with bulk=; addresses are given automatically")
     names = [f"{args['name']}-{n}" for n in range(1, bulk + 1)] if bulk else [args["name"]]
     for name in (names[0], names[-1]):  # the longest is the last
         parse_name("VM name", name)
@@ -68,7 +68,7 @@ def add(admin, call):
             ips = ([check_address(args["ip"], start, netmask)] if "ip" in args
                    else free_addresses(s, start, netmask, len(names)))
         except AddressError as exc:
-            raise UserError(str(exc)) from None
+            raise DomainError(str(exc)) from None
         vms = [Vm(name=name, user_id=user.id, osf_id=osf.id, di_tag=tag, ip=ip,
                   description=args.get("description")) for name, ip in zip(names, ips)]
         s.add_all(vms)
@@ -76,7 +76,7 @@ def add(admin, call):
         s.add_all([VmRuntime(vm_id=vm.id) for vm in vms] + [VmCounter(vm_id=vm.id) for vm in vms])
         admin.audit(s, "vm", "add", call, [vm.id for vm in vms], user.tenant_id)
     for vm in vms:
-        print(f"vm {vm.id} '{vm.name}' added for {user.login}@{tenant}, ip {vm.ip}")
+        admin.say(f"vm {vm.id} '{vm.name}' added for {user.login}@{tenant}, ip {vm.ip}")
 
 
 def _refuse_active(admin, s, ids) -> None:
@@ -86,7 +86,7 @@ def _refuse_active(admin, s, ids) -> None:
                               | VmRuntime.host_id.isnot(None)
                               | (VmRuntime.user_state != "disconnected"))).first()
     if active is not None:
-        raise UserError(f"vm {active.id} '{active.name}' is {active.vm_state} "
+        raise DomainError(f"vm {active.id} '{active.name}' is {active.vm_state} "
                         f"(user {active.user_state}); stop it first, nothing was deleted")
 
 
@@ -96,7 +96,7 @@ def _parse_time(value: str, key: str):
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise usage(f"{key} must be a date and time like 2026-12-31T18:00, got '{value}'") from None
+        raise BadRequest(f"{key} must be a date and time like 2026-12-31T18:00, got '{value}'") from None
     return moment if moment.tzinfo else moment.astimezone()
 
 
@@ -106,7 +106,7 @@ def edit(admin, call):
     args = call.args
     check_keys(args, ("name", "description", "di_tag", "expiration_soft", "expiration_hard"))
     if not args:
-        raise usage("give what to change, e.g. di_tag=testing")
+        raise BadRequest("give what to change, e.g. di_tag=testing")
     if "name" in args:
         parse_name("VM name", args["name"])
     if "di_tag" in args:
@@ -117,7 +117,7 @@ def edit(admin, call):
     with admin.session() as s:
         ids = VIEW.ids(s, call)
         if "name" in args and len(ids) > 1:
-            raise UserError(f"the filter matches {len(ids)} VMs; name= changes one")
+            raise DomainError(f"the filter matches {len(ids)} VMs; name= changes one")
         if "di_tag" in args:
             for osf in s.scalars(select(Osf).join(Vm, Vm.osf_id == Osf.id)
                                  .where(Vm.id.in_(ids)).distinct()):
@@ -128,7 +128,7 @@ def edit(admin, call):
         if runtime_values:
             s.execute(update(VmRuntime).where(VmRuntime.vm_id.in_(ids)).values(**runtime_values))
         admin.audit(s, "vm", "edit", call, ids)
-    print(f"{len(ids)} vm(s) changed")
+    admin.say(f"{len(ids)} vm(s) changed")
 
 
 add_delete_verb(group, VIEW, Vm, " (only stopped VMs)", before=_refuse_active)

@@ -3,14 +3,14 @@ from sqlalchemy import func, select
 
 from qvd.db.models import Di, Osf, Tenant, Vm
 
-from ..errors import UserError
-from ..grammar import check_keys, parse_bool, parse_name, parse_positive_int
-from ..selection import ObjectView
-from ..verbs import object_group, verb
-from .common_verbs import add_delete_verb, add_list_verb
+from .errors import DomainError
+from .grammar import check_keys, parse_bool, parse_name, parse_positive_int
+from .selection import ObjectView
+from .registry import object_kind, verb
+from .common import add_delete_verb, add_list_verb
 from .properties import add_property_verbs
 
-group = object_group("osf", "Operating system flavours: memory, overlay and home disk of VMs.")
+group = object_kind("osf", "Operating system flavours: memory, overlay and home disk of VMs.")
 
 VIEW = ObjectView("osf", {
     "id": Osf.id, "tenant": Tenant.name, "name": Osf.name, "memory": Osf.memory,
@@ -25,7 +25,7 @@ def find_osf(admin, s, name: str, tenant: str | None) -> Osf:
     tenant_id = admin.tenant_id(s, tenant)
     osf = s.scalar(select(Osf).where(Osf.name == name, Osf.tenant_id == tenant_id))
     if osf is None:
-        raise UserError(f"unknown OSF '{name}' in tenant '{admin.tenant_shown(tenant)}'")
+        raise DomainError(f"unknown OSF '{name}' in tenant '{admin.tenant_shown(tenant)}'")
     return osf
 
 
@@ -47,7 +47,7 @@ def add(admin, call):
         s.add(osf)
         s.flush()
         admin.audit(s, "osf", "add", call, [osf.id], osf.tenant_id)
-    print(f"osf {osf.id} '{osf.name}' added")
+    admin.say(f"osf {osf.id} '{osf.name}' added")
 
 
 add_delete_verb(group, VIEW, Osf, " (no DIs or VMs may use them)")
