@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the L7R imports vm_range and never the ORM
-    from sqlalchemy.orm import Session
+# Whoever gives addresses (qvd-admin vm add, the L7R's LDAP autocreate) holds this lock until
+# its transaction ends, so two of them never pick the same one.
+ADDRESS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qvd: vm addresses'))"
+USED = "SELECT host(ip) AS address FROM vms UNION SELECT host(address) FROM hosts"
 
 
 class AddressError(Exception):
@@ -18,14 +18,12 @@ def vm_range(start: str, netmask: str) -> tuple[ipaddress.IPv4Address, ipaddress
     return ipaddress.IPv4Address(start), network.broadcast_address - 1
 
 
-def free_addresses(session: Session, start: str, netmask: str, count: int) -> list[str]:
-    """The first `count` addresses of the range that no VM or host uses."""
-    from sqlalchemy import select
-
-    from .models import Host, Vm
+def free_addresses(db, start: str, netmask: str, count: int) -> list[str]:
+    """The first `count` addresses of the range that no VM or host uses; db: fetch/execute
+    (db/runtime), locked until its transaction ends."""
     first, last = vm_range(start, netmask)
-    used = {ipaddress.ip_address(str(a).split("/")[0]) for a in
-            list(session.scalars(select(Vm.ip))) + list(session.scalars(select(Host.address)))}
+    db.execute(ADDRESS_LOCK)
+    used = {ipaddress.ip_address(row["address"]) for row in db.fetch(USED) if row["address"]}
     found: list[str] = []
     candidate = first
     while len(found) < count and candidate <= last:

@@ -1,8 +1,9 @@
 """The SQL of the node's own row: its lease (epoch-guarded), its state and its commands."""
 from __future__ import annotations
 
+from qvd.db.runtime.vm_release import DISCONNECTED, RELEASE_NODE
+
 from .database import Database
-from .vm_store import RELEASE
 
 FIND = "SELECT id FROM hosts WHERE name = %(name)s"
 
@@ -46,13 +47,12 @@ WHERE h.id = r.host_id AND r.host_id <> %(me)s AND r.state IN ('starting', 'runn
 RETURNING r.host_id, h.name"""
 
 RELEASE_VMS = f"""
-UPDATE vm_runtimes SET vm_state = 'stopped', vm_state_ts = now(){RELEASE},
+UPDATE vm_runtimes SET vm_state = 'stopped', vm_state_ts = now(), {RELEASE_NODE},
        last_error = 'released: node ' || %(name)s || ' was lost', last_error_at = now()
 WHERE host_id = %(host)s RETURNING vm_id"""
 
-DISCONNECT_USERS = """
-UPDATE vm_runtimes SET user_state = 'disconnected', user_state_ts = now(), user_cmd = NULL,
-       l7r_pid = NULL, l7r_host_id = NULL
+DISCONNECT_USERS = f"""
+UPDATE vm_runtimes SET {DISCONNECTED}
 WHERE l7r_host_id = %(host)s RETURNING vm_id"""
 
 END_SESSIONS = """

@@ -15,6 +15,8 @@ import os
 import signal
 import time
 
+from qvd.db.runtime.vm_release import DISCONNECTED
+
 from .backends.procfs import alive, start_time
 from .database import DbUnavailable
 
@@ -30,9 +32,8 @@ SELECT vm_id, l7r_pid, extract(epoch FROM user_state_ts)::float8 AS written,
 FROM vm_runtimes
 WHERE l7r_host_id = %(host)s AND user_cmd = 'abort' {only}"""
 
-RESET = """
-UPDATE vm_runtimes SET user_state = 'disconnected', user_state_ts = now(), user_cmd = NULL,
-       l7r_pid = NULL, l7r_host_id = NULL
+RESET = f"""
+UPDATE vm_runtimes SET {DISCONNECTED}
 WHERE vm_id = %(vm)s AND l7r_host_id = %(host)s AND user_cmd = 'abort'"""
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from qvd.db.runtime.vm_image import unusable_reason
+from qvd.db.runtime.vm_release import RELEASE_NODE
+
 from .backends import VmAddress, VmSpec
 from .database import Database
 
@@ -55,10 +58,6 @@ UPDATE vm_runtimes SET vm_state = %(new)s, vm_state_ts = now() {extra}
 WHERE vm_id = %(vm)s AND host_id = %(host)s AND vm_state = %(old)s
 RETURNING vm_id"""
 
-# Leaving the node: everything that placed the VM here is cleared.
-RELEASE = """, host_id = NULL, vm_cmd = NULL, vm_pid = NULL, vm_address = NULL,
- vm_vma_port = NULL, vm_x_port = NULL, vm_vnc_port = NULL, vm_serial_port = NULL,
- current_di_id = NULL, current_osf_id = NULL, vma_secret = NULL"""
 
 READ_BACK = "SELECT host_id, vm_state FROM vm_runtimes WHERE vm_id = %(vm)s"
 
@@ -123,10 +122,9 @@ class VmStore:
         row = await self.db.fetchone(SPEC, self._p(vm_id))
         if row is None:
             raise LookupError("the VM was deleted")
-        if row["di_id"] is None:
-            raise LookupError(f"OSF '{row['osf']}' has no DI tagged '{row['di_tag']}'")
-        if row["di_blocked"]:
-            raise LookupError(f"the DI tagged '{row['di_tag']}' of OSF '{row['osf']}' is blocked")
+        reason = unusable_reason(row["osf"], row["di_tag"], row["di_id"], row["di_blocked"])
+        if reason is not None:
+            raise LookupError(reason)
         props = await self.db.fetch(PROPERTIES, {"osf": row["osf_id"], "di": row["di_id"],
                                                  "user": row["user_id"], "vm": vm_id})
         spec = VmSpec(vm_id=vm_id, name=row["name"], memory=row["memory"], ip=row["ip"],
@@ -141,7 +139,7 @@ class VmStore:
         """CAS old -> new (plus fields); False when the VM is no longer ours in state `old`."""
         extra = "".join(f", {name} = %({name})s" for name in fields)
         if release:
-            extra += RELEASE
+            extra += ", " + RELEASE_NODE
         if fields.get("last_error") is not None:
             extra += ", last_error_at = now()"
         sql = SET_STATE.format(extra=extra)

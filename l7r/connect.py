@@ -17,7 +17,7 @@ import urllib.request
 from urllib.parse import urlencode
 
 from qvd.db.notify import vm_state_channel
-from qvd.db.placement import CANDIDATES, placement_params
+from qvd.db.runtime import vm_commands
 from qvd.vma import secret
 
 from .http import HttpError
@@ -36,10 +36,6 @@ FROM vms v JOIN osfs o ON o.id = v.osf_id
 WHERE r.vm_id = %(vm)s AND v.id = r.vm_id AND r.user_state = 'disconnected'
 RETURNING {STATE_COLUMNS}"""
 
-ASK_ABORT = """
-UPDATE vm_runtimes SET user_cmd = 'abort'
-WHERE vm_id = %(vm)s AND user_state <> 'disconnected' AND user_cmd IS NULL"""
-
 STATE = f"""
 SELECT {STATE_COLUMNS}
 FROM vm_runtimes r JOIN vms v ON v.id = r.vm_id JOIN osfs o ON o.id = v.osf_id
@@ -56,12 +52,6 @@ SELECT v.user_id, u.login || '@' || t.name, v.id, v.name, h.id, h.name, %(addres
 FROM vms v JOIN users u ON u.id = v.user_id JOIN tenants t ON t.id = u.tenant_id,
      hosts h WHERE v.id = %(vm)s AND h.id = %(host)s
 RETURNING id"""
-
-PLACE_AND_START = """
-UPDATE vm_runtimes SET host_id = %(host)s, vm_cmd = 'start', last_error = NULL,
-       last_error_at = NULL
-WHERE vm_id = %(vm)s AND vm_state = 'stopped' AND vm_cmd IS NULL AND NOT blocked
-RETURNING vm_id"""
 
 
 def unavailable(reason: str) -> HttpError:
@@ -96,7 +86,7 @@ class Connect:
         while (vm := self.db.fetchone(TAKE, self.key)) is None:
             if not asked:
                 self.progress("Aborting previous connection")
-                self.db.execute(ASK_ABORT, self.key)
+                vm_commands.disconnect(self.db, self.vm_id)
                 asked = True
             left = deadline - time.monotonic()
             if left <= 0 or self._wait_state(lambda _vm, user: user == "disconnected",
@@ -109,11 +99,9 @@ class Connect:
             return vm
         if vm["vm_state"] == "stopped" and vm["vm_cmd"] is None:
             self.progress("Assigning VM to host")
-            host = self.db.fetchone(CANDIDATES, placement_params(self.cfg, vm["memory"]))
-            if host is None:
-                raise unavailable("no node has room for it")
-            if self.db.fetchone(PLACE_AND_START, dict(self.key, host=host["id"])) is None:
-                raise unavailable("it changed state meanwhile")
+            sent = vm_commands.place_and_start(self.db, self.cfg, self.vm_id, vm["memory"])
+            if sent is not vm_commands.Start.SENT:
+                raise unavailable(sent.value)
             self.progress("Starting virtual machine")
         self.progress("Waiting for VM to reach state 'running'")
         seen = set()  # our own user_state change also notifies: "stopped" counts after a start

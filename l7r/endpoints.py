@@ -7,6 +7,7 @@ import logging
 import psycopg
 
 from qvd.db.notify import vm_state_channel
+from qvd.db.runtime import vm_commands
 
 from .auth import AuthFailed, ChecksBusy, Identity, authenticate, backoff, parse_authorization
 from .auth import token as tokens
@@ -179,14 +180,6 @@ OWNED_VM = """
 SELECT v.id, r.vm_state, r.vm_cmd, r.blocked FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id
 WHERE v.id = %(vm)s AND v.user_id = %(user)s"""
 
-WITHDRAW_START = """
-UPDATE vm_runtimes SET vm_cmd = NULL, host_id = NULL
-WHERE vm_id = %(vm)s AND vm_state = 'stopped' AND vm_cmd = 'start' RETURNING vm_id"""
-
-REQUEST_STOP = """
-UPDATE vm_runtimes SET vm_cmd = 'stop'
-WHERE vm_id = %(vm)s AND vm_state IN ('starting', 'running', 'debugging') RETURNING vm_id"""
-
 
 def _vm_id(req: Request) -> int:
     values = [v for k, v in req.query if k == "id"]
@@ -215,8 +208,7 @@ def stop_vm(session: Session, req: Request) -> None:
     db = session.db
     db.execute(f"LISTEN {channel}")
     try:
-        if db.fetchone(WITHDRAW_START, {"vm": vm["id"]}) is None:
-            db.fetchone(REQUEST_STOP, {"vm": vm["id"]})
+        vm_commands.stop(db, vm["id"])
         session.http.interim(102, [("X-QVD-VM-Info", "Stopping virtual machine")])
         timeout = session.cfg.get_float("internal.l7r.timeout.vm_stop")
         state = db.fetchone("SELECT vm_state FROM vm_runtimes WHERE vm_id = %(vm)s",

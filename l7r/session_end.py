@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import psycopg
 
+from qvd.db.runtime.vm_release import DISCONNECTED
 from qvd.hkd.backends.procfs import alive, start_time
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,8 @@ WHERE host_id = (SELECT host_id FROM s)"""
 # The VM's connection is given back only if it is still this one: same process and node, and
 # no later session opened on the VM (a reused pid cannot release someone else's desktop).
 # session NULL: given back before any session opened (the connect failed).
-GIVE_BACK = """
-UPDATE vm_runtimes SET user_state = 'disconnected', user_state_ts = now(), l7r_pid = NULL,
-       l7r_host_id = NULL
+GIVE_BACK = f"""
+UPDATE vm_runtimes SET {DISCONNECTED}
 WHERE vm_id = %(vm)s AND l7r_pid = %(pid)s AND l7r_host_id = %(host)s
   AND (%(session)s::bigint IS NULL
        OR NOT EXISTS (SELECT 1 FROM sessions WHERE vm_id = %(vm)s AND id > %(session)s))"""

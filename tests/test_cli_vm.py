@@ -82,6 +82,17 @@ def test_blocked_vm_and_blocked_node_do_not_start(demo):
     demo.ok("vm", "start", "-f", "name=desk")
 
 
+def test_vm_start_with_a_blocked_di_is_refused_with_the_reason(demo):
+    make_host_running(demo, "node1")
+    demo.ok("di", "block", "-f", "osf=desktop")
+    result = demo.cli("vm", "start", "-f", "name=desk")
+    assert result.returncode == 1
+    assert "the DI tagged 'default' of OSF 'desktop' is blocked" in result.stderr
+    assert demo.sql("SELECT host_id, vm_cmd FROM vm_runtimes") == [(None, None)]
+    demo.ok("di", "unblock", "-f", "osf=desktop")
+    demo.ok("vm", "start", "-f", "name=desk")
+
+
 def test_vm_stop_withdraws_an_unclaimed_start_and_asks_a_running_vm(demo):
     host_id = make_host_running(demo, "node1")
     demo.ok("vm", "start", "-f", "name=desk")

@@ -26,7 +26,7 @@ VIEW = ObjectView("di", {"id": Di.id, "tenant": Tenant.name, "osf": Osf.name,
                          "blocked": Di.blocked, "trusted": Di.trusted,
                          "created": Di.created_at},
                   select(Di).join(Osf, Osf.id == Di.osf_id).join(Tenant, Tenant.id == Osf.tenant_id),
-                  tenant=Tenant.name)
+                  tenant=Tenant.name, ids={"osf_id": Osf.id, "tenant_id": Tenant.id})
 
 
 def images_dir(admin) -> str:

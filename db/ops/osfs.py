@@ -18,7 +18,8 @@ VIEW = ObjectView("osf", {
     "is_application": Osf.is_application,
     "dis": select(func.count(Di.id)).where(Di.osf_id == Osf.id).scalar_subquery(),
     "vms": select(func.count(Vm.id)).where(Vm.osf_id == Osf.id).scalar_subquery(),
-}, select(Osf).join(Tenant, Tenant.id == Osf.tenant_id), tenant=Tenant.name)
+}, select(Osf).join(Tenant, Tenant.id == Osf.tenant_id), tenant=Tenant.name,
+    ids={"tenant_id": Tenant.id})
 
 
 def find_osf(admin, s, name: str, tenant: str | None) -> Osf:

@@ -23,12 +23,15 @@ class ObjectView:
     scope: the tenant name column that keeps an administrator of one tenant to its own
     objects (by default `tenant`); None: objects every tenant shares, which such an
     administrator does not see at all; EVERY_TENANT: shared objects everyone sees.
+    ids: filter keys that are not listed (`user_id` of a VM: QVD's API filters by them).
     """
 
     def __init__(self, name: str, fields: dict[str, ColumnElement], base: Select,
-                 tenant: ColumnElement | None = None, order=None, scope=_TENANT):
+                 tenant: ColumnElement | None = None, order=None, scope=_TENANT,
+                 ids: dict[str, ColumnElement] | None = None):
         self.name = name
         self.fields = fields
+        self.filters = {**fields, **(ids or {})}
         self.base = base
         self.tenant = tenant
         self.scope = tenant if scope is _TENANT else scope
@@ -40,7 +43,7 @@ class ObjectView:
     def _chosen(self, call: Call, columns: list[ColumnElement] | None = None) -> Select:
         labelled = [col.label(key) for key, col in self.fields.items()]
         stmt = self.base.with_only_columns(*(columns or labelled))
-        stmt = apply_filters(stmt, self.fields, call.filters)
+        stmt = apply_filters(stmt, self.filters, call.filters)
         if call.tenant is not None:
             if self.tenant is None:
                 raise BadRequest(f"{self.name} objects do not belong to a tenant: drop -t")

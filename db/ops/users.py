@@ -17,7 +17,8 @@ _vm_count = select(func.count(Vm.id)).where(Vm.user_id == User.id).scalar_subque
 VIEW = ObjectView("user", {"id": User.id, "tenant": Tenant.name, "login": User.login,
                            "blocked": User.blocked, "vms": _vm_count,
                            "created": User.created_at},
-                  select(User).join(Tenant, Tenant.id == User.tenant_id), tenant=Tenant.name)
+                  select(User).join(Tenant, Tenant.id == User.tenant_id), tenant=Tenant.name,
+                  ids={"tenant_id": Tenant.id})
 
 
 def split_login(value: str, tenant: str | None) -> tuple[str, str | None]:

@@ -7,6 +7,7 @@ from sqlalchemy.orm import aliased
 
 from qvd.db.images import DEFAULT, osf_has_tag
 from qvd.db.models import Di, Host, Osf, Tenant, User, Vm, VmCounter, VmRuntime
+from qvd.db.runtime import OnSession
 from qvd.db.vm_network import AddressError, check_address, free_addresses
 
 from .errors import BadRequest, DomainError
@@ -32,7 +33,8 @@ VIEW = ObjectView("vm", {
 }, (select(Vm).join(VmRuntime, VmRuntime.vm_id == Vm.id).join(User, User.id == Vm.user_id)
     .join(Tenant, Tenant.id == User.tenant_id).join(Osf, Osf.id == Vm.osf_id)
     .outerjoin(Host, Host.id == VmRuntime.host_id)
-    .outerjoin(CurrentDi, CurrentDi.id == VmRuntime.current_di_id)), tenant=Tenant.name)
+    .outerjoin(CurrentDi, CurrentDi.id == VmRuntime.current_di_id)), tenant=Tenant.name,
+    ids={"user_id": User.id, "osf_id": Osf.id, "host_id": Host.id, "tenant_id": Tenant.id})
 
 
 def _check_tag(s, osf: Osf, tag: str) -> str:
@@ -66,7 +68,7 @@ def add(admin, call):
         start, netmask = cfg.get("vm.network.ip.start"), cfg.get("vm.network.netmask")
         try:
             ips = ([check_address(args["ip"], start, netmask)] if "ip" in args
-                   else free_addresses(s, start, netmask, len(names)))
+                   else free_addresses(OnSession(s), start, netmask, len(names)))
         except AddressError as exc:
             raise DomainError(str(exc)) from None
         vms = [Vm(name=name, user_id=user.id, osf_id=osf.id, di_tag=tag, ip=ip,

@@ -8,14 +8,13 @@ every L7R; a clash with a concurrent `qvd-admin vm add` (vms.ip is unique) is re
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 import psycopg.errors
 from psycopg.types.json import Jsonb
 
 from qvd.db.names import BadName, check_name
-from qvd.db.vm_network import vm_range
+from qvd.db.vm_network import AddressError, free_addresses
 
 from .base import AuthFailed
 
@@ -36,8 +35,6 @@ CREATED_LATELY = """
 SELECT count(*) AS n FROM admin_log
 WHERE who = 'qvd-l7r' AND object = 'user' AND action = 'add' AND tenant_id = %(tenant)s
   AND at > now() - interval '1 hour'"""
-ADDRESS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qvd: vm addresses'))"
-USED = "SELECT host(ip) AS address FROM vms UNION SELECT host(address) FROM hosts"
 VM = """
 INSERT INTO vms (name, user_id, osf_id, di_tag, ip)
 VALUES (%(name)s, %(user)s, %(osf)s, 'default', %(ip)s) RETURNING id"""
@@ -91,8 +88,11 @@ def _create(db, cfg, tenant_id: int, login: str) -> int:
         if osf is None:  # rolls the user back too: the next login, once fixed, gets both
             raise AuthFailed(f"auth.ldap.autocreate.osf: no OSF '{osf_name}' in tenant "
                              f"{tenant_id}; user {login} not created")
-        db.execute(ADDRESS_LOCK)
-        ip = _free_address(db, cfg)
+        try:
+            (ip,) = free_addresses(db, cfg.get("vm.network.ip.start"),
+                                   cfg.get("vm.network.netmask"), 1)
+        except AddressError as exc:
+            raise AuthFailed(str(exc)) from None
         vm_id = db.fetchone(VM, {"name": login, "user": user_id, "osf": osf["id"],
                                  "ip": ip})["id"]
         for sql in VM_ROWS:
@@ -102,18 +102,6 @@ def _create(db, cfg, tenant_id: int, login: str) -> int:
     log.info("user %d (%s, tenant %d) created at first LDAP login, vm %s", user_id, login,
              tenant_id, vm_id)
     return user_id
-
-
-def _free_address(db, cfg) -> str:
-    """The first address of the VM network no VM or host uses (as qvd-admin vm add picks)."""
-    first, last = vm_range(cfg.get("vm.network.ip.start"), cfg.get("vm.network.netmask"))
-    used = {ipaddress.ip_address(row["address"]) for row in db.fetch(USED)}
-    candidate = first
-    while candidate <= last:
-        if candidate not in used:
-            return str(candidate)
-        candidate += 1
-    raise AuthFailed(f"no free address left in the VM network {first}-{last}")
 
 
 def _audit(db, tenant_id: int, obj: str, object_id: int, args: dict) -> None:
