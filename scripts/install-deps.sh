@@ -17,6 +17,8 @@ DEBS+=(lxc nftables dnsmasq-base)
 # builds libvirt-python; busybox-static makes the tests' tiny guest.
 DEBS+=(libvirt-daemon-system libvirt-daemon-system-sysv qemu-system-x86 qemu-utils libvirt-dev
        busybox-static)
+# The metrics test's real scraper (tests/test_metrics.py).
+DEBS+=(prometheus)
 python3 -c 'import venv, ensurepip' 2>/dev/null || DEBS+=(python3-venv)
 
 missing=()
