@@ -61,10 +61,10 @@ def _command(op: Operation) -> click.Command:
     def command(filters, tenant, args, fmt="table", quiet=False, debug=False):
         admin = click.get_current_context().obj
         admin.fmt, admin.quiet = fmt, quiet
-        request = Request(filters=parse_filters(filters), tenant=tenant,
-                          args=(dict.fromkeys(a.rstrip("=") for a in args) if op.words
-                                else parse_pairs(args, "the arguments")),
-                          only_tenant=admin.actor.visible_tenant)
+        request = admin.prepare(Request(
+            filters=parse_filters(filters), tenant=tenant,
+            args=(dict.fromkeys(a.rstrip("=") for a in args) if op.words
+                  else parse_pairs(args, "the arguments"))))
         return op.run(admin, request)
     if op.lists:
         command = click.option("--json", "fmt", flag_value="json", help="JSON for scripts.")(

@@ -169,3 +169,20 @@ def test_the_audit_log_names_the_administrator_and_holds_no_secret(demo):
     assert {e["tenant"] for e in mine} == {"acme"}
     assert ("host", local) not in {(e["object"], e["who"]) for e in mine}  # node1: no tenant's
     assert len(listed(demo, "log")) > len(mine)  # the local superadmin sees every entry
+
+
+def test_changing_several_objects_at_once_needs_the_massive_acl(demo):
+    demo.ok("vm", "add", "-t", "acme", "name=lab", "user=alice", "osf=desktop", "bulk=2")
+    demo.ok("role", "add", "name=one-at-a-time")
+    demo.ok("role", "acl", "-f", "name=one-at-a-time", "grant=vm.see-main.,vm.update.block")
+    one = make_admin(demo, "one@acme", "one-at-a-time")
+    one.ok("vm", "block", "-f", "name=lab-1")
+    refused = one.refused("vm", "block", "-f", "name=lab-*")
+    assert "on 2 objects at once: it needs the ACL vm.update-massive.block" in refused
+    assert demo.sql("SELECT v.name FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
+                    "WHERE r.blocked ORDER BY 1") == [("lab-1",)]
+    entry = demo.sql("SELECT who, status, error FROM admin_log WHERE action = 'block' "
+                     "ORDER BY id DESC LIMIT 1")[0]
+    assert entry[:2] == ("one@acme", "refused") and "vm.update-massive.block" in entry[2]
+    demo.ok("role", "acl", "-f", "name=one-at-a-time", "grant=vm.update-massive.block")
+    one.ok("vm", "block", "-f", "name=lab-*")

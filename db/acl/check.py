@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from qvd.db.models import RoleAdministratorRelation
 
 from .actor import Actor
-from .names import CLUSTER_WIDE
+from .names import CLUSTER_WIDE, massive_name
 from .operations import LOCAL, OPERATIONS
 
 EFFECTIVE_ACLS = text("""
@@ -47,6 +47,18 @@ def administrator_acls(session: Session, administrator_id: int) -> frozenset[str
                             .where(RoleAdministratorRelation.administrator_id
                                    == administrator_id)).all()
     return effective_acls(session, roles)
+
+
+def require_massive(actor: Actor, operation: str, argument_keys, count: int) -> None:
+    """Raise AccessDenied unless the actor may run the operation on `count` (> 1) objects at
+    once: the massive form of each ACL it needs (names.massive_name)."""
+    if actor.acls is None:
+        return
+    for acl in OPERATIONS[operation].for_arguments(argument_keys):
+        massive = massive_name(acl)
+        if massive is not None and not actor.holds(massive):
+            raise AccessDenied(f"administrator {actor.name} may not run '{operation}' on "
+                               f"{count} objects at once: it needs the ACL {massive}")
 
 
 def require(actor: Actor, operation: str, argument_keys=()) -> None:

@@ -80,11 +80,32 @@ ACLS: dict[str, str] = {
     "acl.see-main.": "list the ACL catalogue (new)",
 }
 
+# Changing or deleting several objects at once needs the `-massive` form as well (QVD's
+# `vm.update-massive.state`): a role that may stop one VM cannot stop a whole filter's worth
+# by a slip. Renaming and passwords only ever change one object.
+MASSIVE_OBJECTS = ("tenant", "user", "osf", "di", "vm", "host", "administrator")
+SINGLE_ONLY = frozenset({"vm.update.name", "user.update.password",
+                         "administrator.update.password"})
+
+
+def massive_name(name: str) -> str | None:
+    """`vm.update.state` -> `vm.update-massive.state`; None for ACLs without a massive form."""
+    obj, kind, what = name.split(".", 2)
+    if kind in ("update", "delete") and obj in MASSIVE_OBJECTS and name not in SINGLE_ONLY:
+        return f"{obj}.{kind}-massive.{what}"
+    return None
+
+
+ACLS.update({massive: f"{description}, several at once"
+             for name, description in list(ACLS.items())
+             if (massive := massive_name(name)) is not None})
+
+_CLUSTER_WIDE = ([name for name in ACLS if name.startswith(("host.", "role."))
+                  and not name.startswith("role.see")]
+                 + ["tenant.create.", "tenant.delete.", "tenant.update.block",
+                    "config.update.ssl", "di.create.trusted"])
 CLUSTER_WIDE: frozenset[str] = frozenset(
-    [name for name in ACLS if name.startswith(("host.", "role."))
-     and not name.startswith("role.see")]
-    + ["tenant.create.", "tenant.delete.", "tenant.update.block", "config.update.ssl",
-       "di.create.trusted"])
+    _CLUSTER_WIDE + [m for name in _CLUSTER_WIDE if (m := massive_name(name)) is not None])
 
 
 def is_read(name: str) -> bool:

@@ -38,7 +38,7 @@ BUILTIN_ROLES: dict[str, RoleDefinition] = {
         "VM operator: starts, stops, blocks and disconnects VMs, changes their tag, expiry "
         "and properties; does not add, delete or rename them",
         roles=("Operator L1", "VM Manager"),
-        deny=("vm.create.*", "vm.delete.", "vm.update.name")),
+        deny=("vm.create.*", "vm.delete.", "vm.delete-massive.", "vm.update.name")),
     "Operator L3": RoleDefinition(
         "tenant manager: users, VMs, OSFs, DIs, administrators and configuration",
         roles=("Operator L1", "VM Manager", "User Manager", "Image Manager",

@@ -2,6 +2,7 @@
 transaction, the audit log, and where its output goes (the CLI prints it, the API returns it)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from sqlalchemy.pool import NullPool
 from qvd.db import audit
 from qvd.db import config as qconfig
 from qvd.db.acl.actor import Actor
-from qvd.db.acl.check import AccessDenied, require
+from qvd.db.acl.check import AccessDenied, require, require_massive
 from qvd.db.acl.operations import OPERATIONS
 from qvd.db.engine import connection_params, make_engine
 from qvd.db.models import DEFAULT_TENANT, GLOBAL_TENANT, SUPERTENANT, ConfigEntry, Tenant
@@ -31,7 +32,10 @@ class Request:
     order_by: list[str] = field(default_factory=list)
     offset: int = 0
     limit: int | None = None
-    only_tenant: str | None = None  # set by Context.run: the actor's tenant, unless it sees all
+    # Set by Context.prepare: the actor's tenant (unless it sees every one), and the check
+    # that ObjectView.ids makes when a change selects more than one object.
+    only_tenant: str | None = None
+    many: Callable[[int], None] | None = field(default=None, repr=False)
 
 
 Call = Request  # the name the operations use for their argument
@@ -100,11 +104,28 @@ class Context:
             raise BadRequest(f"unknown operation '{operation}'")
         self.authorize(operation, {"filters": request.filters, "args": request.args,
                                    **({"tenant": request.tenant} if request.tenant else {})})
-        request.only_tenant = self.actor.visible_tenant
+        self.prepare(request)
         try:
             REGISTRY[operation].run(self, request)
         except DomainError as exc:
             self.record_failure(str(exc))
+            raise
+
+    def prepare(self, request: Request) -> Request:
+        request.only_tenant = self.actor.visible_tenant
+        request.many = self.require_massive
+        return request
+
+    def require_massive(self, count: int) -> None:
+        """The authorized change selected `count` objects: refused (and recorded) unless the
+        actor holds the massive form of its ACLs."""
+        if self._operation is None:
+            return
+        operation, arguments = self._operation
+        try:
+            require_massive(self.actor, operation, arguments.get("args", {}).keys(), count)
+        except AccessDenied as exc:
+            self._record_attempt(operation, arguments, "refused", str(exc))
             raise
 
     def authorize(self, operation: str, arguments: dict) -> None:

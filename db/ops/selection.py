@@ -88,6 +88,8 @@ class ObjectView:
         found = list(session.scalars(self.query(call, [id_column]).distinct()))
         if not found:
             raise NotFound(f"no {self.name} matches the filter")
+        if len(found) > 1 and call.many is not None:
+            call.many(len(found))
         return found
 
     def one_id(self, session: Session, call: Call, verb: str) -> int:
