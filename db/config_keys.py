@@ -69,6 +69,9 @@ KEYS: list[Key] = [
        "hkd.lease.fence_timeout by the time the node needs to kill its VMs."),
     _k("hkd.poll.interval", 30, "float",
        "Safety-net poll for commands whose notification was lost."),
+    _k("hkd.metrics.address", "127.0.0.1:9640", "str",
+       "HOST:PORT where qvd-hkd serves its Prometheus metrics (/metrics); empty: no metrics. "
+       "Read at start.", "node"),
     _k("internal.hkd.max_heavy", 10, "int", "VM starts/stops running at once on one node."),
     _k("hkd.vm.max_failed_starts", 3, "int",
        "Consecutive failed starts after which a VM is blocked, with the reason recorded."),
