@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import hmac
+import time
+from datetime import datetime, timezone
+
 import pyotp
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from qvd.db.models import Administrator, Tenant
@@ -40,9 +44,32 @@ def find_administrator(session: Session, login: str) -> tuple[Administrator, Ten
     return tuple(row) if row else None
 
 
-def verify_totp(secret: str, code: str | None) -> bool:
-    # One step either side: a code typed as the 30 s window turns still counts.
-    return bool(code) and pyotp.TOTP(secret).verify(code.strip(), valid_window=1)
+def totp_step(secret: str, code: str | None, now: float | None = None) -> int | None:
+    """The 30 s step the code belongs to, or None when it is wrong. One step either side: a
+    code typed as the window turns still counts."""
+    if not code:
+        return None
+    totp, moment = pyotp.TOTP(secret), time.time() if now is None else now
+    current = totp.timecode(datetime.fromtimestamp(moment, timezone.utc))
+    for step in (current, current - 1, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code.strip()):
+            return step
+    return None
+
+
+def _spend_totp(session: Session, admin: Administrator, code: str | None) -> None:
+    """Accept the code once: its step must be later than the last one accepted, and the
+    conditional UPDATE makes two logins racing with one code let only one through."""
+    step = totp_step(admin.totp_secret, code)
+    if step is None:
+        raise LoginRefused(WRONG, "wrong TOTP code")
+    spent = session.execute(
+        update(Administrator)
+        .where(Administrator.id == admin.id, (Administrator.totp_last_step.is_(None))
+               | (Administrator.totp_last_step < step))
+        .values(totp_last_step=step).returning(Administrator.id)).first()
+    if spent is None:
+        raise LoginRefused(WRONG, "TOTP code used already")
 
 
 def authenticate(session: Session, login: str, password: str,
@@ -53,8 +80,8 @@ def authenticate(session: Session, login: str, password: str,
     admin, tenant = found
     if not verify_password(password, admin.password):
         raise LoginRefused(WRONG, "wrong password")
-    if admin.totp_secret and not verify_totp(admin.totp_secret, ask_totp()):
-        raise LoginRefused(WRONG, "wrong TOTP code")
+    if admin.totp_secret:
+        _spend_totp(session, admin, ask_totp())
     if admin.blocked:
         raise LoginRefused(f"administrator {admin.name}@{tenant.name} is blocked")
     if tenant.blocked:

@@ -1,8 +1,8 @@
 """Tenants, users, their auth tokens, and the administrators with their roles and ACLs."""
 from datetime import datetime
 
-from sqlalchemy import (Boolean, CheckConstraint, DateTime, ForeignKey, Integer, Text,
-                        UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer,
+                        Text, UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import FALSE, NOW, TRUE, ZERO, Base
@@ -60,6 +60,8 @@ class Administrator(Base):
     blocked: Mapped[bool] = mapped_column(Boolean, server_default=FALSE)
     # Base32 TOTP secret (RFC 6238, pyotp); NULL: the password alone logs in.
     totp_secret: Mapped[str | None] = mapped_column(Text)
+    # The 30 s step of the last code accepted: a code is good once (RFC 6238 §5.2).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)
     __table_args__ = (UniqueConstraint("tenant_id", "name"),
                       CheckConstraint("name <> ''", name="name_not_empty"))
