@@ -88,7 +88,9 @@ class QvdEnv:
     def write_conf(self, extra: str = "") -> None:
         with open(self.conf, "w", encoding="utf-8") as handle:
             handle.write(f"nodename = testnode\npath.home = {self.home}\n"
-                         f"path.storage.root = {self.storage}\n{self.database_conf()}{extra}")
+                         f"path.storage.root = {self.storage}\n{self.database_conf()}"
+                         # no metrics port: test runs side by side would share the default
+                         f"hkd.metrics.address =\n{extra}")
 
     def env(self, **extra) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QVD_")}
