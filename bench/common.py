@@ -6,6 +6,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -110,6 +111,16 @@ def table(rows: list[Row], project: str = "qvd") -> str:
         ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"
         lines.append(f"| {row.figure} | {fmt(row.value, row.unit)} | {floor} | {ratio} |")
     return "\n".join(lines)
+
+
+def timed(work, count: int) -> list[float]:
+    """Seconds each of `count` calls of work() took, one after the other."""
+    samples = []
+    for _ in range(count):
+        began = time.perf_counter()
+        work()
+        samples.append(time.perf_counter() - began)
+    return samples
 
 
 def ms(samples: list[float]) -> list[float]:

@@ -35,7 +35,7 @@ from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, tls_context
 from qvd.l7r.proxy import BUFFER
 
-from .common import Row, ms, summary, table, write_certificate
+from .common import Row, ms, summary, table, timed, write_certificate
 from .node import UPGRADE, BenchNode, bench_node, uss_kib, wait
 
 WORKERS = 4
@@ -64,15 +64,6 @@ class BareTlsServer:
                     tls.sendall(PONG)
             except (OSError, ssl.SSLError):
                 pass
-
-
-def timed(work, count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        began = time.perf_counter()
-        work()
-        samples.append(time.perf_counter() - began)
-    return samples
 
 
 def token_for(node: BenchNode, user: int) -> str:

@@ -2,6 +2,8 @@
 superadmin), output is printed, a new password is read from the terminal or stdin."""
 from __future__ import annotations
 
+import ipaddress
+import os
 import sys
 
 import click
@@ -13,9 +15,19 @@ from .acting import resolve_actor
 from .output import print_rows
 
 
+def ssh_client_address() -> str | None:
+    """Where the person typing is, for the audit log: the far end of the SSH session that
+    runs qvd-admin (SSH_CONNECTION), None on the node's own console."""
+    far_end = os.environ.get("SSH_CONNECTION", "").split(" ")[0]
+    try:
+        return str(ipaddress.ip_address(far_end))
+    except ValueError:
+        return None
+
+
 class Admin(Context):
     def __init__(self, login: str | None = None) -> None:
-        super().__init__(source="cli")
+        super().__init__(source="cli", client_address=ssh_client_address())
         self.login = login  # --admin NAME@TENANT, or None: the local superadmin
         self.fmt, self.quiet = "table", False
 

@@ -129,13 +129,17 @@ def test_wrong_passwords_totp_codes_and_blocked_administrators_are_refused(demo)
     assert "QVD_ADMIN_TOTP" in ops.refused("vm", "list")  # no code, no terminal to ask on
     bad = ops.cli("vm", "list", totp=_wrong_code(secret))
     assert bad.returncode == 1 and "TOTP code is wrong" in bad.stderr
-    ops.ok("vm", "list", totp=pyotp.TOTP(secret).now())
+    code = pyotp.TOTP(secret).now()
+    ops.ok("vm", "list", totp=code)
+    replayed = ops.cli("vm", "list", totp=code)  # seen on the wire or over a shoulder
+    assert replayed.returncode == 1 and "TOTP code is wrong" in replayed.stderr
     assert demo.sql("SELECT who, status, error FROM admin_log WHERE action = 'login' "
                     "ORDER BY id") == [
         ("ops@acme", "refused", "wrong password"), ("ghost@acme", "refused",
                                                      "no such administrator"),
         ("ops@acme", "refused", "administrator ops@acme is blocked"),
-        ("ops@acme", "refused", "wrong TOTP code")]
+        ("ops@acme", "refused", "wrong TOTP code"),
+        ("ops@acme", "refused", "TOTP code used already")]
 
 
 def test_the_audit_log_names_the_administrator_and_holds_no_secret(demo):
@@ -186,3 +190,13 @@ def test_changing_several_objects_at_once_needs_the_massive_acl(demo):
     assert entry[:2] == ("one@acme", "refused") and "vm.update-massive.block" in entry[2]
     demo.ok("role", "acl", "-f", "name=one-at-a-time", "grant=vm.update-massive.block")
     one.ok("vm", "block", "-f", "name=lab-*")
+
+
+def test_an_administrator_over_ssh_is_logged_with_the_address_it_came_from(demo):
+    over_ssh = demo.env(SSH_CONNECTION="192.0.2.44 50022 10.1.1.1 22")
+    assert demo.cli("vm", "block", "-f", "name=desk", env=over_ssh).returncode == 0
+    console = {k: v for k, v in demo.env().items() if k != "SSH_CONNECTION"}
+    assert demo.cli("vm", "unblock", "-f", "name=desk", env=console).returncode == 0
+    assert demo.sql("SELECT action, host(client_address) FROM admin_log "
+                    "WHERE object = 'vm' AND action IN ('block', 'unblock') ORDER BY id") == [
+        ("block", "192.0.2.44"), ("unblock", None)]
