@@ -1,4 +1,4 @@
-"""qvd-admin acl list: the ACL catalogue (db/acl/names.py), or the effective ACLs of a role
+"""acl list: the ACL catalogue (db/acl/names.py), or the effective ACLs of a role
 or an administrator (-f role=NAME, -f admin=NAME@TENANT)."""
 import fnmatch
 

@@ -1,4 +1,4 @@
-"""qvd-admin admin add|del|list|passwd|block|unblock|role: administrators, each of one tenant
+"""admin add|del|list|passwd|block|unblock|role: administrators, each of one tenant
 (`*`: of every tenant), logging in with `qvd-admin --admin NAME@TENANT`."""
 import pyotp
 from sqlalchemy import func, literal, select, update

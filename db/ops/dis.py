@@ -1,4 +1,4 @@
-"""qvd-admin di add|del|list|tag|untag|block|unblock|propset|propget|propdel."""
+"""di add|del|list|tag|untag|block|unblock|propset|propget|propdel."""
 import os
 import shutil
 

@@ -1,4 +1,4 @@
-"""qvd-admin host add|del|list|block|unblock|stop|propset|propget|propdel."""
+"""host add|del|list|block|unblock|stop|propset|propget|propdel."""
 import ipaddress
 
 from sqlalchemy import func, select, update

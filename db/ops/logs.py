@@ -1,4 +1,4 @@
-"""qvd-admin log list: the audit log: every change, refused attempt and failed change, who
+"""log list: the audit log: every change, refused attempt and failed change, who
 made it (an administrator, or local:<unix user>), on which tenant, how it ended."""
 from sqlalchemy import select
 

@@ -1,4 +1,4 @@
-"""qvd-admin osf add|del|list|propset|propget|propdel."""
+"""osf add|del|list|propset|propget|propdel."""
 from sqlalchemy import func, select
 
 from qvd.db.models import Di, Osf, Tenant, Vm

@@ -1,4 +1,4 @@
-"""qvd-admin role add|del|list|acl: roles made of ACLs and of other roles, with denials
+"""role add|del|list|acl: roles made of ACLs and of other roles, with denials
 (a denial wins over any grant, at any depth). Built-in roles (db/acl/roles.py) are fixed."""
 from sqlalchemy import case, func, literal, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by

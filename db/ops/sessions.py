@@ -1,4 +1,4 @@
-"""qvd-admin session list: the history of desktop connections (who, which VM, which node,
+"""session list: the history of desktop connections (who, which VM, which node,
 from where, when, bytes each way, why it ended)."""
 from sqlalchemy import func, select
 

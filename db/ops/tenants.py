@@ -1,4 +1,4 @@
-"""qvd-admin tenant add|del|list|block|unblock."""
+"""tenant add|del|list|block|unblock."""
 from sqlalchemy import select
 
 from qvd.db.models import Tenant

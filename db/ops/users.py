@@ -1,4 +1,4 @@
-"""qvd-admin user add|del|list|passwd|block|unblock|propset|propget|propdel, user token list|del."""
+"""user add|del|list|passwd|block|unblock|propset|propget|propdel, user token list|del."""
 from sqlalchemy import delete, func, select, update
 
 from qvd.db.models import Tenant, User, UserToken, Vm

@@ -30,7 +30,8 @@ def _selected(s, call):
 
 
 def _each(admin, call, action: str, send) -> None:
-    """send(db, vm) -> None when sent, else why not (" is blocked"); one audit entry for the ones sent."""
+    """send(db, vm) -> None when sent, else why not (" is blocked"); one audit entry for
+    the ones sent."""
     done, refused = [], []
     with admin.session() as s:
         db = OnSession(s)

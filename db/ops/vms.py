@@ -1,4 +1,4 @@
-"""qvd-admin vm add|del|list|edit|block|unblock|propset|propget|propdel
+"""vm add|del|list|edit|block|unblock|propset|propget|propdel
 (start, stop and disconnect live in vm_commands.py)."""
 from datetime import datetime
 
