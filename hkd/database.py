@@ -6,10 +6,13 @@ enough; the cluster monitor's release of a lost node is one statement too (CTEs)
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg.rows import dict_row
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +22,15 @@ class DbUnavailable(Exception):
 
 
 class Database:
-    def __init__(self, params: dict, name: str = "qvd-hkd"):
+    def __init__(self, params: dict, name: str = "qvd-hkd", kind: str = "main"):
         self.params = dict(params, application_name=name[:60])
         self._conn: psycopg.AsyncConnection | None = None
         self.queries = 0  # statements sent, for benchmarks and diagnostics
+        self.connects = 0  # connections opened; a session's advisory locks die with each
+        # the metrics' label: "main" or "monitor", a fixed set (never the node's name)
+        self._seconds = metrics.DB_QUERY_SECONDS.labels(kind)
+        self._reconnects = metrics.DB_RECONNECTS.labels(kind)
+        self._errors = metrics.DB_ERRORS.labels(kind)
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -30,16 +38,24 @@ class Database:
                 self._conn = await psycopg.AsyncConnection.connect(
                     **self.params, autocommit=True, row_factory=dict_row)
             except psycopg.OperationalError as exc:
+                self._errors.inc()
                 raise DbUnavailable(str(exc).strip().splitlines()[0]) from None
+            if self.connects:
+                self._reconnects.inc()
+            self.connects += 1
         return self._conn
 
     async def fetch(self, sql: str, params: dict | None = None) -> list[dict]:
         conn = await self._connection()
         self.queries += 1
+        started = time.perf_counter()
         try:
             cursor = await conn.execute(sql, params or {})
-            return await cursor.fetchall() if cursor.description else []
+            rows = await cursor.fetchall() if cursor.description else []
+            self._seconds.observe(time.perf_counter() - started)
+            return rows
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._errors.inc()
             await self.close()
             raise DbUnavailable(str(exc).strip().splitlines()[0] if str(exc) else "lost") from None
 

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 
+from . import metrics
 from .database import DbUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,19 @@ class LeaseKeeper:
         error) must not hold the lease loop past the fence."""
         # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
         # that arrives as the renewal completes, and the node's stop would wait forever.
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(limit):
-                return await self.node.hosts.renew()
+                renewed = await self.node.hosts.renew()
         except TimeoutError:
+            metrics.LEASE_RENEWAL_FAILURES.inc()
             await self.node.db.close()  # hung: the next statement connects again
             raise DbUnavailable(f"no answer within {limit:.1f}s") from None
+        except DbUnavailable:
+            metrics.LEASE_RENEWAL_FAILURES.inc()
+            raise
+        metrics.LEASE_RENEWAL_SECONDS.observe(time.perf_counter() - started)
+        return renewed
 
     @contextlib.asynccontextmanager
     async def renewed_meanwhile(self):
@@ -79,6 +87,7 @@ class LeaseKeeper:
                     life.fire("db_lost", f"the lease could not be renewed: {exc}")
                     node.update_title()
                 if silent > fence_timeout and life.can("fence"):
+                    metrics.FENCES.labels("lease_timeout").inc()
                     await node.fence(f"could not renew the lease for {silent:.0f}s: {exc}")
                 continue
             if renewed:
@@ -89,6 +98,7 @@ class LeaseKeeper:
                     await node.rejoin("the node had fenced itself (database unreachable)")
             else:
                 if life.can("fence"):
+                    metrics.FENCES.labels("declared_lost").inc()
                     await node.fence("another node declared this one lost")
                 if life.state == "fenced":
                     await node.rejoin("this node was declared lost by the cluster")

@@ -14,12 +14,14 @@ from qvd.db.engine import connection_params
 from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel, user_cmd_channel
 from qvd.l7r.session_end import journal_dir
 
-from . import adoption, cluster, commands, l7r_killer, session_ends
+from . import adoption, cluster, commands, l7r_killer, metrics_server, session_ends
 from .backends import make_backend
+from .cluster_metrics import ClusterMetrics
 from .database import Database, DbUnavailable
 from .host_store import HostStore
 from .l7r_runner import L7rRunner
 from .lease import LeaseKeeper
+from .metrics import NodeCollector
 from .node_life import ROW_STATE, NodeLife
 from .pidfile import PidFile
 from .supervisor import supervised
@@ -51,7 +53,13 @@ class Node:
         self.run_dir = cfg.get("path.run")
         params = connection_params(cfg)
         self.db = Database(params, f"qvd-hkd {self.name}")
-        self.monitor_db = Database(params, f"qvd-hkd {self.name} monitor")
+        self.monitor_db = Database(params, f"qvd-hkd {self.name} monitor", kind="monitor")
+        try:
+            self.metrics_address = metrics_server.parse_address(cfg.get("hkd.metrics.address"))
+        except metrics_server.MetricsAddressError as exc:
+            raise NodeError(str(exc)) from None
+        self.metrics_server = None
+        self.cluster_metrics = ClusterMetrics(self.monitor_db)
         self.backend = make_backend(cfg)
         self.machines: dict[int, asyncio.Task] = {}
         self.claiming: dict[int, asyncio.Event] = {}  # starts between check and spawn
@@ -307,14 +315,37 @@ class Node:
         await self.begin("the VM was not running when the node daemon started")
         self.ensure_watchdog()
         await self.l7r.ensure()
+        loops = [("lease", self.lease.run), ("cluster monitor", lambda: cluster.monitor(self)),
+                 ("command listener", lambda: commands.listen(self)),
+                 ("liveness sync", self.sync_liveness), ("helpers", self._watch_helpers)]
+        if await self.serve_metrics():
+            loops.append(("cluster metrics", self.cluster_metrics.run))
         background = [asyncio.create_task(supervised(self, name, loop), name=name)
-                      for name, loop in (("lease", self.lease.run),
-                                         ("cluster monitor", lambda: cluster.monitor(self)),
-                                         ("command listener", lambda: commands.listen(self)),
-                                         ("liveness sync", self.sync_liveness),
-                                         ("helpers", self._watch_helpers))]
+                      for name, loop in loops]
         await self.stop_requested.wait()
         await self.shutdown(background)
+
+    async def serve_metrics(self) -> bool:
+        """Serve /metrics on hkd.metrics.address; a failure to listen is no reason to stop
+        the node's VMs, but it goes to the host row for `qvd-admin host list`."""
+        if self.metrics_address is None:
+            return False
+        from prometheus_client import REGISTRY
+        host, port = self.metrics_address
+        try:
+            self.metrics_server = await metrics_server.serve(host, port)
+        except OSError as exc:
+            why = f"metrics not served on {host}:{port}: {exc.strerror or exc}"
+            log.error("node %s: %s (hkd.metrics.address)", self.name, why)
+            try:
+                await self.hosts.note_error(f"{why} (hkd.metrics.address)")
+            except DbUnavailable:
+                pass
+            return False
+        REGISTRY.register(NodeCollector(self))
+        REGISTRY.register(self.cluster_metrics)
+        log.info("node %s: metrics on http://%s:%d/metrics", self.name, host, port)
+        return True
 
     async def _watch_helpers(self) -> None:
         """The watchdog and the L7R acceptor are restarted when they die."""
@@ -354,6 +385,8 @@ class Node:
         except DbUnavailable:
             pass
         self.stop_watchdog()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         await self.db.close()
         await self.monitor_db.close()
         self._lock.close()  # releases the node's lock

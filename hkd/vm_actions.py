@@ -8,7 +8,7 @@ import time
 
 from qvd.vma import secret
 
-from . import vma_client
+from . import metrics, vma_client
 from .backends import Backend, VmAddress
 from .vm_machine import Event
 from .vm_store import VmStore
@@ -28,9 +28,13 @@ class VmActions:
         self.addresses: dict[int, VmAddress] = {}
         self.last_ok: dict[int, float] = {}          # VMA last seen alive (epoch seconds)
         self.expirations: dict[int, tuple] = {}      # vm -> (soft, hard) epoch seconds
+        self.backend_name = cfg.get("vm.hypervisor") or "unknown"  # the metrics' label
+        metrics.prepare_backend(self.backend_name)
+        self._since: dict[tuple[int, str], float] = {}  # (vm, starting|stopping) -> monotonic
 
     # --- starting -------------------------------------------------------------------------
     async def start_vm(self, vm_id: int) -> Event:
+        self._since[(vm_id, "starting")] = time.monotonic()
         try:
             spec, di_id = await self.store.spec(vm_id)
         except LookupError as exc:  # the DI is blocked or missing: an admin's decision
@@ -155,11 +159,34 @@ class VmActions:
                     vm_id, event.reason or event.name,
                     self.cfg.get_int("hkd.vm.max_failed_starts")):
                 log.warning("vm %d: blocked after repeated failed starts", vm_id)
+        self._measure(vm_id, old, event, new)
         if new == "stopped":
             self.forget(vm_id)
         return True
 
+    def _measure(self, vm_id: int, old: str, event: Event, new: str) -> None:
+        """The start and stop histograms and failure counters, once the transition is stored.
+        A start taken over from a previous qvd-hkd (adoption) has no start time: not timed."""
+        backend, now = self.backend_name, time.monotonic()
+        if new == "stopping":
+            self._since[(vm_id, "stopping")] = now
+        if old == "starting":
+            since = self._since.pop((vm_id, "starting"), None)
+            if new == "running" and since is not None:
+                metrics.VM_START_SECONDS.labels(backend).observe(now - since)
+            elif new != "running" and event.name != "stop":
+                metrics.VM_START_FAILURES.labels(
+                    backend, metrics.start_failure_reason(event.name, event.reason)).inc()
+        elif old in ("stopping", "zombie"):
+            since = self._since.pop((vm_id, "stopping"), None)
+            if new == "zombie" and old == "stopping":  # not each retry of a zombie
+                metrics.VM_STOP_FAILURES.labels(backend).inc()
+            elif since is not None:
+                metrics.VM_STOP_SECONDS.labels(backend).observe(now - since)
+
     def forget(self, vm_id: int) -> None:
+        self._since.pop((vm_id, "starting"), None)
+        self._since.pop((vm_id, "stopping"), None)
         self.addresses.pop(vm_id, None)
         self.last_ok.pop(vm_id, None)
         self.expirations.pop(vm_id, None)

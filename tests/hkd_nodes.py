@@ -28,6 +28,8 @@ internal.hkd.vma.dead_after.running = 1
 internal.hkd.timeout.vm.state.starting = 20
 internal.hkd.timeout.vm.state.stopping_shutdown = 3
 internal.hkd.timeout.vm.state.stopping_stop = 3
+# off: many nodes on one machine; tests/test_metrics.py gives its node a free port
+hkd.metrics.address =
 """
 
 

@@ -1,0 +1,183 @@
+"""qvd-hkd's metrics, scraped by a real Prometheus (Debian's `prometheus`) on loopback: the VM
+start histogram counts the starts made with the CLI, the VM gauges agree with `vm list`.
+Under CI=true a missing prometheus binary fails the test (conftest turns the skip into one)."""
+import collections
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hkd_nodes import QVD_HKD, HkdNode, wait_for
+from qvd.hkd.backends.process import free_port
+from qvd.hkd.pidfile import end_child
+
+PROMETHEUS = shutil.which("prometheus")
+# Every label the node's series may carry: small fixed sets, never a user or a VM id.
+ALLOWED_LABELS = {"backend", "state", "reason", "connection", "tenant", "le", "quantile"}
+
+
+def metrics_node(demo, name: str = "node1") -> HkdNode:
+    port = free_port()
+    node = HkdNode(demo, name, f"hkd.metrics.address = 127.0.0.1:{port}\n")
+    node.metrics_port = port
+    node.start()
+    return node
+
+
+def scrape(port: int) -> dict:
+    """{(sample name, frozenset(labels)): value} from the node's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+class Prometheus:
+    """A real Prometheus server on a free loopback port, scraping the given target."""
+
+    def __init__(self, directory: str, target: str):
+        self.port = free_port()
+        config = os.path.join(directory, "prometheus.yml")
+        with open(config, "w", encoding="utf-8") as handle:
+            handle.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                         "scrape_configs:\n  - job_name: qvd-hkd\n"
+                         f"    static_configs:\n      - targets: ['{target}']\n")
+        self.log = open(os.path.join(directory, "prometheus.log"), "wb")
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}",
+             f"--storage.tsdb.path={os.path.join(directory, 'tsdb')}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        wait_for(self._ready, 30, "prometheus to be ready")
+
+    def _ready(self) -> bool:
+        assert self.proc.poll() is None, "prometheus exited; see prometheus.log"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def query(self, promql: str) -> dict:
+        """{frozenset(labels without __name__, job, instance): value} of an instant query."""
+        url = (f"http://127.0.0.1:{self.port}/api/v1/query?"
+               + urllib.parse.urlencode({"query": promql}))
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            body = json.load(answer)
+        assert body["status"] == "success", body
+        return {frozenset((k, v) for k, v in r["metric"].items()
+                          if k not in ("__name__", "job", "instance")): float(r["value"][1])
+                for r in body["data"]["result"]}
+
+    def stop(self) -> None:
+        end_child(self.proc, 10)
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus_for(tmp_path):
+    if PROMETHEUS is None:
+        pytest.skip("prometheus is not installed (Debian package prometheus; "
+                    "scripts/install-deps.sh installs it)")
+    started = []
+
+    def start(target: str) -> Prometheus:
+        started.append(Prometheus(str(tmp_path), target))
+        return started[-1]
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def node(demo):
+    made = metrics_node(demo)
+    yield made
+    made.cleanup()
+
+
+def vm_states(demo) -> collections.Counter:
+    return collections.Counter(row["state"] for row in json.loads(demo.ok("vm", "list", "--json")))
+
+
+def test_prometheus_sees_the_starts_and_the_states(demo, node, prometheus_for):
+    demo.ok("vm", "add", "-t", "acme", "name=desk2", "user=alice", "osf=desktop")
+    demo.ok("vm", "add", "-t", "acme", "name=desk3", "user=alice", "osf=desktop")
+    prometheus = prometheus_for(f"127.0.0.1:{node.metrics_port}")
+    for name in ("desk", "desk2"):
+        demo.ok("vm", "start", "-f", f"name={name}")
+    wait_for(lambda: vm_states(demo)["running"] == 2, 20, "two VMs running")
+
+    def starts_counted():
+        return prometheus.query('sum(qvd_vm_start_seconds_count{backend="process"})') \
+            == {frozenset(): 2.0}
+    wait_for(starts_counted, 30, "prometheus to count two starts")
+
+    def gauges_match():
+        listed = vm_states(demo)
+        node_vms = {dict(k)["state"]: v for k, v in prometheus.query("qvd_node_vms").items()}
+        cluster = {dict(k)["state"]: v for k, v in
+                   prometheus.query("sum by (state) (qvd_cluster_vms)").items()}
+        return (node_vms.get("running") == listed["running"]
+                and cluster == {state: float(n) for state, n in listed.items()})
+    wait_for(gauges_match, 30, "the VM gauges to match vm list")
+    assert prometheus.query("qvd_cluster_nodes") == {frozenset({("state", "running")}): 1.0}
+
+    demo.ok("vm", "stop", "-f", "name=desk2")
+    wait_for(lambda: vm_states(demo)["running"] == 1, 20, "one VM running")
+    wait_for(lambda: prometheus.query("sum(qvd_vm_stop_seconds_count)") == {frozenset(): 1.0},
+             30, "prometheus to count one stop")
+    wait_for(gauges_match, 30, "the VM gauges to match vm list after the stop")
+
+
+def test_a_failed_start_is_counted_by_class_and_labels_stay_bounded(demo, node):
+    images = os.path.join(demo.storage, "images")
+    for name in os.listdir(images):
+        os.unlink(os.path.join(images, name))
+    demo.ok("vm", "start", "-f", "name=desk")
+    wait_for(lambda: json.loads(demo.ok("vm", "list", "--json"))[0]["last_error"], 20,
+             "the failed start")
+    key = ("qvd_vm_start_failures_total",
+           frozenset({("backend", "process"), ("reason", "error")}))
+    wait_for(lambda: scrape(node.metrics_port).get(key) == 1.0, 10, "the failure counted")
+    samples = scrape(node.metrics_port)
+    assert samples[("qvd_vm_start_seconds_count", frozenset({("backend", "process")}))] == 0
+    assert samples[("qvd_db_query_seconds_count", frozenset({("connection", "main")}))] > 0
+    assert samples[("qvd_lease_renewal_seconds_count", frozenset())] > 0
+    assert 0 <= samples[("qvd_lease_age_seconds", frozenset())] < 3  # fence_timeout
+    assert samples[("qvd_node_state", frozenset({("state", "running")}))] == 1
+    qvd_labels = {name for (sample, labels) in samples if sample.startswith("qvd_")
+                  for name, _ in labels}
+    assert qvd_labels <= ALLOWED_LABELS
+
+
+def test_a_taken_metrics_port_is_on_the_host_row(demo):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node = HkdNode(demo, "node1", f"hkd.metrics.address = 127.0.0.1:{port}\n")
+        try:
+            node.start()  # the node runs: its VMs do not depend on the metrics
+            host = wait_for(lambda: (row := json.loads(demo.ok("host", "list", "--json"))[0])
+                            ["last_error"] and row, 15, "the error on the host row")
+            assert f"metrics not served on 127.0.0.1:{port}" in host["last_error"]
+            assert host["state"] == "running"
+        finally:
+            node.cleanup()
+
+
+def test_a_bad_metrics_address_is_one_line(demo):
+    node = HkdNode(demo, "node1", "hkd.metrics.address = nowhere\n")
+    env = dict(os.environ, QVD_CONFIG=node.conf)
+    result = subprocess.run([QVD_HKD], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "qvd-hkd: hkd.metrics.address = nowhere: expected HOST:PORT, e.g. 127.0.0.1:9640, "
+        "or empty for no metrics"]
