@@ -27,7 +27,7 @@ def ssh_client_address() -> str | None:
 
 class Admin(Context):
     def __init__(self, login: str | None = None) -> None:
-        super().__init__(source="cli", client_address=ssh_client_address())
+        super().__init__(source="cli", client_address=ssh_client_address(), local_files=True)
         self.login = login  # --admin NAME@TENANT, or None: the local superadmin
         self.fmt, self.quiet = "table", False
 

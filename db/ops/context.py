@@ -41,19 +41,29 @@ class Request:
 Call = Request  # the name the operations use for their argument
 
 
+class Upload:
+    """A file a front end receives (a DI image): its name, and save(out) writing it whole,
+    or raising UploadCut when the sender stopped short (it must not become an image)."""
+
+    def __init__(self, name: str, save: Callable) -> None:
+        self.name, self.save = name, save
+
+
 class Context:
     """actor: given (the API's token), or resolved on first use by a subclass (the CLI's
     --admin login); engine: given (a pooled one), or made from cfg on first use."""
 
     def __init__(self, actor: Actor | None = None, cfg: qconfig.Config | None = None,
                  engine=None, source: str = "cli", client_address: str | None = None,
-                 secret: str | None = None) -> None:
+                 secret: str | None = None, local_files: bool = False) -> None:
         self._actor = actor
         self._cfg = cfg
         self._engine = engine
         self.source = source
         self.client_address = client_address
         self.secret = secret        # a new password the front end was given for the call
+        self.local_files = local_files  # may name files on the node (qvd-admin on the node)
+        self.upload: Upload | None = None  # a file the front end received for the call
         self._operation = None      # (operation, arguments) once authorized
         self.said: list[str] = []
         self.shown: tuple[list[str], list[dict], int] | None = None

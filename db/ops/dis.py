@@ -9,7 +9,7 @@ from qvd.db.images import DEFAULT, HEAD, next_version, osf_has_tag, tag_di, unta
 from qvd.db.models import Di, DiTag, Osf, Tenant
 from qvd.db.names import safe_file_name
 
-from .errors import DomainError
+from .errors import BadRequest, DomainError
 from .grammar import check_keys, parse_bool, parse_name
 from .selection import ObjectView
 from .registry import object_kind, verb
@@ -33,19 +33,44 @@ def images_dir(admin) -> str:
     return os.path.join(admin.cfg.get("path.storage.root"), "images")
 
 
-def _copy_image(source: str, target: str) -> None:
+def _store_image(admin, source: str | None, target: str) -> None:
+    """The image into the store under a temporary name, renamed once whole: a copy or an
+    upload cut short leaves nothing behind."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.exists(target):
         raise DomainError(f"{target} already exists in the image store")
     partial = target + ".part"
     try:
-        shutil.copyfile(source, partial)
+        if source is not None:
+            shutil.copyfile(source, partial)
+        else:
+            with open(partial, "wb") as out:
+                admin.upload.save(out)
         os.replace(partial, target)
-    except OSError as exc:
+    except BaseException as exc:
         if os.path.exists(partial):
             os.unlink(partial)
-        raise DomainError(f"cannot copy {source} into {os.path.dirname(target)}: "
-                        f"{exc.strerror}") from None
+        if isinstance(exc, OSError):
+            raise DomainError(f"cannot write the image into {os.path.dirname(target)}: "
+                              f"{exc.strerror}") from None
+        raise
+
+
+def _image_source(admin, call) -> tuple[str | None, str]:
+    """(a file on the node or None for the upload, the name the image is stored under).
+    path= reads a file as the node's root: only qvd-admin on the node may name one."""
+    if admin.upload is not None:
+        if "path" in call.args:
+            raise BadRequest("give either path= or an upload, not both")
+        return None, admin.upload.name
+    if "path" not in call.args:
+        raise BadRequest("missing path=... in arguments")
+    if not admin.local_files:
+        raise BadRequest("path= names a file on the node, which only qvd-admin on the node "
+                         "may read; upload the image instead")
+    if not os.path.isfile(call.args["path"]):
+        raise DomainError(f"image file not found: {call.args['path']}")
+    return call.args["path"], os.path.basename(call.args["path"])
 
 
 @verb(group, "add", "Add a DI: path=IMAGE_FILE osf=NAME [version=V] [trusted=0|1]. The file is "
@@ -54,20 +79,18 @@ def _copy_image(source: str, target: str) -> None:
                     "and setuid/setgid files, and its lxc/fstab and lxc/config-extra are used "
                     "unchecked (when their vm.lxc.* flags allow them).")
 def add(admin, call):
-    check_keys(call.args, ("path", "osf", "version", "trusted"), ("path", "osf"))
-    source = call.args["path"]
+    check_keys(call.args, ("path", "osf", "version", "trusted"), ("osf",))
+    source, file_name = _image_source(admin, call)
     trusted = parse_bool(call.args.get("trusted", "0"), "trusted")
     if "version" in call.args:
         parse_name("DI version", call.args["version"])
-    if not os.path.isfile(source):
-        raise DomainError(f"image file not found: {source}")
     target = None
     try:
         with admin.session() as s:
             osf = find_osf(admin, s, call.args["osf"], call.tenant)
             version = call.args.get("version") or next_version(s, osf.id)
             di = Di(osf_id=osf.id, version=version, trusted=trusted,
-                    path=f"{osf.id}-{version}-{safe_file_name(os.path.basename(source))}")
+                    path=f"{osf.id}-{version}-{safe_file_name(file_name)}")
             s.add(di)
             s.flush()
             tags = [version, HEAD] + ([] if osf_has_tag(s, osf.id, DEFAULT) else [DEFAULT])
@@ -75,7 +98,7 @@ def add(admin, call):
                 tag_di(s, di, tag)
             admin.audit(s, "di", "add", call, [di.id], osf.tenant_id)
             target = os.path.join(images_dir(admin), di.path)
-            _copy_image(source, target)
+            _store_image(admin, source, target)
     except BaseException:
         if target and os.path.exists(target):
             os.unlink(target)  # the row was not committed: do not leave its file behind

@@ -18,6 +18,10 @@ class NotFound(DomainError):
     """Nothing matches what the request names."""
 
 
+class UploadCut(DomainError):
+    """A file being received ended before its announced end."""
+
+
 # Database invariants (constraint name -> what the admin did wrong).
 CONSTRAINT_MESSAGES = {
     "uq_tenants_name": "a tenant with that name already exists",
