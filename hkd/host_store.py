@@ -30,6 +30,11 @@ NOTE_ERROR = """
 UPDATE host_runtimes SET last_error = %(error)s, last_error_at = now()
 WHERE host_id = %(host)s AND epoch = %(epoch)s"""
 
+# Only the error this node noted itself, when its cause is gone (the L7R listens again).
+CLEAR_ERROR = """
+UPDATE host_runtimes SET last_error = NULL, last_error_at = now()
+WHERE host_id = %(host)s AND epoch = %(epoch)s AND last_error = %(error)s"""
+
 # The cluster monitor: whoever's UPDATE matches first declares the node lost (once), bumps
 # its epoch so that the node learns it was fenced, and releases what it held.
 # The window: the node's lease must have gone unrenewed for `timeout` seconds *that this
@@ -89,6 +94,10 @@ class HostStore:
     async def note_error(self, error: str) -> None:
         await self.db.fetch(NOTE_ERROR, {"host": self.host_id, "epoch": self.epoch,
                                          "error": error})
+
+    async def clear_error(self, error: str) -> None:
+        await self.db.fetch(CLEAR_ERROR, {"host": self.host_id, "epoch": self.epoch,
+                                          "error": error})
 
     async def stopped(self) -> None:
         await self.db.fetch(STOPPED, {"host": self.host_id, "epoch": self.epoch})

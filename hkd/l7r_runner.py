@@ -1,5 +1,7 @@
 """qvd-hkd keeps the node's L7R acceptor (qvd-l7r) running: started after the node runs,
-restarted when it dies or the certificate changes, stopped (children untouched) at the end."""
+restarted when it dies or the certificate changes, stopped (children untouched) at the end.
+Why an acceptor could not start (port in use, unusable certificate: its status file) goes to
+the host row's last_error, once per new reason, and is taken back once it listens."""
 from __future__ import annotations
 
 import asyncio
@@ -7,6 +9,8 @@ import logging
 import os
 import subprocess
 import sys
+
+from qvd.l7r import start_status
 
 from .database import DbUnavailable
 from .pidfile import PidFile
@@ -24,6 +28,8 @@ class L7rRunner:
         self.node = node
         self.proc: subprocess.Popen | None = None
         self.pidfile = PidFile(os.path.join(node.run_dir, f"l7r-{node.name}.pid"))
+        self.status_file = start_status.status_path(node.run_dir, node.name)
+        self.noted: str | None = None  # the failure on the host row, as written there
         self._warned = False
         # One start at a time: two (a reload of the certificate and of its key, say) would both
         # pass the pid file check while they read the database, and one acceptor would leak.
@@ -59,7 +65,23 @@ class L7rRunner:
             self.stop()
             await self._ensure()
 
+    async def _report(self) -> None:
+        """The acceptor's last start, on the host row: its failure, or that it is gone."""
+        status = start_status.read(self.status_file)
+        try:
+            if status == start_status.LISTENING and self.noted:
+                await self.node.hosts.clear_error(self.noted)
+                self.noted = None
+            elif status not in (None, start_status.LISTENING) and \
+                    f"qvd-l7r: {status}" != self.noted:
+                self.noted = f"qvd-l7r: {status}"
+                log.error("node %s: %s", self.node.name, self.noted)
+                await self.node.hosts.note_error(self.noted)
+        except DbUnavailable:
+            self.noted = None  # written again once the database is back
+
     async def _ensure(self) -> None:
+        await self._report()
         if self.proc is not None and self.proc.poll() is not None:
             log.warning("qvd-l7r exited (status %s): restarting it", self.proc.returncode)
             self.proc = None
@@ -74,8 +96,10 @@ class L7rRunner:
         log_path = os.path.join(self.node.cfg.get("path.log"), f"l7r-{self.node.name}.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         l7r = os.path.join(os.path.dirname(sys.executable), "qvd-l7r")
+        start_status.clear(self.status_file)  # the new one says how it went; self.noted dedups
         with open(log_path, "ab") as logfile:
-            self.proc = subprocess.Popen([l7r, *arguments, *self._settings()],
+            self.proc = subprocess.Popen([l7r, *arguments, *self._settings(),
+                                          f"--status-file={self.status_file}"],
                                          stdin=subprocess.DEVNULL, stdout=logfile,
                                          stderr=logfile, start_new_session=True)
         self.pidfile.record(self.proc.pid)

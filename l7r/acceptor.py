@@ -15,10 +15,12 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 
 from qvd.db import config as qconfig
 
+from . import start_status
 from .connection import refuse_connection, serve_connection, tune_socket
 from .endpoints import set_title
 from .proxy_protocol import ProxyHeaderError, client_address, trusted
@@ -131,12 +133,33 @@ class Acceptor:
             os._exit(status)
 
 
+class StartError(Exception):
+    """The acceptor cannot start; the message is the sentence for the host row."""
+
+
 def listen(cfg) -> socket.socket:
+    address, port = cfg.get("l7r.address"), cfg.get_int("l7r.port")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((cfg.get("l7r.address"), cfg.get_int("l7r.port")))
-    listener.listen(128)
+    try:
+        listener.bind((address, port))
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise StartError(f"cannot listen on {address}:{port}: {exc.strerror or exc}; free the "
+                         f"port or set l7r.port (or l7r.address) to another") from None
     return listener
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    try:
+        return server_context(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None)  # e.g. KEY_VALUES_MISMATCH; None for bad PEM
+        why = (reason.lower().replace("_", " ") if reason else "not a PEM certificate and key"
+               if isinstance(exc, ssl.SSLError) else exc.strerror or str(exc))
+        raise StartError(f"the L7R certificate or key cannot be used ({why}); store a valid "
+                         f"pair with 'qvd-admin config ssl --cert FILE --key FILE'") from None
 
 
 def main(argv=None) -> None:
@@ -146,6 +169,8 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of the database's global layer (qvd-hkd passes the "
                              "acceptor's own: it has no database connection)")
+    parser.add_argument("--status-file", help="written with 'listening', or the one-line "
+                                              "reason it could not start (read by qvd-hkd)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s qvd-l7r[%(process)d] %(levelname)s %(message)s")
@@ -158,15 +183,17 @@ def main(argv=None) -> None:
         if cfg.get_bool("l7r.use_ssl"):
             if not (args.cert and args.key):
                 raise qconfig.ConfigError("l7r.use_ssl is on: --cert and --key are required")
-            tls = server_context(args.cert, args.key)
+            tls = tls_context(args.cert, args.key)
         try:
             balancers = trusted(cfg)
         except ValueError as exc:
             raise qconfig.ConfigError(f"l7r.proxy_protocol.trusted: {exc}") from None
         listener = listen(cfg)
-    except (qconfig.ConfigError, OSError) as exc:
+    except (qconfig.ConfigError, StartError, OSError) as exc:
         print(f"qvd-l7r: {exc}", file=sys.stderr)
+        start_status.write(args.status_file, str(exc))
         sys.exit(1)
+    start_status.write(args.status_file, start_status.LISTENING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     Acceptor(cfg, tls, balancers).serve(listener)
 
