@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from qvd.db.engine import embedded_cluster, uses_embedded
 from qvd.hkd import daemon
 from qvd.hkd.backends import host_di
-from qvd.l7r.client import accepting
+from qvd.hkd.pidfile import PidFile
+from qvd.l7r import start_status
 from qvd.l7r.tls import self_signed
 from qvd.db.models import SslConfig, Tenant, User
 
@@ -157,14 +158,28 @@ def _l7r_host(admin) -> str:
     return "127.0.0.1" if address in ("", "0.0.0.0", "::") else address
 
 
-def _l7r_accepting(admin, wait: float = 20.0) -> bool:
-    """The node starts its L7R a moment after it starts: wait, so the printed command works."""
+def _l7r_status_file(admin) -> str:
+    return start_status.status_path(admin.cfg.get("path.run"), admin.cfg.get("nodename"))
+
+
+def _l7r_running(admin) -> bool:
+    """An acceptor a previous qvd-hkd left running (it outlives the HKD on purpose)."""
+    pid_path = os.path.join(admin.cfg.get("path.run"), f"l7r-{admin.cfg.get('nodename')}.pid")
+    return PidFile(pid_path).running() is not None
+
+
+def _l7r_failure(admin, wait: float = 20.0) -> str | None:
+    """None once the node's L7R listens, else why not, in the acceptor's own words. Not a
+    connection test: another program holding the port would pass one."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if accepting(_l7r_host(admin), admin.cfg.get_int("l7r.port"), 0.5):
-            return True
+        status = start_status.read(_l7r_status_file(admin))
+        if status == start_status.LISTENING:
+            return None
+        if status:
+            return status
         time.sleep(0.1)
-    return False
+    return f"it did not start within {wait:g}s; see {admin.cfg.get('path.log')}/hkd.log"
 
 
 def client_command(admin) -> str:
@@ -194,6 +209,8 @@ def start(admin, debug):
         click.echo("self-signed L7R certificate generated and stored")
     pid = daemon.running_pid(admin.cfg)
     if pid is None:
+        if not _l7r_running(admin):  # a previous run's word is not this one's
+            start_status.clear(_l7r_status_file(admin))
         try:
             pid = daemon.start(admin.cfg)
         except RuntimeError as exc:
@@ -201,9 +218,10 @@ def start(admin, debug):
         click.echo(f"qvd-hkd started (pid {pid}, log {admin.cfg.get('path.log')}/hkd.log)")
     else:
         click.echo(f"qvd-hkd already running (pid {pid})")
-    if not _l7r_accepting(admin):
-        click.echo("warning: the L7R does not accept connections yet; see "
-                   f"{admin.cfg.get('path.log')}/hkd.log")
+    failure = _l7r_failure(admin)
+    if failure:  # the node runs (and retries); the sentence is in `host list` too
+        raise click.ClickException(f"the L7R does not accept desktop clients: {failure} "
+                                   "(qvd-hkd keeps retrying; 'make stop' stops it)")
     qvd_admin = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-admin")
     click.echo(f"""
 QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.
