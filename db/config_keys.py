@@ -96,6 +96,14 @@ KEYS: list[Key] = [
        "Seconds since last seen alive after which a running VM is dead."),
     _k("internal.hkd.cluster.node.timeout", 15, "float",
        "QVD's name for hkd.cluster.node_timeout; kept for old node files."),
+    # --- administration API (qvd-api) -------------------------------------------------------
+    _k("api.address", "0.0.0.0", "str", "Address qvd-api listens on."),
+    _k("api.port", 8444, "port", "Port qvd-api listens on (HTTPS)."),
+    _k("api.use_ssl", 1, "bool", "Serve TLS (1; the L7R's stored certificate unless --cert "
+       "is given) or plain HTTP (0, tests only)."),
+    _k("api.token.lifetime", 3600, "float",
+       "Seconds an administrator's bearer token from POST /api/v1/login lasts."),
+    _k("api.upload.max_size", 65536, "int", "Largest DI upload qvd-api accepts, in MiB."),
     # --- layer-7 router ---------------------------------------------------------------------
     _k("l7r.address", "0.0.0.0", "str", "Address the HTTPS acceptor listens on."),
     _k("l7r.port", 8443, "port", "Port the HTTPS acceptor listens on."),
