@@ -89,6 +89,7 @@ OPERATIONS: dict[str, Needs | None] = {
     "acl list": needs("acl.see-main."),
     **{f"db {verb}": LOCAL for verb in ("start", "stop", "status", "init", "upgrade")},
     **{f"system {verb}": LOCAL for verb in ("start", "stop")},
+    "doctor run": LOCAL,
 }
 
 _unknown = sorted({name for need in OPERATIONS.values() if need
