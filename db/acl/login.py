@@ -86,6 +86,11 @@ def authenticate(session: Session, login: str, password: str,
         raise LoginRefused(f"administrator {admin.name}@{tenant.name} is blocked")
     if tenant.blocked:
         raise LoginRefused(f"tenant '{tenant.name}' is blocked")
+    return actor_of(session, admin, tenant)
+
+
+def actor_of(session: Session, admin: Administrator, tenant: Tenant) -> Actor:
+    """The administrator as it acts now: its roles' ACLs read afresh."""
     return Actor(name=f"{admin.name}@{tenant.name}", tenant_id=tenant.id,
                  tenant_name=tenant.name, administrator_id=admin.id,
                  acls=administrator_acls(session, admin.id))

@@ -7,7 +7,7 @@ from .properties import PROPERTY_MODELS
 from .settings import ConfigEntry, SslConfig
 from .throttling import AuthFailure
 from .tenancy import (DEFAULT_TENANT, GLOBAL_TENANT, SUPERTENANT, Acl, AclRoleRelation,
-                      Administrator, Role, RoleAdministratorRelation, RoleRoleRelation, Tenant,
+                      Administrator, AdminToken, Role, RoleAdministratorRelation, RoleRoleRelation, Tenant,
                       User, UserToken)
 from .vms import Vm, VmCounter, VmRuntime
 

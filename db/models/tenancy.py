@@ -3,6 +3,7 @@ from datetime import datetime
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer,
                         Text, UniqueConstraint)
+from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import FALSE, NOW, TRUE, ZERO, Base
@@ -65,6 +66,18 @@ class Administrator(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)
     __table_args__ = (UniqueConstraint("tenant_id", "name"),
                       CheckConstraint("name <> ''", name="name_not_empty"))
+
+
+class AdminToken(Base):
+    """qvd-api's bearer tokens (POST /api/v1/login); only their SHA-256 is stored. Blocking or
+    deleting the administrator ends them (checked on each request; deletion cascades)."""
+    __tablename__ = "admin_tokens"
+    token_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    administrator_id: Mapped[int] = mapped_column(
+        ForeignKey("administrators.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    client_address: Mapped[str | None] = mapped_column(INET)
 
 
 class Role(Base):
