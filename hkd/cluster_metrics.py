@@ -1,5 +1,5 @@
 """The cluster-wide gauges (nodes by state, VMs by tenant and state), exported by one node at
-a time: whichever holds the session advisory lock below on its monitor connection. The lock
+a time: whichever holds the session advisory lock below on its main connection. The lock
 goes with the connection, so when that node stops or loses the database another takes over at
 its next refresh; the others export nothing for these series (qvd_cluster_reporter 0).
 """

@@ -59,7 +59,9 @@ class Node:
         except metrics_server.MetricsAddressError as exc:
             raise NodeError(str(exc)) from None
         self.metrics_server = None
-        self.cluster_metrics = ClusterMetrics(self.monitor_db)
+        # the main connection: the monitor one runs the lost-node transaction, which must not
+        # take these statements in
+        self.cluster_metrics = ClusterMetrics(self.db)
         self.backend = make_backend(cfg)
         self.machines: dict[int, asyncio.Task] = {}
         self.claiming: dict[int, asyncio.Event] = {}  # starts between check and spawn

@@ -4,6 +4,7 @@ Under CI=true a missing prometheus binary fails the test (conftest turns the ski
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import urllib.parse
@@ -17,6 +18,7 @@ from qvd.hkd.backends.process import free_port
 from qvd.hkd.pidfile import end_child
 
 PROMETHEUS = shutil.which("prometheus")
+DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "etc", "grafana-dashboard.json")
 # Every label the node's series may carry: small fixed sets, never a user or a VM id.
 ALLOWED_LABELS = {"backend", "state", "reason", "connection", "tenant", "le", "quantile"}
 
@@ -73,6 +75,11 @@ class Prometheus:
         return {frozenset((k, v) for k, v in r["metric"].items()
                           if k not in ("__name__", "job", "instance")): float(r["value"][1])
                 for r in body["data"]["result"]}
+
+    def names(self) -> set[str]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/label/__name__/values"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return set(json.load(answer)["data"])
 
     def stop(self) -> None:
         end_child(self.proc, 10)
@@ -134,6 +141,14 @@ def test_prometheus_sees_the_starts_and_the_states(demo, node, prometheus_for):
              30, "prometheus to count one stop")
     wait_for(gauges_match, 30, "the VM gauges to match vm list after the stop")
 
+    # The dashboard (etc/) asks only what Prometheus accepts, of series the node exports.
+    with open(DASHBOARD, encoding="utf-8") as handle:
+        exprs = [t["expr"] for panel in json.load(handle)["panels"] for t in panel["targets"]]
+    exported = prometheus.names()
+    for expr in exprs:
+        prometheus.query(expr)  # asserts status success: the PromQL parses
+        assert set(re.findall(r"qvd_[a-z_]+", expr)) <= exported, expr
+
 
 def test_a_failed_start_is_counted_by_class_and_labels_stay_bounded(demo, node):
     images = os.path.join(demo.storage, "images")
@@ -181,3 +196,24 @@ def test_a_bad_metrics_address_is_one_line(demo):
     assert result.stderr.strip().splitlines() == [
         "qvd-hkd: hkd.metrics.address = nowhere: expected HOST:PORT, e.g. 127.0.0.1:9640, "
         "or empty for no metrics"]
+
+
+def test_one_node_at_a_time_exports_the_cluster_gauges(demo):
+    demo.ok("host", "add", "name=node2", "address=127.0.0.3")
+    first, second = metrics_node(demo, "node1"), metrics_node(demo, "node2")
+    try:
+        def reporters():
+            return [scrape(n.metrics_port)[("qvd_cluster_reporter", frozenset())]
+                    for n in (first, second)]
+        wait_for(lambda: sorted(reporters()) == [0.0, 1.0], 20, "one reporter of two")
+        reporter, other = (first, second) if reporters()[0] == 1.0 else (second, first)
+        other_series = scrape(other.metrics_port)
+        assert not [name for name, _ in other_series if name.startswith("qvd_cluster_vms")]
+        reporter.stop()  # its connection goes, and its lock with it: the other takes over
+        wait_for(lambda: scrape(other.metrics_port)[("qvd_cluster_reporter", frozenset())]
+                 == 1.0, 20, "the other node to take over")
+        samples = scrape(other.metrics_port)
+        assert samples[("qvd_cluster_nodes", frozenset({("state", "running")}))] == 1
+    finally:
+        first.cleanup()
+        second.cleanup()
