@@ -10,16 +10,17 @@ request (the administrator's ACLs read through their roles, and the operation ch
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
 import shutil
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
@@ -30,8 +31,10 @@ from qvd.db.engine import make_engine
 from qvd.db.ops.context import Request
 from qvd.db.ops.vms import VIEW
 from qvd.hkd.backends.process import free_port
+from qvd.hkd.pidfile import end_child
 
-from .common import Row, ms, private_database, summary, table, timed, write_certificate
+from .common import (Row, concurrent_rate, ms, private_database, summary, table, timed,
+                     write_certificate)
 
 VMS = 10_000
 PAGE = 100
@@ -55,10 +58,13 @@ ANALYZE;
 
 def _sql(params: dict, script: str, *flags: str) -> str:
     env = dict(os.environ, PGPASSWORD=params.get("password") or "")
-    return subprocess.run(
+    result = subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", params["host"],
          "-p", str(params["port"]), "-U", params["user"], "-d", params["dbname"], *flags],
-        input=script, env=env, capture_output=True, text=True, check=True).stdout
+        input=script, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"psql: {result.stderr.strip()}")
+    return result.stdout
 
 
 def _statements(request: Request) -> list[str]:
@@ -67,8 +73,9 @@ def _statements(request: Request) -> list[str]:
     page = VIEW.query(request).offset(request.offset or None).limit(request.limit)
     count = select(func.count()).select_from(VIEW._chosen(request).subquery())
     dialect = postgresql.dialect()
+    # Literal binds double the LIKE escape character; the server wants it once.
     return [str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-            for stmt in (page, count)]
+            .replace("ESCAPE '\\\\'", "ESCAPE '\\'") for stmt in (page, count)]
 
 
 def psql_floor(params: dict, request: Request, count: int) -> list[float]:
@@ -109,15 +116,14 @@ class ApiServer:
                          f"database.name = {params['dbname']}\napi.address = 127.0.0.1\n"
                          f"api.port = {self.port}\npath.log = {root}\n")
         env = dict(os.environ, QVD_CONFIG=conf)
-        exe = os.path.join(os.path.dirname(os.path.realpath(shutil.which("python3")
-                                                            or "python3")), "qvd-api")
-        exe = exe if os.path.exists(exe) else "qvd-api"
+        exe = os.path.join(os.path.dirname(sys.executable), "qvd-api")
         self.log = open(os.path.join(root, "api.log"), "wb")
         self.process = subprocess.Popen(
             [exe, "--cert", f"{root}/cert.pem", "--key", f"{root}/key.pem"], env=env,
             stdout=self.log, stderr=subprocess.STDOUT)
         self.context = ssl.create_default_context(cafile=f"{root}/cert.pem")
         self.context.check_hostname = False
+        self.local = threading.local()
         self._wait()
 
     def url(self, path: str) -> str:
@@ -132,26 +138,29 @@ class ApiServer:
                 self.call("GET", "/api/v1/openapi.json")
                 return
             except OSError:
+                self.local.conn = None
                 time.sleep(0.1)  # polling a port that is not open yet
         raise RuntimeError("qvd-api did not answer in 30 s")
 
     def call(self, method: str, path: str, body=None, token: str | None = None):
-        data = json.dumps(body).encode() if body is not None else None
+        """On this thread's kept-alive connection, as a web tool or a script reuses one."""
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, context=self.context, timeout=30)
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        request = urllib.request.Request(self.url(path), data=data, method=method,
-                                         headers=headers)
-        with urllib.request.urlopen(request, context=self.context, timeout=30) as reply:
-            return json.load(reply)
+        conn.request(method, path, body=json.dumps(body).encode() if body is not None
+                     else None, headers=headers)
+        reply = conn.getresponse()
+        data = reply.read()
+        if reply.status >= 400:
+            raise RuntimeError(f"{method} {path}: {reply.status} {data[:200]!r}")
+        return json.loads(data)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_child(self.process, 10)
         self.log.close()
 
 
@@ -170,21 +179,7 @@ def _make_admin(params: dict) -> int:
 
 
 def _concurrent_rate(server: ApiServer, token: str, path: str, seconds: float) -> float:
-    done, stop = [], time.monotonic() + seconds
-
-    def client():
-        n = 0
-        while time.monotonic() < stop:
-            server.call("GET", path, token=token)
-            n += 1
-        done.append(n)
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.monotonic() - began)
+    return concurrent_rate(lambda _i: server.call("GET", path, token=token), CLIENTS, seconds)
 
 
 def run(count: int, seconds: float) -> dict:
@@ -225,6 +220,12 @@ def rows(result: dict) -> list[Row]:
         Row("api_acl_check", "an Operator L3 administrator's ACLs read and an operation "
             "checked, per request", acl["p50"], "ms", 1.0, "goal"),
     ]
+
+
+def distributions(result: dict) -> dict:
+    return {"api": (f"GET /api/v1/vms, {VMS:,} VMs, a page of {PAGE}", "ms", {
+        "qvd-api over TLS": result["api"]["samples"],
+        "the same statements in psql": result["floor"]["samples"]})}
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,6 +122,23 @@ def timed(work, count: int) -> list[float]:
         work()
         samples.append(time.perf_counter() - began)
     return samples
+
+
+def concurrent_rate(work, workers: int, seconds: float) -> float:
+    """Calls per second of work(index) from `workers` threads calling it for `seconds`."""
+    done, stop = [0] * workers, time.monotonic() + seconds
+
+    def worker(index):
+        while time.monotonic() < stop:
+            work(index)
+            done[index] += 1
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - began)
 
 
 def ms(samples: list[float]) -> list[float]:

@@ -35,7 +35,7 @@ from qvd.hkd.backends.process import free_port
 from qvd.l7r.client import QvdConnection, tls_context
 from qvd.l7r.proxy import BUFFER
 
-from .common import Row, ms, summary, table, timed, write_certificate
+from .common import Row, concurrent_rate, ms, summary, table, timed, write_certificate
 from .node import UPGRADE, BenchNode, bench_node, uss_kib, wait
 
 WORKERS = 4
@@ -145,19 +145,7 @@ def session_memory(node: BenchNode, tokens: list[str]) -> dict:
 
 
 def _rate(seconds: float, work) -> float:
-    done, stop = [0] * WORKERS, time.monotonic() + seconds
-
-    def worker(index):
-        while time.monotonic() < stop:
-            work(index)
-            done[index] += 1
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(WORKERS)]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.monotonic() - began)
+    return concurrent_rate(work, WORKERS, seconds)
 
 
 def connect_rates(node: BenchNode, tokens: list[str], seconds: float) -> dict:

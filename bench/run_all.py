@@ -22,7 +22,8 @@ import tempfile
 import time
 import traceback
 
-from . import backend_bench, desktop_bench, failover_bench, hkd_bench, l7r_bench, scale_bench
+from . import (api_bench, backend_bench, desktop_bench, failover_bench, hkd_bench, l7r_bench,
+               scale_bench)
 from .common import Row, fmt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,6 +50,7 @@ def _benches(args) -> list[tuple[str, object, object]]:
                                                                1 if quick else 2)),
         ("failover", failover_bench, lambda: failover_bench.run(2 if quick else 5,
                                                                  failover_timings)),
+        ("api", api_bench, lambda: api_bench.run(20 if quick else 200, 2 if quick else 5)),
         ("scale", scale_bench, lambda: scale_bench.run(
             (1, 2) if quick else args.sizes, args.processes, 2 if quick else 10)),
     ]

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import csv
-import decimal
-import ipaddress
 import json
 import sys
 from datetime import datetime
+
+from qvd.db.ops.values import jsonable
 
 
 def _plain(value):
@@ -21,20 +21,12 @@ def _plain(value):
     return str(value)
 
 
-def _jsonable(value):
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return str(value)
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    return value
 
 
 def print_rows(columns: list[str], rows: list[dict], fmt: str, quiet: bool) -> None:
     out = sys.stdout
     if fmt == "json":
-        json.dump([{c: _jsonable(row.get(c)) for c in columns} for row in rows], out, indent=1)
+        json.dump([{c: jsonable(row.get(c)) for c in columns} for row in rows], out, indent=1)
         out.write("\n")
         return
     if fmt == "csv":

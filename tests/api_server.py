@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from qvd.hkd.backends.process import free_port
+from qvd.hkd.pidfile import end_child
 
 from tests_tls import write_pair
 
@@ -76,10 +77,5 @@ class ApiProcess:
         return reply.json()["token"]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_child(self.process, 10)
         self.log.close()
