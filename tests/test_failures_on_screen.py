@@ -61,35 +61,46 @@ def test_an_unusable_certificate_is_on_the_host_row(demo, tmp_path):
         node.cleanup()
 
 
-def test_make_run_fails_with_the_sentence_when_the_l7r_port_is_taken():
-    """`make run` is `qvd-admin system start`: a port held by another program used to pass
-    its connection test and print "QVD is up"."""
+def _make_run(extra: str, holder: socket.socket | None = None):
+    """`qvd-admin system start` (what `make run` runs) in a fresh home with the process
+    backend: (its result, the host list's rows)."""
     root = tempfile.mkdtemp(prefix="qvd-home-")
     os.chmod(root, 0o755)  # the embedded PostgreSQL may run as another account
     home = os.path.join(root, "qvd")
     os.makedirs(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("QVD_")}
     env.update(QVD_HOME=home, QVD_CONFIG=os.path.join(home, "node.conf"))
+    with open(env["QVD_CONFIG"], "w", encoding="utf-8") as handle:
+        handle.write(NODE_CONF.format(nodename="node1", home=home, backend=PROCESS_BACKEND)
+                     + f"hkd.metrics.address =\n{extra}")
+    try:
+        result = subprocess.run([QVD_ADMIN, "system", "start"], env=env, capture_output=True,
+                                text=True, timeout=180)
+        hosts = json.loads(subprocess.run([QVD_ADMIN, "host", "list", "--json"], env=env,
+                                          capture_output=True, text=True).stdout or "[]")
+        return result, hosts
+    finally:
+        if holder is not None:
+            holder.close()
+        subprocess.run([QVD_ADMIN, "system", "stop"], env=env, capture_output=True, timeout=180)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_make_run_fails_with_the_doctors_line_when_the_l7r_port_is_taken():
+    """A port held by another program used to pass make run's connection test and print
+    "QVD is up"; the doctor, run first, names the holder and the fix."""
     other = socket.socket()
     other.bind(("127.0.0.1", 0))
     other.listen()
     port = other.getsockname()[1]
-    with open(env["QVD_CONFIG"], "w", encoding="utf-8") as handle:
-        handle.write(NODE_CONF.format(nodename="node1", home=home, backend=PROCESS_BACKEND)
-                     + f"l7r.address = 127.0.0.1\nl7r.port = {port}\nhkd.metrics.address =\n")
-    try:
-        result = subprocess.run([QVD_ADMIN, "system", "start"], env=env, capture_output=True,
-                                text=True, timeout=180)
-        assert result.returncode == 1, result.stdout + result.stderr
-        assert "QVD is up" not in result.stdout
-        assert result.stderr.strip().splitlines()[-1] == (
-            f"qvd-admin: the L7R does not accept desktop clients: cannot listen on 127.0.0.1:"
-            f"{port}: Address already in use; free the port or set l7r.port (or l7r.address) "
-            "to another (qvd-hkd keeps retrying; 'make stop' stops it)")
-        (host,) = json.loads(subprocess.run([QVD_ADMIN, "host", "list", "--json"], env=env,
-                                            capture_output=True, text=True).stdout)
-        assert host["last_error"].startswith(f"qvd-l7r: cannot listen on 127.0.0.1:{port}")
-    finally:
-        other.close()
-        subprocess.run([QVD_ADMIN, "system", "stop"], env=env, capture_output=True, timeout=180)
-        shutil.rmtree(root, ignore_errors=True)
+    result, _ = _make_run(f"l7r.address = 127.0.0.1\nl7r.port = {port}\n", other)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "QVD is up" not in result.stdout and "qvd-hkd started" not in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        f"qvd-admin: L7R port: 127.0.0.1:{port} is held by {_comm()} (pid {os.getpid()}): "
+        "stop it or set l7r.port to a free port (see 'qvd-admin doctor')"]
+
+
+def _comm() -> str:
+    with open("/proc/self/comm", encoding="utf-8") as handle:
+        return handle.read().strip()

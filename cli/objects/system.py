@@ -182,6 +182,19 @@ def _l7r_failure(admin, wait: float = 20.0) -> str | None:
     return f"it did not start within {wait:g}s; see {admin.cfg.get('path.log')}/hkd.log"
 
 
+def run_doctor(admin) -> None:
+    """`qvd-admin doctor` before the node starts: its warnings shown, a check that blocks the
+    node ends `make run` with its line and what to do."""
+    from qvd.hkd.doctor import run_checks
+    results = run_checks(admin.cfg)
+    for result in results:
+        if result.level == "WARN":
+            click.echo(f"doctor: {result.name}: {result.text}")
+    blocking = [f"{r.name}: {r.text}" for r in results if r.blocks]
+    if blocking:
+        raise click.ClickException("; ".join(blocking) + " (see 'qvd-admin doctor')")
+
+
 def client_command(admin) -> str:
     """The exact command that saves a picture of the demo desktop."""
     qvd_client = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-client")
@@ -209,6 +222,7 @@ def start(admin, debug):
         click.echo("self-signed L7R certificate generated and stored")
     pid = daemon.running_pid(admin.cfg)
     if pid is None:
+        run_doctor(admin)
         if not _l7r_running(admin):  # a previous run's word is not this one's
             start_status.clear(_l7r_status_file(admin))
         try:
