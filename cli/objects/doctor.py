@@ -2,8 +2,6 @@
 (the checks: hkd/doctor.py). Exit status 1 when a check blocks the node (FAIL)."""
 import click
 
-from qvd.hkd.doctor import Limits, run_checks
-
 from ..errors import UserError
 from ..verbs import CONTEXT, object_group
 
@@ -21,6 +19,7 @@ group.invoke_without_command, group.no_args_is_help = True, False
 @click.option("--debug", is_flag=True, hidden=True)
 @click.pass_obj
 def run(admin, clock_tolerance, min_free_gib, debug):
+    from qvd.hkd.doctor import Limits, run_checks  # not on every qvd-admin command's path
     results = run_checks(admin.cfg, Limits(clock_tolerance, min_free_gib))
     width = max(len(r.name) for r in results)
     for result in results:
