@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from qvd.db.config import Config
+
 from admins import PASSWORD, make_admin
 from api_server import ApiProcess
 from conftest import make_host_running
@@ -54,6 +56,27 @@ def test_logins_tokens_and_logout(demo, api):
     assert "is blocked" in problem(blocked, 401)
     (whole,), = demo.sql("SELECT string_agg(l::text, ' ') FROM admin_log l")
     assert PASSWORD not in whole
+
+
+def test_an_expired_token_is_refused(demo, api):
+    make_admin(demo, ROOT, "Root")
+    token = api.login(ROOT, PASSWORD)
+    assert api.call("GET", "/api/v1/vms", token=token).status == 200
+    # Its lifetime is over (set in the table, rather than waited for).
+    demo.sql("UPDATE admin_tokens SET expires_at = now() - interval '1 second'")
+    assert "log in first" in problem(api.call("GET", "/api/v1/vms", token=token), 401)
+
+
+def test_failed_logins_back_off_like_the_l7r_s(demo, api):
+    make_admin(demo, ROOT, "Root")
+    limit = Config().get_int("l7r.auth.backoff.max_failures")  # the test node keeps the default
+    for _ in range(limit):
+        problem(api.call("POST", "/api/v1/login", {"login": ROOT, "password": "not-it"}), 401)
+    # Past the limit even the right password is not checked.
+    held = api.call("POST", "/api/v1/login", {"login": ROOT, "password": PASSWORD})
+    assert "too many failed logins" in problem(held, 429)
+    assert held.headers["retry-after"]
+    assert last_entry(demo, "admin")[:5] == (ROOT, "login", "refused", "api", "127.0.0.1")
 
 
 def test_a_token_dies_with_its_administrator_s_block(demo, api):
