@@ -7,20 +7,18 @@ recursive query; UNION (not UNION ALL) keeps a cycle, should one exist, from loo
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Integer
 from sqlalchemy.orm import Session
-
-from qvd.db.models import RoleAdministratorRelation
 
 from .actor import Actor
 from .names import CLUSTER_WIDE, massive_name
 from .operations import LOCAL, OPERATIONS
 
-EFFECTIVE_ACLS = text("""
+_EFFECTIVE = """
 WITH RECURSIVE reach(role_id, positive) AS (
-    SELECT unnest(:roles), true
+    {seed}
     UNION
     SELECT r.inherited_id, reach.positive AND r.positive
     FROM role_role_relations r JOIN reach ON r.inheritor_id = reach.role_id
@@ -29,7 +27,13 @@ SELECT a.name FROM reach
 JOIN acl_role_relations g ON g.role_id = reach.role_id
 JOIN acls a ON a.id = g.acl_id
 GROUP BY a.name HAVING bool_and(reach.positive AND g.positive)
-""").bindparams(bindparam("roles", type_=ARRAY(Integer)))
+"""
+EFFECTIVE_ACLS = text(_EFFECTIVE.format(seed="SELECT unnest(:roles), true")).bindparams(
+    bindparam("roles", type_=ARRAY(Integer)))
+# The same from an administrator's own roles, in one round trip (it runs on every request).
+ADMINISTRATOR_ACLS = text(_EFFECTIVE.format(
+    seed="SELECT role_id, true FROM role_administrator_relations "
+         "WHERE administrator_id = :administrator"))
 
 
 class AccessDenied(Exception):
@@ -43,10 +47,7 @@ def effective_acls(session: Session, role_ids) -> frozenset[str]:
 
 
 def administrator_acls(session: Session, administrator_id: int) -> frozenset[str]:
-    roles = session.scalars(select(RoleAdministratorRelation.role_id)
-                            .where(RoleAdministratorRelation.administrator_id
-                                   == administrator_id)).all()
-    return effective_acls(session, roles)
+    return frozenset(session.scalars(ADMINISTRATOR_ACLS, {"administrator": administrator_id}))
 
 
 def require_massive(actor: Actor, operation: str, argument_keys, count: int) -> None:
