@@ -1,4 +1,5 @@
 """`make run` / `make stop` as a user runs them: qvd-admin system start|stop in a fresh home."""
+import http.client
 import json
 import os
 import signal
@@ -53,6 +54,20 @@ def _postmaster_pid(home):
         return int(handle.readline())
 
 
+def _api_call(port, method, path, body=None, token=None):
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30,
+                                       context=tls_context(verify=False))
+    headers = {"Content-Type": "application/json",
+               **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        reply = conn.getresponse()
+        assert reply.status == 200, reply.read()
+        return json.loads(reply.read())
+    finally:
+        conn.close()
+
+
 def _the_vm_if(home, state):
     (vm,) = json.loads(run(home, "vm", "list", "--json").stdout)
     return vm if vm["state"] == state else None
@@ -60,10 +75,11 @@ def _the_vm_if(home, state):
 
 def test_system_start_demo_restart_and_stop(home):
     # The node file make run writes, on a port of its own (a developer's make run may hold 8443).
-    port = free_port()
+    port, api_port = free_port(), free_port()
     os.makedirs(home)
     with open(os.path.join(home, "node.conf"), "w", encoding="utf-8") as handle:
-        handle.write(node_conf_text(home) + f"l7r.port = {port}\nl7r.address = 127.0.0.1\n")
+        handle.write(node_conf_text(home) + f"l7r.port = {port}\nl7r.address = 127.0.0.1\n"
+                     f"api.port = {api_port}\napi.address = 127.0.0.1\n")
     first = run(home, "system", "start", conf=False)
     assert first.returncode == 0, first.stderr
     assert "demo objects created" in first.stdout
@@ -81,6 +97,12 @@ def test_system_start_demo_restart_and_stop(home):
         assert conn.ping().status == 200
         conn.login("demo@demo", "demo")
         assert [v["name"] for v in conn.list_of_vm().json()] == ["demo"]
+    # The administration API runs beside it; its demo administrator manages the demo tenant.
+    assert "qvd-api started" in first.stdout
+    api = _api_call(api_port, "POST", "/api/v1/login", {"login": "demo@demo",
+                                                        "password": "demo"})
+    listed = _api_call(api_port, "GET", "/api/v1/vms", token=api["token"])
+    assert [v["name"] for v in listed["rows"]] == ["demo"]
     # The demo VM starts on the demo node: a real qvd-vma process answers.
     assert run(home, "vm", "start", "-f", "name=demo").returncode == 0
     vm = wait_for(lambda: _the_vm_if(home, "running"), 60, "the demo VM to run")
@@ -125,6 +147,9 @@ def test_system_start_demo_restart_and_stop(home):
     assert not _alive(pid) and not _alive(hkd_pid) and not _alive(vma_pid)
     with pytest.raises(OSError):  # the L7R acceptor is gone too
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert "qvd-api stopped" in stopped.stdout
+    with pytest.raises(OSError):  # and qvd-api
+        socket.create_connection(("127.0.0.1", api_port), timeout=2).close()
     if lxc_usable():  # and so is the bridge it made for the containers
         assert not link_exists("qvdnet")
     down = run(home, "db", "status")

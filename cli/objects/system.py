@@ -25,6 +25,7 @@ from qvd.l7r.tls import self_signed
 from qvd.db.models import SslConfig, Tenant, User
 
 from ..verbs import CONTEXT, object_group
+from . import api_process
 from .db import init_database
 
 group = object_group("system", "A single-node system under QVD_HOME (make run / make stop).")
@@ -119,6 +120,9 @@ def create_demo(admin, home: str) -> list[str] | None:
          *(["trusted=1"] if admin.cfg.get("vm.hypervisor") == "lxc" else [])],
         ["vm", "add", *t, f"name={DEMO['vm']}", f"user={DEMO['login']}", f"osf={DEMO['osf']}"],
         ["host", "add", f"name={admin.cfg.get('nodename')}", "address=127.0.0.1"],
+        # qvd-api's demo administrator: manages the demo tenant only (not Root)
+        ["admin", "add", *t, f"name={DEMO['login']}", f"password={DEMO['password']}"],
+        ["admin", "role", *t, "-f", f"name={DEMO['login']}", "grant=Operator L3"],
     ]
     for step in steps:
         if run(step) != 0:
@@ -236,10 +240,18 @@ def start(admin, debug):
     if failure:  # the node runs (and retries); the sentence is in `host list` too
         raise click.ClickException(f"the L7R does not accept desktop clients: {failure} "
                                    "(qvd-hkd keeps retrying; 'make stop' stops it)")
+    try:
+        api_pid, api_started = api_process.start(admin.cfg)
+    except RuntimeError as exc:
+        raise click.ClickException(f"the administration API does not start: {exc}") from None
+    click.echo(f"qvd-api {'started' if api_started else 'already running'} (pid {api_pid}, "
+               f"log {admin.cfg.get('path.log')}/api.log)")
     qvd_admin = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-admin")
     click.echo(f"""
 QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.
 Desktop clients connect to https://<this machine>:{admin.cfg.get('l7r.port')} (self-signed certificate).
+The administration API: https://<this machine>:{admin.cfg.get('api.port')}/api/v1/docs \
+(administrator {DEMO['login']}@{DEMO['tenant']}, password '{DEMO['password']}').
 Demo: tenant '{DEMO['tenant']}', user '{DEMO['login']}@{DEMO['tenant']}' (password '{DEMO['password']}'), \
 OSF '{DEMO['osf']}', VM '{DEMO['vm']}'.
 
@@ -262,6 +274,8 @@ Go on with:
 def stop(admin, debug):
     """Stop everything `system start` started."""
     write_node_conf(_home())
+    if api_process.stop(admin.cfg):
+        click.echo("qvd-api stopped")
     pid = daemon.stop(admin.cfg)
     click.echo(f"qvd-hkd stopped (pid {pid})" if pid else "qvd-hkd was not running")
     if uses_embedded(admin.cfg):
