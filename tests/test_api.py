@@ -73,6 +73,18 @@ def test_logins_tokens_and_logout(demo, api):
     assert PASSWORD not in whole
 
 
+def test_the_web_tool_s_cookie_carries_the_token(demo, api):
+    make_admin(demo, ROOT, "Root")
+    reply = api.call("POST", "/api/v1/login", {"login": ROOT, "password": PASSWORD})
+    cookie = reply.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "secure", "samesite"} <= attributes
+    assert "samesite=strict" in cookie.lower()
+    assert cookie.startswith(f"qvd_api_token={reply.json()['token']};")
+    jar = {"Cookie": cookie.split(";")[0]}
+    assert api.call("GET", "/api/v1/vms", headers=jar).status == 200
+
+
 def test_an_expired_token_is_refused(demo, api):
     make_admin(demo, ROOT, "Root")
     token = api.login(ROOT, PASSWORD)
