@@ -30,6 +30,8 @@ def fake_node_config(params: dict, home: str, storage: str, **extra: str) -> Con
               "path.storage.root": storage, "vm.hypervisor": "process",
               "database.host": params["host"], "database.port": str(params["port"]),
               "database.user": params["user"], "database.password": params["password"],
-              "database.name": params["dbname"]}
+              "database.name": params["dbname"],
+              # many fake nodes share one machine (and one Python process): no metrics port
+              "hkd.metrics.address": ""}
     values.update(extra)
     return Config(node=values)

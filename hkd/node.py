@@ -59,6 +59,7 @@ class Node:
         except metrics_server.MetricsAddressError as exc:
             raise NodeError(str(exc)) from None
         self.metrics_server = None
+        self.collectors: list = []
         # the main connection: the monitor one runs the lost-node transaction, which must not
         # take these statements in
         self.cluster_metrics = ClusterMetrics(self.db)
@@ -344,8 +345,10 @@ class Node:
             except DbUnavailable:
                 pass
             return False
-        REGISTRY.register(NodeCollector(self))
-        REGISTRY.register(self.cluster_metrics)
+        # Registered for this node's life only: a process may run several nodes in turn.
+        self.collectors = [NodeCollector(self), self.cluster_metrics]
+        for collector in self.collectors:
+            REGISTRY.register(collector)
         log.info("node %s: metrics on http://%s:%d/metrics", self.name, host, port)
         return True
 
@@ -388,7 +391,10 @@ class Node:
             pass
         self.stop_watchdog()
         if self.metrics_server is not None:
+            from prometheus_client import REGISTRY
             self.metrics_server.close()
+            for collector in self.collectors:
+                REGISTRY.unregister(collector)
         await self.db.close()
         await self.monitor_db.close()
         self._lock.close()  # releases the node's lock
