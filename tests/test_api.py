@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from qvd.api.resources import RESOURCES
 from qvd.db.acl.actor import local_actor
 from qvd.db.config import Config
 from qvd.db.ops.context import Context
@@ -127,6 +128,31 @@ def test_listing_filters_orders_and_pages(demo, api):
     assert "no vm 999" in problem(api.call("GET", "/api/v1/vms/999", token=token), 404)
     assert "cannot order" in problem(api.call("GET", "/api/v1/vms?order_by=nope",
                                               token=token), 422)
+
+
+def test_every_resource_lists_with_a_total(demo, api):
+    make_admin(demo, ROOT, "Root")
+    token = api.login(ROOT, PASSWORD)
+    unpaged = []
+    for resource in RESOURCES:
+        reply = api.call("GET", f"/api/v1/{resource}?limit=2", token=token)
+        assert reply.status == 200, (resource, reply.body)
+        page = reply.json()
+        assert page["total"] >= len(page["rows"]), resource
+        if len(page["rows"]) > 2:
+            unpaged.append(resource)
+    assert unpaged == []
+
+
+def test_properties_through_the_api(demo, api):
+    make_admin(demo, ROOT, "Root")
+    token = api.login(ROOT, PASSWORD)
+    set_ = api.call("POST", "/api/v1/vms/1/propset", {"colour": "blue"}, token=token)
+    assert set_.json() == {"message": "1 propert(ies) set on 1 vm(s)"}
+    got = api.call("POST", "/api/v1/vms/1/propget", {}, token=token).json()
+    assert [(row["key"], row["value"]) for row in got["rows"]] == [("colour", "blue")]
+    api.call("POST", "/api/v1/vms/1/propdel", {"colour": ""}, token=token)
+    assert api.call("POST", "/api/v1/vms/1/propget", {}, token=token).json()["rows"] == []
 
 
 def test_a_tenant_administrator_sees_and_touches_only_its_tenant(demo, api):

@@ -10,6 +10,7 @@ from qvd.db.acl.login import find_administrator
 from .errors import DomainError
 from .grammar import check_keys
 from .registry import object_kind, verb
+from .selection import show_page
 
 group = object_kind("acl", "The ACLs administrators' roles are made of.")
 
@@ -40,4 +41,4 @@ def list_(admin, call):
     rows = [{"name": name, "cluster_wide": name in CLUSTER_WIDE, "description": description}
             for name, description in ACLS.items()
             if fnmatch.fnmatchcase(name, pattern) and (held is None or name in held)]
-    admin.show(["name", "cluster_wide", "description"], rows)
+    show_page(admin, call, ["name", "cluster_wide", "description"], rows)

@@ -13,6 +13,7 @@ from qvd.db.models import GLOBAL_TENANT, ConfigEntry
 from .errors import BadRequest, DomainError
 from .grammar import check_keys
 from .registry import object_kind, verb
+from .selection import show_page
 
 group = object_kind("config", "Configuration: built-in defaults < node file < global < tenant.")
 
@@ -93,7 +94,7 @@ def list_(admin, call):
             continue
         value, source = cfg.lookup(name)
         rows.append({"key": name, "value": _shown(admin, name, value), "source": source})
-    admin.show(["key", "value", "source"], rows)
+    show_page(admin, call, ["key", "value", "source"], rows)
 
 
 def _matches(name: str, pattern: str) -> bool:

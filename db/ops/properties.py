@@ -6,6 +6,7 @@ from qvd.db.models import PROPERTY_MODELS
 
 from .errors import BadRequest
 from .registry import verb
+from .selection import show_page
 
 
 def add_property_verbs(group, view) -> None:
@@ -36,7 +37,7 @@ def add_property_verbs(group, view) -> None:
                 stmt = stmt.where(model.key.in_(keys))
             rows = [{"id": o, "key": k, "value": v}
                     for o, k, v in s.execute(stmt.order_by(model.owner_id, model.key))]
-        admin.show(["id", "key", "value"], rows)
+        show_page(admin, call, ["id", "key", "value"], rows)
 
     @verb(group, "propdel", f"Delete the named properties (key ...) from the "
                             f"{view.name}s chosen by -f.", words=True)

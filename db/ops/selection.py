@@ -100,6 +100,13 @@ class ObjectView:
         return ids[0]
 
 
+def show_page(admin: Context, call: Call, fields: list[str], rows: list[dict]) -> None:
+    """Show rows a verb built in Python (not by a query), paged by the call as a query's are;
+    the total counts them all."""
+    end = None if call.limit is None else call.offset + call.limit
+    admin.show(fields, rows[call.offset:end], len(rows))
+
+
 def list_objects(admin: Context, view: ObjectView, call: Call) -> None:
     with admin.session() as session:
         rows = view.rows(session, call)
