@@ -19,6 +19,13 @@ DEBS+=(libvirt-daemon-system libvirt-daemon-system-sysv qemu-system-x86 qemu-uti
        busybox-static)
 # The metrics test's real scraper (tests/test_metrics.py).
 DEBS+=(prometheus)
+# The web pages' tests drive a real headless chromium through Debian's chromedriver
+# (tests/browser.py): never selenium-manager, which would download a browser.
+DEBS+=(chromium chromium-driver)
+# npm installs the pages' assets (package.json: htmx, its SSE extension, noVNC). A nodejs
+# from elsewhere (NodeSource) bundles npm and conflicts with Debian's npm package.
+DEBS+=(nodejs)
+command -v npm >/dev/null || DEBS+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || DEBS+=(python3-venv)
 
 missing=()
@@ -40,3 +47,10 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
+# The browser assets into node_modules/ (never committed), again only when the lock is newer.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+    echo "install-deps: installing the npm assets (package-lock.json)"
+    npm ci --no-audit --no-fund --omit=dev --quiet >/dev/null
+    touch node_modules
+fi
