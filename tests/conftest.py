@@ -198,6 +198,7 @@ def make_host_running(qvd, name: str, ram: int = 4096) -> int:
 
 from slapd import slapd  # noqa: E402,F401  (session fixture: a real LDAP server, tests/slapd.py)
 from libvirtd import libvirtd  # noqa: E402,F401  (session fixture: tests/libvirtd.py)
+from browser import browser, page  # noqa: E402,F401  (headless Chromium: tests/browser.py)
 
 
 # Under CI (.ci/run runs with CI=true) the whole suite must really run: a test, or a module,
