@@ -1,4 +1,4 @@
-"""NOTIFY channels, sent by triggers (see the first migration) on commit of any writer.
+"""NOTIFY channels, sent by triggers (migrations 0002 and 0010) on commit of any writer.
 
 | channel                            | when                                     | payload            |
 |------------------------------------|------------------------------------------|--------------------|
@@ -8,6 +8,15 @@
 | qvd_cmd_for_host<host_id>          | host_runtimes.cmd set                    | <cmd>              |
 | qvd_host_state                     | host_runtimes.state changed              | <host_id>:<state>  |
 | qvd_config_changed                 | configs or ssl_configs row changed       | <tenant_id>:<key>  |
+| qvd_changes                        | a listing field of a VM, node or session | JSON, below        |
+|                                    | changed, or such a row came or went      |                    |
+
+qvd_changes (the WAT's live pages, wat/live.py): {"k": "vm"|"host"|"session", "id": N,
+"t": tenant id (null for nodes), "f": {field: new value}, "op": "insert"|"delete" (absent
+for an update)}, only the fields that changed, named as in the listings: vm state,
+user_state, host (the node's name), last_error (cut to 1000 characters), blocked; host
+state, blocked, last_error, vms (its VM count); session user, vm, vm_id, host (on insert),
+ended, end_reason.
 """
 
 
@@ -29,3 +38,4 @@ def host_cmd_channel(host_id: int) -> str:
 
 HOST_STATE_CHANNEL = "qvd_host_state"
 CONFIG_CHANNEL = "qvd_config_changed"
+CHANGES_CHANNEL = "qvd_changes"
