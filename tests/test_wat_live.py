@@ -222,3 +222,14 @@ def test_qvd_api_stops_with_streams_open(demo, api):
             stream.event()
         stream.close()  # as a browser's EventSource does at the end (TLS close_notify)
     assert api.process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_a_revoked_token_s_stream_ends_at_the_next_keep_alive(demo, api):
+    make_admin(demo, "root@*", "Root")
+    stream = Stream(api, api.login("root@*", PASSWORD))
+    try:
+        demo.sql("DELETE FROM admin_tokens")  # what logging out elsewhere does
+        with pytest.raises(EOFError):  # within one keep-alive (15 s) of the 30 s timeout
+            stream.event()
+    finally:
+        stream.close()
