@@ -2,6 +2,7 @@
 as a browser's EventSource would, and changes written straight into the database as the
 node and the L7R write them. Each administrator gets what it may list: its own tenant's
 objects, the listings its role grants; a stream outlives a database restart."""
+import asyncio
 import http.client
 import os
 import signal
@@ -21,6 +22,7 @@ import api_server
 from admins import PASSWORD
 from api_server import ApiProcess
 from conftest import L7R_PASSWORD
+from qvd.wat import live
 
 # qvd-api itself, with the live part added until api/app.py mounts the WAT (then, as is).
 LAUNCHER = """#!{python}
@@ -153,6 +155,13 @@ def test_changes_reach_the_administrators_who_may_list_them(demo, api):
                                             f"{desk}-last_error":
                                                 "disk full\n&lt;b&gt;again&lt;/b&gt;",
                                             "vm-changed": str(n["desk"])}
+        # A huge error is cut for the notification; a huge name only loses the fields.
+        demo.sql("UPDATE vm_runtimes SET last_error = repeat('x', 20000) WHERE vm_id = :v",
+                 v=n["desk"])
+        assert root.until("vm-changed")[f"{desk}-last_error"] == "x" * 999 + "…"
+        demo.sql("INSERT INTO sessions (login, vm_name, host_name) "
+                 "VALUES (repeat('y', 9000), 'desk', 'node1')")
+        assert list(root.until("session-changed")) == ["session-changed"]
 
         # The other tenant's administrator: its own VM's change comes, acme's never came.
         demo.sql("UPDATE vm_runtimes SET blocked = true WHERE vm_id = :v", v=n["theirs"])
@@ -233,3 +242,15 @@ def test_a_revoked_token_s_stream_ends_at_the_next_keep_alive(demo, api):
             stream.event()
     finally:
         stream.close()
+
+
+def test_a_stream_that_falls_behind_is_dropped_not_grown():
+    async def publish():
+        hub = live.Hub()
+        slow, keeping_up = hub.subscribe(), hub.subscribe()
+        for number in range(live.QUEUE_SIZE + 1):
+            hub.publish({"k": "vm", "id": number, "t": 1, "f": {}})
+            assert keeping_up.get_nowait()["id"] == number
+        assert hub.queues == {keeping_up}
+        assert slow.get_nowait() is live._END and slow.empty()  # its stream ends
+    asyncio.run(publish())

@@ -4,8 +4,9 @@ with the listing fields of a VM, node or session that a commit changed
 Payload: {"k": kind, "id": N, "t": tenant id or null, "f": {field: new value}} plus
 "op": "insert" | "delete" for rows that come or go. Only fields whose value changed are
 sent, under the listings' names (db/ops/vms.py, hosts.py, sessions.py), and a node's VM
-count when a VM moves to or from it; last_error is cut
-to 1000 characters so that a payload stays far below pg_notify's 8000 bytes.
+count when a VM moves to or from it; last_error is cut to 1000 characters so that a payload
+stays far below pg_notify's 8000 bytes (one that would not, from very long names, is sent
+without its fields).
 
 The functions run with the writer's rights: every table they read (vms, users, hosts) is
 one the L7R's role qvd_l7r may already read (migration 0006), and it writes vm_runtimes
@@ -23,12 +24,20 @@ branch_labels = None
 depends_on = None
 
 TRIGGERS = r"""
+-- A payload pg_notify would refuse (8000 bytes) would fail the writer's transaction: such a
+-- change goes without its fields (the pages still refetch on "<kind>-changed").
 CREATE FUNCTION qvd_change(kind text, id bigint, tenant bigint, fields jsonb,
-                           operation text DEFAULT NULL) RETURNS void LANGUAGE sql AS $$
-    SELECT pg_notify('qvd_changes', (jsonb_strip_nulls(jsonb_build_object(
-        'k', kind, 'id', id, 'op', operation))
-        || jsonb_build_object('t', tenant, 'f', fields))::text)
-$$;
+                           operation text DEFAULT NULL) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    head jsonb := jsonb_strip_nulls(jsonb_build_object('k', kind, 'id', id, 'op', operation))
+                  || jsonb_build_object('t', tenant);
+    payload text := (head || jsonb_build_object('f', fields))::text;
+BEGIN
+    IF octet_length(payload) > 7900 THEN
+        payload := (head || jsonb_build_object('f', '{}'::jsonb))::text;
+    END IF;
+    PERFORM pg_notify('qvd_changes', payload);
+END $$;
 
 CREATE FUNCTION qvd_short_error(error text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN length(error) > 1000 THEN left(error, 999) || '…' ELSE error END
