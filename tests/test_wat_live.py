@@ -79,10 +79,11 @@ def make_admin(demo, login: str, *roles: str) -> None:
 class Stream:
     """GET /wat/events, parsed as the SSE format says (comments skipped)."""
 
-    def __init__(self, api, token: str):
+    def __init__(self, api, token: str, cookie: bool = False):
         self.conn = http.client.HTTPSConnection("127.0.0.1", api.port, context=api.context,
                                                 timeout=30)  # a missing event fails the test
-        self.conn.request("GET", "/wat/events", headers={"Authorization": f"Bearer {token}"})
+        self.conn.request("GET", "/wat/events", headers={"Cookie": f"qvd_api_token={token}"}
+                          if cookie else {"Authorization": f"Bearer {token}"})
         self.reply = self.conn.getresponse()
 
     def event(self) -> tuple[str, str]:
@@ -120,9 +121,16 @@ def ids(demo) -> dict[str, int]:
     return dict(demo.sql("SELECT name, id FROM vms UNION ALL SELECT 'node1', id FROM hosts"))
 
 
-def test_a_stream_without_a_token_is_refused(demo, api):
+def test_a_stream_needs_a_token_and_takes_the_web_tool_s_cookie(demo, api):
     reply = api.call("GET", "/wat/events")
     assert reply.status == 401 and "log in first" in reply.json()["detail"]
+    make_admin(demo, "root@*", "Root")
+    stream = Stream(api, api.login("root@*", PASSWORD), cookie=True)  # as a browser sends it
+    try:
+        demo.sql("UPDATE vm_runtimes SET blocked = true")
+        assert stream.until("vm-changed")[f"vm-{ids(demo)['desk']}-blocked"] == "yes"
+    finally:
+        stream.close()
 
 
 def test_changes_reach_the_administrators_who_may_list_them(demo, api):
