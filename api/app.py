@@ -1,10 +1,13 @@
 """The qvd-api application: login and logout, the resources (resources.py), DI uploads
-(uploads.py), QVD's /api action form (compat.py), problem details for every error."""
+(uploads.py), QVD's /api action form (compat.py), problem details for every error, and the
+web administration tool (wat/)."""
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+
+from qvd import wat
 
 from . import auth, compat, problems, resources, uploads
 from .session import client_address, token_of
@@ -51,4 +54,5 @@ def create_app(cfg, engine) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(compat.router)
     app.include_router(resources.router)
+    wat.install(app)  # the web administration tool under /wat/
     return app

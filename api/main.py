@@ -67,8 +67,10 @@ def main(argv=None) -> None:
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         sys.exit(f"qvd-api: cannot use the database: {reason}")
+    # A browser's connections (the WAT's event streams among them) get 3 s to end at a stop.
     uvicorn.run(create_app(cfg, engine), host=cfg.get("api.address"),
-                port=cfg.get_int("api.port"), log_level="info", **tls)
+                port=cfg.get_int("api.port"), log_level="info", timeout_graceful_shutdown=3,
+                **tls)
 
 
 if __name__ == "__main__":

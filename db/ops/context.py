@@ -32,6 +32,8 @@ class Request:
     order_by: list[str] = field(default_factory=list)
     offset: int = 0
     limit: int | None = None
+    # Objects chosen one by one (the WAT's check boxes): ids, narrowed further by filters.
+    chosen: list[int | str] | None = None
     # Set by Context.prepare: the actor's tenant (unless it sees every one), and the check
     # that ObjectView.ids makes when a change selects more than one object.
     only_tenant: str | None = None
@@ -113,7 +115,8 @@ class Context:
         if operation not in REGISTRY:
             raise BadRequest(f"unknown operation '{operation}'")
         self.authorize(operation, {"filters": request.filters, "args": request.args,
-                                   **({"tenant": request.tenant} if request.tenant else {})})
+                                   **({"tenant": request.tenant} if request.tenant else {}),
+                                   **({"chosen": request.chosen} if request.chosen else {})})
         self.prepare(request)
         try:
             REGISTRY[operation].run(self, request)
@@ -170,6 +173,8 @@ class Context:
     def audit(self, session: Session, obj: str, action: str, call: Call, ids, tenant_id=None):
         """Record the change in admin_log, in the same transaction as the change itself."""
         arguments = {"filters": call.filters, "args": call.args}
+        if call.chosen:
+            arguments["chosen"] = call.chosen
         if call.tenant:
             arguments["tenant"] = call.tenant
         if tenant_id is None:

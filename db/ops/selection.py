@@ -44,6 +44,8 @@ class ObjectView:
         labelled = [col.label(key) for key, col in self.fields.items()]
         stmt = self.base.with_only_columns(*(columns or labelled))
         stmt = apply_filters(stmt, self.filters, call.filters)
+        if call.chosen is not None:
+            stmt = stmt.where(list(self.fields.values())[0].in_(call.chosen))
         if call.tenant is not None:
             if self.tenant is None:
                 raise BadRequest(f"{self.name} objects do not belong to a tenant: drop -t")
@@ -82,7 +84,7 @@ class ObjectView:
 
     def ids(self, session: Session, call: Call) -> list[int]:
         """Ids of the objects a changing verb acts on; a filter is required, an empty match fails."""
-        if not call.filters:
+        if not call.filters and call.chosen is None:
             raise BadRequest(f"say which {self.name}s with -f, e.g. -f id=3 or -f name=lab-*")
         id_column = list(self.fields.values())[0]
         found = list(session.scalars(self.query(call, [id_column]).distinct()))

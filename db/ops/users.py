@@ -114,7 +114,7 @@ def token_list(admin, call):
                      "their next use gets 401.")
 def token_del(admin, call):
     check_keys(call.args, ())
-    if not call.filters:
+    if not call.filters and call.chosen is None:
         raise BadRequest("say whose tokens with -f, e.g. -f login=alice")
     with admin.session() as s:
         chosen = TOKEN_VIEW.query(call, [UserToken.token_hash]).subquery()

@@ -1,0 +1,227 @@
+"""Forms: create an object (/wat/<resource>/new), run one of its verbs that take arguments
+(/wat/<resource>/<id>/do/<verb>: a VM's edit and expiration, a DI's tags, a role's ACLs, an
+administrator's roles, passwords), the settings page with each key's documentation and
+source, and the DI upload page.
+
+A form's fields are the operation's own arguments, read from its help text (the same text
+`qvd-admin ... --help` prints), so a new argument shows up without touching the WAT. The
+domain layer's error is shown next to the field it names."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from qvd.api.resources import SECRET_FROM_BODY
+from qvd.db.config_keys import KEYS
+from qvd.db.ops import REGISTRY
+
+from .catalog import FORM_VERBS
+from .web import OBJECTS, TITLES, PageError, acting, allowed, done, page, rows_of, run
+
+router = APIRouter(prefix="/wat")
+
+# `name=NAME`, `[di_tag=default]`; not the examples of filters (`-f login=alice`).
+_ARGUMENT = re.compile(r"(?<!-f )(\[?)\b([a-z_]+)=([^\s\],]*)")
+_QUOTED = re.compile(r"'([^']*)'")
+_TOGGLE = re.compile(r"^(0\|1|1)$")
+DOCS = {key.name: key.doc for key in KEYS}
+
+
+@dataclass
+class Field:
+    name: str
+    required: bool
+    hint: str
+
+    @property
+    def kind(self) -> str:
+        if self.name == "password":
+            return "password"
+        if self.name.startswith("expiration"):
+            return "datetime-local"
+        if _TOGGLE.match(self.hint):
+            return "toggle"
+        return "text"
+
+
+def fields_of(operation: str, creates: bool) -> list[Field]:
+    """The arguments an operation's help names; only a creation has required ones."""
+    found: dict[str, Field] = {}
+    for bracket, name, hint in _ARGUMENT.findall(REGISTRY[operation].help):
+        if name not in found:
+            found[name] = Field(name, creates and not bracket, hint)
+    fields = list(found.values())
+    if operation in SECRET_FROM_BODY:  # read from the terminal by qvd-admin
+        fields.insert(0, Field("password", False, "new password"))
+    return fields
+
+
+def field_of_error(message: str, values: dict[str, str]) -> str | None:
+    """The field an error is about: named as `key=`, or else the one whose value the message
+    quotes last ("OSF 'base' has no DI tagged 'x'" is about the tag; "unknown tenant 'acme'"
+    about the field that said bob@acme)."""
+    for name in values:
+        if f"{name}=" in message:
+            return name
+    quotes = list(reversed(_QUOTED.findall(message)))
+    for matches in (str.__eq__, lambda value, quoted: bool(quoted) and quoted in value):
+        for quoted in quotes:
+            found = [name for name, value in values.items() if value and matches(value, quoted)]
+            if found:
+                return found[0]
+    return None
+
+
+def _choices(ctx) -> dict[str, list[str]]:
+    """Suggestions for fields that name other objects (a datalist, not a limit)."""
+    suggestions = {}
+    for field, listed, column in (("user", "user list", "login"), ("osf", "osf list", "name")):
+        if allowed(ctx, listed):
+            suggestions[field] = [r[column] for r in rows_of(ctx, listed, limit=200)[1]]
+    return suggestions
+
+
+def _form_page(request, ctx, operation, fields, action, title, values=None, error=None,
+               status=200, back=None):
+    values = values or {}
+    where = field_of_error(error, values) if error else None
+    return page(request, ctx, "form.html", status=status, title=title, fields=fields,
+                action=action, values=values, error=error, error_field=where, back=back,
+                choices=_choices(ctx), operation=operation,
+                help=REGISTRY[operation].help)
+
+
+def _posted(form, fields: list[Field]) -> dict[str, str]:
+    values = {}
+    for field in fields:
+        value = (form.get(field.name) or "").strip()
+        if value:
+            values[field.name] = value
+    return values
+
+
+def _run_form(ctx, operation: str, values: dict[str, str], **request):
+    """Run the operation with the form's values; the error (if any) is returned."""
+    args = dict(values)
+    secret = args.pop("password", None) if operation in SECRET_FROM_BODY else None
+    ctx.secret = secret
+    try:
+        run(ctx, operation, args=args, **request)
+    except PageError as exc:
+        if exc.status == 403:
+            raise
+        return exc.message
+    return None
+
+
+def _object(resource: str) -> str:
+    if resource not in OBJECTS:
+        raise PageError(404, f"no list '{resource}'")
+    return OBJECTS[resource]
+
+
+@router.get("/{resource}/new", response_class=HTMLResponse)
+def new_form(request: Request, resource: str):
+    ctx = acting(request)
+    operation = f"{_object(resource)} add"
+    if not allowed(ctx, operation):
+        raise PageError(403, f"your role does not allow '{operation}'")
+    return _form_page(request, ctx, operation, fields_of(operation, True),
+                      f"/wat/{resource}/new", f"Add to {TITLES[resource]}",
+                      back=f"/wat/{resource}")
+
+
+@router.post("/{resource}/new", response_class=HTMLResponse)
+async def create(request: Request, resource: str):
+    form = await request.form()
+    ctx = acting(request)
+    operation = f"{_object(resource)} add"
+    fields = fields_of(operation, True)
+    values = _posted(form, fields)
+    error = _run_form(ctx, operation, values)
+    if error:
+        return _form_page(request, ctx, operation, fields, f"/wat/{resource}/new",
+                          f"Add to {TITLES[resource]}", values, error, 422,
+                          back=f"/wat/{resource}")
+    return done(f"/wat/{resource}", ctx)
+
+
+def _verb(resource: str, verb: str) -> str:
+    if verb not in dict(FORM_VERBS.get(resource, [])):
+        raise PageError(404, f"no form '{verb}' for {TITLES.get(resource, resource)}")
+    return f"{OBJECTS[resource]} {verb}"
+
+
+@router.get("/{resource}/{key:int}/do/{verb}", response_class=HTMLResponse)
+def verb_form(request: Request, resource: str, key: int, verb: str):
+    ctx = acting(request)
+    operation = _verb(resource, verb)
+    if not allowed(ctx, operation):
+        raise PageError(403, f"your role does not allow '{operation}'")
+    return _form_page(request, ctx, operation, fields_of(operation, False),
+                      f"/wat/{resource}/{key}/do/{verb}",
+                      f"{dict(FORM_VERBS[resource])[verb]}: {OBJECTS[resource]} {key}",
+                      back=f"/wat/{resource}/{key}")
+
+
+@router.post("/{resource}/{key:int}/do/{verb}", response_class=HTMLResponse)
+async def run_verb(request: Request, resource: str, key: int, verb: str):
+    form = await request.form()
+    ctx = acting(request)
+    operation = _verb(resource, verb)
+    fields = fields_of(operation, False)
+    values = _posted(form, fields)
+    error = _run_form(ctx, operation, values, filters={"id": str(key)})
+    if error:
+        return _form_page(request, ctx, operation, fields, f"/wat/{resource}/{key}/do/{verb}",
+                          f"{dict(FORM_VERBS[resource])[verb]}: {OBJECTS[resource]} {key}",
+                          values, error, 422, back=f"/wat/{resource}/{key}")
+    return done(f"/wat/{resource}/{key}", ctx)
+
+
+@router.get("/dis/upload", response_class=HTMLResponse)
+def upload_page(request: Request):
+    ctx = acting(request)
+    if not allowed(ctx, "di add"):
+        raise PageError(403, "your role does not allow 'di add'")
+    return page(request, ctx, "upload.html", title="Upload an image",
+                osfs=_choices(ctx).get("osf", []), tenants=_tenants(ctx))
+
+
+def _tenants(ctx) -> list[str]:
+    """The tenants an administrator of the supertenant chooses from (others have one)."""
+    if not ctx.actor.is_super:
+        return []
+    return [r["name"] for r in rows_of(ctx, "tenant list")[1]]
+
+
+@router.get("/configs", response_class=HTMLResponse)
+def settings(request: Request):
+    ctx = acting(request)
+    pattern = (request.query_params.get("f.key") or "").strip()
+    tenant = request.query_params.get("tenant") or None
+    _, rows, _ = rows_of(ctx, "config list", tenant=tenant,
+                         filters={"key": pattern} if pattern else {})
+    tenants = _tenants(ctx)
+    return page(request, ctx, "configs.html", title="Settings", rows=rows, docs=DOCS,
+                pattern=pattern, tenant=tenant, tenants=tenants,
+                can_set=allowed(ctx, "config set"), can_reset=allowed(ctx, "config del"),
+                done=request.query_params.get("done"), error=request.query_params.get("error"))
+
+
+@router.post("/configs", response_class=HTMLResponse)
+async def change_setting(request: Request):
+    form = await request.form()
+    ctx = acting(request)
+    key, tenant = (form.get("key") or "").strip(), form.get("tenant") or None
+    if form.get("reset"):
+        error = _run_form(ctx, "config del", {key: None}, tenant=tenant)
+    else:
+        error = _run_form(ctx, "config set", {key: form.get("value", "")}, tenant=tenant)
+    back = "/wat/configs" + (f"?tenant={tenant}" if tenant else "")
+    if error:
+        raise PageError(422, error)
+    return done(back, ctx)
