@@ -80,6 +80,12 @@ def test_login_dashboard_and_logout(demo, api, page, tmp_path):
     assert "node1" in text(page, "#nodes")
     assert no_external_requests(page) == [] and console_errors(page) == []
     keep(page, "wat-dashboard.png", tmp_path)
+    demo.sql("UPDATE admin_tokens SET expires_at = now()")  # the session expires
+    page.get(url(api, "/wat/vms"))
+    assert "expired" in shown(page, EC.visibility_of_element_located(
+        (By.ID, "login-error"))).text
+    log_in(page, api, ROOT)
+    shown(page, EC.presence_of_element_located((By.ID, "vm-states")))
     set_phone_size(page)  # the menu and the tiles fit a phone: nothing wider than it
     assert page.execute_script("return document.documentElement.scrollWidth") <= 390
     page.find_element(By.CSS_SELECTOR, "form.who button").click()
@@ -141,9 +147,11 @@ def test_a_vm_started_from_the_list_turns_running_without_a_reload(demo, api, pa
         page.find_element(By.ID, "confirm-yes").click()
         state = (By.CSS_SELECTOR, f"#vm-{key} td[data-field=state]")
         shown(page, EC.text_to_be_present_in_element(state, "running"), 60)
-        assert page.execute_script("return window.notReloaded") is True
         assert text(page, f"#vm-{key} td[data-field=host]") == "node1"
         keep(page, "wat-vms.png", tmp_path)
+        demo.ok("vm", "add", "-t", "acme", "name=second", "user=alice", "osf=desktop")
+        shown(page, EC.presence_of_element_located((By.ID, f"vm-{vm_id(demo, 'second')}")))
+        assert page.execute_script("return window.notReloaded") is True
         page.get(url(api, f"/wat/vms/{key}"))  # its page: every field, its sessions
         assert shown(page, EC.presence_of_element_located((By.ID, "field-state"))).text \
             == "running"

@@ -72,7 +72,9 @@ def _listing(request: Request, resource: str, values) -> dict:
                 title=TITLES[resource], fields=fields, shown=shown, rows=rows, total=total,
                 state=state, page_size=PAGE, actions=actions,
                 detailed=resource in DETAILED and bool(fields) and fields[0] == "id",
-                can_add=allowed(ctx, f"{obj} add"), filterable=fields)
+                can_add=allowed(ctx, f"{obj} add"),
+                # a page fetched again keeps what was ticked
+                checked=set(values.getlist("id")) if hasattr(values, "getlist") else set())
 
 
 @router.get("/{resource}", response_class=HTMLResponse)

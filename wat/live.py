@@ -10,10 +10,11 @@ let the queue grow.
 Each stream sends, for a change the administrator may see (its tenant, or every tenant for
 the supertenant; the listing's ACL held):
     event: vm-7-state        data: the new value as the page shows it, HTML-escaped
-    event: vm-changed        data: 7   (lists and the dashboard refetch a fragment)
+    event: vm-rows           data: 7   (a VM came or went: lists fetch their page again)
+    event: vm-changed        data: 7   (the dashboard refetches its panel)
 a `: keep-alive` comment every 15 s, at which the token is checked again (expired, revoked
-or blocked: the stream ends), and after the listener reconnected, `K-changed` with empty
-data for every kind (changes may have been missed meanwhile).
+or blocked: the stream ends), and after the listener reconnected, `K-rows` and `K-changed`
+with empty data for every kind (changes may have been missed meanwhile).
 """
 from __future__ import annotations
 
@@ -167,12 +168,14 @@ def events_for(change: dict, actor, kinds: set[str]) -> str:
     if kind not in kinds:
         return ""
     if ident is None:  # the listener reconnected: refetch whatever is shown
-        return sse(f"{kind}-changed", "")
+        return sse(f"{kind}-rows", "") + sse(f"{kind}-changed", "")
     if (kind not in SHARED_KINDS and actor.visible_tenant is not None
             and change.get("t") != actor.tenant_id):
         return ""
     out = [sse(f"{kind}-{ident}-{field}", shown(kind, field, value))
            for field, value in change["f"].items()]
+    if change.get("op"):  # a row came or went: lists fetch their page again
+        out.append(sse(f"{kind}-rows", str(ident)))
     out.append(sse(f"{kind}-changed", str(ident)))
     return "".join(out)
 

@@ -12,7 +12,7 @@ from .web import LoginNeeded, PageError, is_htmx, page, render, same_origin, to_
 def install(app) -> None:
     @app.exception_handler(LoginNeeded)
     async def _login(request: Request, exc: LoginNeeded):
-        return to_login(request, str(exc))
+        return to_login(request, exc.args[0] if exc.args else None)
 
     @app.exception_handler(PageError)
     async def _refused(request: Request, exc: PageError):

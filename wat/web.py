@@ -69,10 +69,12 @@ class PageError(Exception):
 def acting(request: Request) -> Context:
     """The administrator of the WAT's cookie, as it is now; LoginNeeded otherwise."""
     state = request.app.state
+    token = token_of(request)
     try:
-        actor = actor_for(state.engine, token_of(request))
-    except Problem as exc:
-        raise LoginNeeded(exc.detail) from None
+        actor = actor_for(state.engine, token)
+    except Problem:
+        raise LoginNeeded("your session has expired or was ended: log in again" if token
+                          else None) from None
     return Context(actor=actor, cfg=state.cfg, engine=state.engine, source="wat",
                    client_address=client_address(request))
 
