@@ -79,7 +79,6 @@ def test_login_dashboard_and_logout(demo, api, page, tmp_path):
     assert text(page, "#state-stopped") == "stopped 1"
     assert "node1" in text(page, "#nodes")
     assert no_external_requests(page) == [] and console_errors(page) == []
-    keep(page, "wat-dashboard.png", tmp_path)
     demo.sql("UPDATE admin_tokens SET expires_at = now()")  # the session expires
     page.get(url(api, "/wat/vms"))
     assert "expired" in shown(page, EC.visibility_of_element_located(
@@ -162,13 +161,26 @@ def test_a_vm_started_from_the_list_turns_running_without_a_reload(demo, api, pa
         node.cleanup()
 
 
-def test_bulk_stop_by_filter_says_how_many_and_stops_those(demo, api, page):
+def test_bulk_stop_by_filter_says_how_many_and_stops_those(demo, api, page, tmp_path):
     make_admin(demo, ROOT, "Root")
     host = make_host_running(demo, "node1")
     demo.ok("vm", "add", "-t", "acme", "name=lab", "user=alice", "osf=desktop", "bulk=3")
     demo.sql("UPDATE vm_runtimes SET vm_state = 'running', host_id = :h", h=host)
+    demo.sql("UPDATE vm_runtimes SET user_state = 'connected', l7r_pid = 1, l7r_host_id = host_id "
+             "WHERE vm_id = :v",
+             v=vm_id(demo, "lab-1"))
+    # They run v1; the default tag moves to v2: a rollout in progress.
+    demo.sql("UPDATE vm_runtimes SET current_di_id = (SELECT id FROM dis WHERE version = 'v1')")
+    image = tmp_path / "v2.tar"
+    image.write_bytes(b"image v2")
+    demo.ok("di", "add", "-t", "acme", f"path={image}", "osf=desktop", "version=v2")
+    demo.ok("di", "tag", "-t", "acme", "-f", "version=v2", "tag=default")
     log_in(page, api, ROOT)
-    shown(page, EC.presence_of_element_located((By.ID, "vm-states")))
+    assert shown(page, EC.presence_of_element_located((By.ID, "state-running"))).text \
+        == "running 4"
+    assert "lab-1" in text(page, "#connected")
+    assert "tag default is now version v2: 4 of 4 running VMs" in text(page, "#rollouts")
+    keep(page, "wat-dashboard.png", tmp_path)
     page.get(url(api, "/wat/vms?f.name=lab-*"))
     assert len(page.find_elements(By.CSS_SELECTOR, "#rows tbody tr")) == 3
     page.find_element(By.CSS_SELECTOR, "input[name=scope][value=filter]").click()

@@ -30,7 +30,7 @@ def _rollouts(ctx) -> list[dict]:
     for di in dis:
         for tag in (di["tags"] or "").split():
             match = {"osf": di["osf"], "di_tag": tag, "state": "running", "tenant": di["tenant"]}
-            running = _count(ctx, "vm list", **match)
+            running = _count(ctx, "vm list", **match, di="?*")  # those with an image
             current = _count(ctx, "vm list", **match, di=di["version"])
             if running > current:
                 rollouts.append({"osf": di["osf"], "tag": tag, "version": di["version"],
