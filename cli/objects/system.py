@@ -250,8 +250,8 @@ def start(admin, debug):
     click.echo(f"""
 QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.
 Desktop clients connect to https://<this machine>:{admin.cfg.get('l7r.port')} (self-signed certificate).
-The administration API: https://<this machine>:{admin.cfg.get('api.port')}/api/v1/docs \
-(administrator {DEMO['login']}@{DEMO['tenant']}, password '{DEMO['password']}').
+The web administration tool: https://<this machine>:{admin.cfg.get('api.port')}/wat/ and the API: \
+/api/v1/docs (administrator {DEMO['login']}@{DEMO['tenant']}, password '{DEMO['password']}').
 Demo: tenant '{DEMO['tenant']}', user '{DEMO['login']}@{DEMO['tenant']}' (password '{DEMO['password']}'), \
 OSF '{DEMO['osf']}', VM '{DEMO['vm']}'.
 
