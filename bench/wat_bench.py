@@ -10,9 +10,13 @@
    UPDATE a MutationObserver is put on the VM's state cell; after the commit an async script
    waits for it to see the new text. Timed on Python's clock, from the UPDATE sent to the
    script's answer, like figure 1 (so it includes one WebDriver answer, also reported: the
-   same wait when the text is already shown). Peer: figure 1 of the same run; the ratio is
-   what the browser (htmx's SSE extension, the swap, the DOM) and WebDriver add. Without
-   chromium or selenium, these rows say so and the others are measured.
+   same wait when the text is already shown); and on the browser's own clock, WebDriver left
+   out: the observer's performance.timeOrigin + now() against Python's time.time() at the
+   UPDATE (one machine, one clock; the row gives their offset as measured: the browser's
+   read between two time.time() calls, ± half the time between them, which WebDriver's round
+   trip keeps wide). Peer: figure 1 of the same run; the ratio is what the browser (htmx's
+   SSE extension, the swap, the DOM) adds. Without chromium or selenium, these rows say so
+   and the others are measured.
 3. The page weight of /wat/vms (its default page of 50 rows) with 1,000 VMs: the HTML's
    bytes and the p50 of its fetches with the session cookie over TLS, against the same 50 rows
    as JSON (`GET /api/v1/vms?limit=50`, bearer token, same server, same run); and the bytes
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import json
 import os
 import shutil
 import tempfile
@@ -82,7 +87,9 @@ observer.observe(cell, {childList: true, characterData: true, subtree: true});""
 # After the commit: answers as soon as the observer saw it (at once if it already has).
 WAIT = """const done = arguments[arguments.length - 1];
 const bench = window.__watBench;
-if (bench.seen !== null) done(bench.seen); else bench.done = done;"""
+const answer = (seen) => done(performance.timeOrigin + seen);  // ms since the epoch
+if (bench.seen !== null) answer(bench.seen); else bench.done = answer;"""
+NOW = "return performance.timeOrigin + performance.now()"  # the browser's clock, epoch ms
 
 
 class EventStream:
@@ -181,12 +188,27 @@ def open_vm_list(driver, server: ApiServer) -> None:
     _until(driver, lambda d: d.execute_script(SSE_OPEN))
 
 
-def browser_latencies(driver, server: ApiServer, params: dict, count: int):
-    """(UPDATE sent -> the list's cell shows it, an answered wait's WebDriver round trip),
-    each `count` samples in seconds."""
+def clock_offset(driver, tries: int = 20) -> tuple[float, float]:
+    """(browser's epoch clock - time.time(), its uncertainty) in seconds: the browser's is
+    read between a pair of time.time() calls; the offset from their middle, ± half their
+    distance, for the closest pair of `tries`."""
+    pairs = []
+    for _ in range(tries):
+        before = time.time()
+        seen = driver.execute_script(NOW) / 1000
+        after = time.time()
+        pairs.append((after - before, seen - (before + after) / 2))
+    width, offset = min(pairs)
+    return offset, width / 2
+
+
+def browser_latencies(driver, server: ApiServer, params: dict, count: int) -> dict:
+    """UPDATE sent -> the list's cell shows it, on Python's clock (to the WebDriver answer)
+    and on the browser's (to the observer); an answered wait's WebDriver round trip; each
+    `count` samples in seconds; and the clocks' disagreement."""
     open_vm_list(driver, server)
     driver.set_script_timeout(30)
-    shown, answered = [], []
+    shown, in_page, answered = [], [], []
     with psycopg.connect(**params, autocommit=True) as writer:
         (vm_id,), = writer.execute("SELECT id FROM vms").fetchall()
         cell = f"#vm-{vm_id} td[data-field=state]"
@@ -195,16 +217,18 @@ def browser_latencies(driver, server: ApiServer, params: dict, count: int):
         for i in range(count + 1):
             state = STATES[(i + (current == STATES[0])) % 2]  # never the one shown
             driver.execute_script(ARM, cell, state)
-            began = time.perf_counter()
+            wall, began = time.time(), time.perf_counter()
             writer.execute("UPDATE vm_runtimes SET vm_state = %s WHERE vm_id = %s",
                            (state, vm_id))
-            driver.execute_async_script(WAIT)
+            seen = driver.execute_async_script(WAIT) / 1000
             ended = time.perf_counter()
             driver.execute_async_script(WAIT)  # seen already: WebDriver's part alone
             if i:  # the first warms the connections
                 shown.append(ended - began)
+                in_page.append(seen - wall)
                 answered.append(time.perf_counter() - ended)
-    return shown, answered
+    return {"shown": summary(shown), "in_page": summary(in_page),
+            "answered": summary(answered), "clocks": clock_offset(driver)}
 
 
 def _get(conn: http.client.HTTPSConnection, path: str, headers: dict) -> bytes:
@@ -238,12 +262,15 @@ def wat_cookie(server: ApiServer) -> str:
 def page_weight(server: ApiServer, count: int) -> dict:
     """/wat/vms against /api/v1/vms?limit=50: bytes and fetch times (kept-alive connections,
     one fetch each first to warm them); the assets' bytes."""
-    token = server.call("POST", "/api/v1/login", {"login": LOGIN, "password": PASSWORD})["token"]
     cookie = {"Cookie": wat_cookie(server)}
-    bearer = {"Authorization": f"Bearer {token}"}
     conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=server.context,
-                                       timeout=30)
+                                       timeout=30)  # not server.call's: it may have idled out
     try:
+        conn.request("POST", "/api/v1/login", json.dumps({"login": LOGIN,
+                                                          "password": PASSWORD}),
+                     {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        bearer = {"Authorization": f"Bearer {json.loads(reply.read())['token']}"}
         html_page = _get(conn, "/wat/vms", cookie)
         rows = html_page.count(b'<tr id="vm-')
         if rows != 50:
@@ -274,8 +301,7 @@ def run(count: int) -> dict:
             browser = None
             if driver is not None:
                 try:
-                    shown, answered = browser_latencies(driver, server, params, fewer)
-                    browser = {"shown": summary(shown), "answered": summary(answered)}
+                    browser = browser_latencies(driver, server, params, fewer)
                 finally:
                     driver.quit()
             with psycopg.connect(**params, autocommit=True) as conn:
@@ -306,10 +332,22 @@ def rows(result: dict) -> list[Row]:
         found.append(Row(f"wat_browser_{label}", f"{figure} (n={browser['shown']['n']})",
                          browser["shown"][label] * 1000, "ms", latency[label] * 1000,
                          f"raw /wat/events client, {label}"))
+    for label in ("p50", "p99"):
+        figure = ("the same on the browser's clock, UPDATE sent -> the observer (WebDriver "
+                  f"left out), {label}")
+        if browser is None:
+            found.append(Row(f"wat_browser_clock_{label}", figure, None, "ms",
+                             note=result.get("no_browser") or "no browser"))
+            continue
+        offset, within = browser["clocks"]
+        found.append(Row(f"wat_browser_clock_{label}", f"{figure} (browser's clock - "
+                         f"Python's: {offset * 1000:+.2f} ± {within * 1000:.2f} ms)",
+                         browser["in_page"][label] * 1000, "ms", latency[label] * 1000,
+                         f"raw /wat/events client, {label}"))
     if browser is not None:
-        found.append(Row("wat_browser_webdriver", "of which WebDriver: an async script "
-                         "answering at once, p50", browser["answered"]["p50"] * 1000, "ms",
-                         None, "-"))
+        found.append(Row("wat_browser_webdriver", "WebDriver's part of the first: an async "
+                         "script answering at once, p50", browser["answered"]["p50"] * 1000,
+                         "ms", None, "-"))
     page, api = result["page"], result["api"]
     what = f"GET /wat/vms, {PAGE_VMS:,} VMs, its page of 50 rows (HTML, session cookie, TLS)"
     peer = "GET /api/v1/vms?limit=50 (JSON, bearer)"
