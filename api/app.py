@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from qvd import wat
 
-from . import auth, compat, problems, resources, uploads
+from . import auth, compat, metrics, problems, resources, uploads
 from .session import client_address, token_of
 
 VERSION = "1"
@@ -31,6 +31,7 @@ def create_app(cfg, engine) -> FastAPI:
                               "with the same filters and ACLs.")
     app.state.cfg, app.state.engine = cfg, engine
     problems.install(app)
+    metrics.install(app)
 
     @app.post("/api/v1/login")
     def log_in(body: Login, request: Request):
