@@ -1,17 +1,23 @@
 """The checks of `qvd-admin doctor`: one node's prerequisites, each giving one line that says
 what was found and, when it is wrong, what to do. FAIL blocks the node (exit status 1), WARN
-does not; SKIP: a check that needs an earlier one (the database) that failed.
+does not; SKIP: a check that needs an earlier one (the database, the VM network's settings)
+that failed.
 
 Read-only: nothing here changes the machine or the database. The database is reached with
-plain psycopg and a short timeout, so a doctor run is quick even when it is down.
+plain psycopg and a short timeout, so a doctor run is quick even when it is down. Whether the
+VM bridge could be made is judged from CAP_NET_ADMIN, and whether the firewall's tables could
+be loaded with `nft --check` (the kernel validates them and keeps nothing).
 """
 from __future__ import annotations
 
 import datetime
 import errno
+import ipaddress
 import os
+import re
 import shutil
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -21,7 +27,7 @@ from qvd.db.embedded import EmbeddedError
 from qvd.db.engine import connection_params, describe
 from qvd.l7r.start_status import LISTENING, read as read_status, status_path
 
-from .backends import lxc_cgroup
+from .backends import bridge as vm_bridge, lxc_cgroup
 from .metrics_server import MetricsAddressError, parse_address
 from .pidfile import PidFile
 
@@ -283,6 +289,126 @@ def check_hypervisor(cfg) -> Result:
         conn.close()
 
 
+# --- the VM network: bridge, address plan, firewall (LXC and KVM) ------------------------------
+NETWORKED = ("lxc", "kvm")
+CAP_NET_ADMIN = 12
+IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # what a Linux interface name may be
+
+
+def _may_admin_network() -> bool:
+    """CAP_NET_ADMIN in this process's effective set: what making a bridge and loading nft
+    rules need (root has it unless a container or a bounding set took it away)."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    return False
+
+
+def _vm_network(cfg) -> tuple[str, ipaddress.IPv4Network, str]:
+    """(bridge, VM network, the node's address on it) as the backends compute them; a
+    ValueError that names the setting when they cannot."""
+    name, prefix, gateway = vm_bridge.plan(cfg)
+    network = ipaddress.IPv4Network(f"{cfg.get('vm.network.ip.start')}/{prefix}", strict=False)
+    if ipaddress.IPv4Address(gateway) not in network:
+        raise ValueError(f"the node's address on it, {gateway} (vm.network.gateway), is "
+                         f"outside the VM network {network}")
+    if not IFNAME.fullmatch(name or ""):
+        raise ValueError(f"vm.network.bridge = '{name}' is not an interface name (1 to 15 "
+                         "letters, digits, '-', '_' or '.')")
+    return name, network, gateway
+
+
+
+def check_bridge(cfg) -> Result:
+    kind = cfg.get("vm.hypervisor")
+    if kind not in NETWORKED:
+        return ok("bridge", f"no VM network: not used by vm.hypervisor = {kind}")
+    try:
+        name, network, gateway = _vm_network(cfg)
+    except ValueError as exc:
+        return fail("bridge", f"{exc}: fix that setting (in the node file, or with "
+                              "'qvd-admin config set')")
+    from pyroute2 import IPRoute
+    with IPRoute() as ip:
+        links = {link.get_attr("IFLA_IFNAME"): link for link in ip.get_links()}
+        names = {link["index"]: ifname for ifname, link in links.items()}
+        own = links.get(name)
+        for addr in ip.get_addr(family=socket.AF_INET):
+            where = f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}"
+            if own is not None and addr["index"] == own["index"]:
+                continue
+            if ipaddress.IPv4Network(where, strict=False).overlaps(network):
+                return fail("bridge", f"the VM network {network} is also on "
+                                      f"{names.get(addr['index'], '?')} ({where}): VMs on "
+                                      f"{name} would be unreachable; remove that address or "
+                                      "choose another vm.network.ip.start")
+    if own is not None:
+        info = own.get_attr("IFLA_LINKINFO")
+        link_kind = info.get_attr("IFLA_INFO_KIND") if info else None
+        if link_kind != "bridge":
+            what = f" (a {link_kind} link)" if link_kind else ""
+            return fail("bridge", f"{name} exists but is not a bridge{what}: choose another "
+                                  "vm.network.bridge")
+        return ok("bridge", f"{name} is a bridge; {network} is on no other interface")
+    if not _may_admin_network():
+        return fail("bridge", f"{name} does not exist and this process may not make it (no "
+                              "CAP_NET_ADMIN): run qvd-hkd as root")
+    return ok("bridge", f"{name} will be made at the first VM's start, with {gateway}/"
+                        f"{network.prefixlen}; {network} is on no other interface")
+
+
+def _nft(*args: str, text: str | None = None) -> tuple[bool, str]:
+    done = subprocess.run(["nft", *args], input=text, capture_output=True, text=True)
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return done.returncode == 0, (lines[0] if lines else f"exit status {done.returncode}")
+
+
+def check_nftables(cfg) -> Result:
+    """nft works here, and the node's tables are there or would be accepted as they are
+    (`nft --check`: the kernel validates the rules and keeps nothing)."""
+    kind = cfg.get("vm.hypervisor")
+    if kind not in NETWORKED:
+        return ok("nftables", f"no VM firewall: not used by vm.hypervisor = {kind}")
+    if shutil.which("nft") is None:
+        return fail("nftables", "nft not found: install the Debian package nftables")
+    works, why = _nft("list", "tables")
+    if not works:
+        return fail("nftables", f"nft cannot read the ruleset ({why}): run qvd-hkd as root "
+                                "(it needs CAP_NET_ADMIN), on a kernel with nf_tables")
+    from .backends import firewall
+    from .backends.base import BackendError
+    try:
+        name, network, _ = _vm_network(cfg)
+    except ValueError:
+        return skip("nftables", "not checked: the VM network's settings are wrong (see "
+                                "bridge)")
+    try:
+        allow = firewall.parse_allow(cfg.get("vm.network.allow"))
+    except BackendError as exc:
+        return fail("nftables", f"{exc}: fix it (in the node file, or with 'qvd-admin "
+                                "config set')")
+    table = f"qvd_{name}"
+    if _nft("list", "table", "inet", table)[0] and \
+            _nft("list", "table", "bridge", firewall.ports_table(name))[0]:
+        return ok("nftables", f"tables inet {table} and bridge {firewall.ports_table(name)} "
+                              "present")
+    first = str(network.network_address + 2)  # a VM's port, as the first start adds one
+    rules = (firewall.ruleset(name, str(network), cfg.get_bool("vm.network.firewall."
+                                                               "protect_host"),
+                              cfg.get_bool("vm.network.firewall.nat"),
+                              cfg.get_bool("vm.network.use_dhcp"),
+                              cfg.get_bool("vm.network.firewall.protect_vms"), allow)
+             + firewall.port_rules(name, vm_bridge.veth_name(1), vm_bridge.mac_for(first),
+                                   first, cfg.get_bool("vm.network.use_dhcp")))
+    accepted, why = _nft("--check", "-f", "-", text=rules)
+    if not accepted:
+        return fail("nftables", f"the kernel refuses the VM network's rules ({why}): load "
+                                "nf_tables and its inet, bridge and nat parts (Debian's "
+                                "kernel has them as modules)")
+    return ok("nftables", f"table inet {table} not made yet; its rules pass 'nft --check' "
+                          "and are loaded at the first VM's start")
+
+
 def check_disk(cfg, limits: Limits) -> Result:
     root = cfg.get("path.storage.root")
     existing = root
@@ -319,4 +445,5 @@ def run_checks(cfg, limits: Limits | None = None) -> list[Result]:
         if conn is not None:
             conn.close()
     return results + [check_l7r_port(cfg), check_metrics_port(cfg), check_user_namespaces(cfg),
-                      check_cgroups(cfg), check_hypervisor(cfg), check_disk(cfg, limits)]
+                      check_cgroups(cfg), check_hypervisor(cfg), check_bridge(cfg),
+                      check_nftables(cfg), check_disk(cfg, limits)]
