@@ -7,29 +7,20 @@ forces the URL), detail pages, properties, settings and the roles editor."""
 import http.client
 import os
 
-import pytest
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
 
 from admins import PASSWORD
-from api_server import ApiProcess
 from browser import (console_errors, no_external_requests, screenshot, set_phone_size,
                      wait_for)
 from conftest import make_host_running
 from hkd_nodes import HkdNode
-from test_api import make_admin
+from test_api import api, make_admin  # noqa: F401  (api: a real qvd-api, the fixture)
 
 ROOT = "root@*"
 SCREENSHOTS = os.environ.get("QVD_SCREENSHOTS")  # a folder: keep the pictures (README)
-
-
-@pytest.fixture
-def api(demo, tmp_path):
-    server = ApiProcess(demo, tmp_path)
-    yield server
-    server.stop()
 
 
 def url(api, path: str) -> str:
@@ -192,6 +183,15 @@ def test_bulk_stop_by_filter_says_how_many_and_stops_those(demo, api, page, tmp_
     assert demo.sql("SELECT v.name, r.vm_cmd FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
                     "ORDER BY v.name") == [("desk", None), ("lab-1", "stop"),
                                            ("lab-2", "stop"), ("lab-3", "stop")]
+    # The domain layer's refusal is shown where the confirmation was.
+    page.find_element(By.CSS_SELECTOR, f"#vm-{vm_id(demo, 'lab-1')} input[name=id]").click()
+    page.find_element(By.CSS_SELECTOR, "input[name=scope][value=selected]").click()
+    page.find_element(By.ID, "act-del").click()
+    shown(page, EC.text_to_be_present_in_element((By.ID, "confirm-text"), "Delete 1 vm?"))
+    page.find_element(By.ID, "confirm-yes").click()
+    assert "stop it first, nothing was deleted" in shown(page, EC.visibility_of_element_located(
+        (By.ID, "action-error"))).text
+    assert demo.sql("SELECT count(*) FROM vms") == [(4,)]
 
 
 def test_a_di_upload_shows_its_progress(demo, api, page, tmp_path):

@@ -63,8 +63,8 @@ FORM_VERBS = {
 DETAILED = {"vms", "users", "hosts", "osfs", "dis", "tenants", "admins", "roles", "sessions",
             "logs"}
 
-# Lists whose rows are named by text (a token's prefix), not by a numeric id.
-TEXT_KEYS = {"tokens"}
+# Lists whose rows are named by another field than a numeric id (a token's prefix).
+KEY_FIELDS = {"tokens": "token"}
 
 
 def action(resource: str, verb: str) -> Action | None:

@@ -20,25 +20,6 @@ def _count(ctx, operation: str, **filters) -> int:
     return rows_of(ctx, operation, filters=filters, limit=0)[2]
 
 
-def _rollouts(ctx) -> list[dict]:
-    """Per tag that VMs follow: how many running VMs still run another image than the one the
-    tag names now (they take it at their next start)."""
-    if not (allowed(ctx, "di list") and allowed(ctx, "vm list")):
-        return []
-    _, dis, _ = rows_of(ctx, "di list")
-    rollouts = []
-    for di in dis:
-        for tag in (di["tags"] or "").split():
-            match = {"osf": di["osf"], "di_tag": tag, "state": "running", "tenant": di["tenant"]}
-            running = _count(ctx, "vm list", **match, di="?*")  # those with an image
-            current = _count(ctx, "vm list", **match, di=di["version"])
-            if running > current:
-                rollouts.append({"osf": di["osf"], "tag": tag, "version": di["version"],
-                                 "tenant": di["tenant"], "behind": running - current,
-                                 "running": running})
-    return rollouts
-
-
 def panel_values(ctx) -> dict:
     states = {state: _count(ctx, "vm list", state=state) for state in VM_STATES}
     _, hosts, _ = rows_of(ctx, "host list", order_by=["name"])
@@ -50,7 +31,7 @@ def panel_values(ctx) -> dict:
     return dict(states={s: n for s, n in states.items() if n}, vm_total=sum(states.values()),
                 hosts=hosts, troubled=troubled, errors=errors, errors_total=errors_total,
                 connected=connected, connected_total=connected_total,
-                rollouts=_rollouts(ctx), sees_vms=allowed(ctx, "vm list"),
+                rollouts=rows_of(ctx, "vm rollout")[1], sees_vms=allowed(ctx, "vm list"),
                 sees_hosts=allowed(ctx, "host list"))
 
 

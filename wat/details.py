@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from qvd.db.ops import REGISTRY
 
 from .catalog import ACTIONS, DETAILED, FORM_VERBS
+from .forms import offered
 from .web import OBJECTS, TITLES, PageError, acting, allowed, done, page, rows_of, run
 
 router = APIRouter(prefix="/wat")
@@ -66,7 +67,7 @@ def detail(request: Request, resource: str, key: int):
     if f"{obj} propget" in REGISTRY and allowed(ctx, f"{obj} propget"):
         properties = rows_of(ctx, f"{obj} propget", filters={"id": str(key)})[1]
     forms = [(verb, label) for verb, label in FORM_VERBS.get(resource, [])
-             if allowed(ctx, f"{obj} {verb}")]
+             if offered(ctx, f"{obj} {verb}")]
     actions = [a for a in ACTIONS.get(resource, [])
                if allowed(ctx, a.operation(obj), a.argument_keys())]
     return page(request, ctx, "detail.html", title=f"{TITLES[resource]}: {row.get('name') or key}",

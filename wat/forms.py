@@ -19,7 +19,8 @@ from qvd.db.config_keys import KEYS
 from qvd.db.ops import REGISTRY
 
 from .catalog import FORM_VERBS
-from .web import OBJECTS, TITLES, PageError, acting, allowed, done, page, rows_of, run
+from .web import (OBJECTS, TITLES, PageError, acting, allowed, done, object_of, page, rows_of,
+                  run)
 
 router = APIRouter(prefix="/wat")
 
@@ -28,6 +29,8 @@ _ARGUMENT = re.compile(r"(?<!-f )(\[?)\b([a-z_]+)=([^\s\],]*)")
 _QUOTED = re.compile(r"'([^']*)'")
 _TOGGLE = re.compile(r"^(0\|1|1)$")
 DOCS = {key.name: key.doc for key in KEYS}
+# Objects every tenant shares: their forms offer no tenant to add them to.
+SHARED_ADDS = {"tenant add", "host add", "role add"}
 
 
 @dataclass
@@ -59,6 +62,25 @@ def fields_of(operation: str, creates: bool) -> list[Field]:
     return fields
 
 
+def usable_fields(ctx, operation: str, creates: bool) -> list[Field]:
+    """The fields of the operation the administrator's role lets it give (a VM's edit offers
+    the expiration to one who may change only that); 403 when it may give none."""
+    fields = fields_of(operation, creates)
+    usable = [f for f in fields if allowed(ctx, operation, [f.name])]
+    if not allowed(ctx, operation) or (fields and not usable):
+        raise PageError(403, f"your role does not allow '{operation}'")
+    return usable
+
+
+def offered(ctx, operation: str) -> bool:
+    """Whether a link to the operation's form is shown."""
+    try:
+        usable_fields(ctx, operation, operation.endswith(" add"))
+    except PageError:
+        return False
+    return True
+
+
 def field_of_error(message: str, values: dict[str, str]) -> str | None:
     """The field an error is about: named as `key=`, or else the one whose value the message
     quotes last ("OSF 'base' has no DI tagged 'x'" is about the tag; "unknown tenant 'acme'"
@@ -88,10 +110,11 @@ def _form_page(request, ctx, operation, fields, action, title, values=None, erro
                status=200, back=None):
     values = values or {}
     where = field_of_error(error, values) if error else None
+    in_tenant = operation.endswith(" add") and operation not in SHARED_ADDS
     return page(request, ctx, "form.html", status=status, title=title, fields=fields,
                 action=action, values=values, error=error, error_field=where, back=back,
-                choices=_choices(ctx), operation=operation,
-                help=REGISTRY[operation].help)
+                choices=_choices(ctx), operation=operation, help=REGISTRY[operation].help,
+                tenants=_tenants(ctx) if in_tenant else [])
 
 
 def _posted(form, fields: list[Field]) -> dict[str, str]:
@@ -117,19 +140,11 @@ def _run_form(ctx, operation: str, values: dict[str, str], **request):
     return None
 
 
-def _object(resource: str) -> str:
-    if resource not in OBJECTS:
-        raise PageError(404, f"no list '{resource}'")
-    return OBJECTS[resource]
-
-
 @router.get("/{resource}/new", response_class=HTMLResponse)
 def new_form(request: Request, resource: str):
     ctx = acting(request)
-    operation = f"{_object(resource)} add"
-    if not allowed(ctx, operation):
-        raise PageError(403, f"your role does not allow '{operation}'")
-    return _form_page(request, ctx, operation, fields_of(operation, True),
+    operation = f"{object_of(resource)} add"
+    return _form_page(request, ctx, operation, usable_fields(ctx, operation, True),
                       f"/wat/{resource}/new", f"Add to {TITLES[resource]}",
                       back=f"/wat/{resource}")
 
@@ -138,13 +153,14 @@ def new_form(request: Request, resource: str):
 async def create(request: Request, resource: str):
     form = await request.form()
     ctx = acting(request)
-    operation = f"{_object(resource)} add"
-    fields = fields_of(operation, True)
+    operation = f"{object_of(resource)} add"
+    fields = usable_fields(ctx, operation, True)
     values = _posted(form, fields)
-    error = _run_form(ctx, operation, values)
+    error = _run_form(ctx, operation, values, tenant=form.get("tenant") or None)
     if error:
         return _form_page(request, ctx, operation, fields, f"/wat/{resource}/new",
-                          f"Add to {TITLES[resource]}", values, error, 422,
+                          f"Add to {TITLES[resource]}", {**values, "tenant": form.get("tenant")},
+                          error, 422,
                           back=f"/wat/{resource}")
     return done(f"/wat/{resource}", ctx)
 
@@ -159,9 +175,7 @@ def _verb(resource: str, verb: str) -> str:
 def verb_form(request: Request, resource: str, key: int, verb: str):
     ctx = acting(request)
     operation = _verb(resource, verb)
-    if not allowed(ctx, operation):
-        raise PageError(403, f"your role does not allow '{operation}'")
-    return _form_page(request, ctx, operation, fields_of(operation, False),
+    return _form_page(request, ctx, operation, usable_fields(ctx, operation, False),
                       f"/wat/{resource}/{key}/do/{verb}",
                       f"{dict(FORM_VERBS[resource])[verb]}: {OBJECTS[resource]} {key}",
                       back=f"/wat/{resource}/{key}")
@@ -172,7 +186,7 @@ async def run_verb(request: Request, resource: str, key: int, verb: str):
     form = await request.form()
     ctx = acting(request)
     operation = _verb(resource, verb)
-    fields = fields_of(operation, False)
+    fields = usable_fields(ctx, operation, False)
     values = _posted(form, fields)
     error = _run_form(ctx, operation, values, filters={"id": str(key)})
     if error:

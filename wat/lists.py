@@ -11,9 +11,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from .catalog import ACTIONS, COLUMNS, DETAILED, TEXT_KEYS, action
-from .web import (OBJECTS, TITLES, PageError, acting, allowed, is_htmx, page, render, rows_of,
-                  run)
+from qvd.db.ops import REGISTRY
+
+from .catalog import ACTIONS, COLUMNS, DETAILED, KEY_FIELDS, action
+from .forms import offered
+from .web import (TITLES, PageError, acting, allowed, is_htmx, object_of, page, render,
+                  rows_of, run)
 
 router = APIRouter(prefix="/wat")
 PAGE = 50
@@ -50,15 +53,9 @@ def _number(text) -> int:
         raise PageError(422, f"not a number: '{text}'") from None
 
 
-def _object(resource: str) -> str:
-    if resource not in OBJECTS:
-        raise PageError(404, f"no list '{resource}'")
-    return OBJECTS[resource]
-
-
 def _listing(request: Request, resource: str, values) -> dict:
     ctx = acting(request)
-    obj = _object(resource)
+    obj = object_of(resource)
     state = ListState(values)
     fields, rows, total = rows_of(ctx, f"{obj} list", filters=state.filters,
                                   tenant=state.tenant,
@@ -72,7 +69,7 @@ def _listing(request: Request, resource: str, values) -> dict:
                 title=TITLES[resource], fields=fields, shown=shown, rows=rows, total=total,
                 state=state, page_size=PAGE, actions=actions,
                 detailed=resource in DETAILED and bool(fields) and fields[0] == "id",
-                can_add=allowed(ctx, f"{obj} add"),
+                can_add=offered(ctx, f"{obj} add") if f"{obj} add" in REGISTRY else False,
                 # a page fetched again keeps what was ticked
                 checked=set(values.getlist("id")) if hasattr(values, "getlist") else set())
 
@@ -92,7 +89,7 @@ async def act(request: Request, resource: str):
     the operation itself; both are checked by the domain layer, the second also acts."""
     form = await request.form()
     ctx = acting(request)
-    obj = _object(resource)
+    obj = object_of(resource)
     chosen_action = action(resource, form.get("verb", ""))
     if chosen_action is None:
         raise PageError(404, f"no action '{form.get('verb')}' on {TITLES[resource]}")
@@ -102,24 +99,24 @@ async def act(request: Request, resource: str):
     if scope == "filter":
         # Everything the filter matches; no filter at all means every object (the count
         # in the confirmation says how many that is).
-        call["filters"] = state.filters or {"id": "*"}
+        call["filters"] = state.filters or {KEY_FIELDS.get(resource, "id"): "*"}
     else:
-        ids = [i if resource in TEXT_KEYS else _number(i) for i in form.getlist("id")]
+        ids = [i if resource in KEY_FIELDS else _number(i) for i in form.getlist("id")]
         if not ids:
             raise PageError(422, "select at least one row, or act on the filter")
         call["chosen"] = ids
     operation = chosen_action.operation(obj)
-    if not allowed(ctx, operation, chosen_action.argument_keys()):
-        raise PageError(403, f"your role does not allow '{operation}'")
-    count = rows_of(ctx, f"{obj} list", limit=0, **call)[2]
     if form.get("confirmed") != "yes":
+        if not allowed(ctx, operation, chosen_action.argument_keys()):
+            raise PageError(403, f"your role does not allow '{operation}'")
+        count = rows_of(ctx, f"{obj} list", limit=0, **call)[2]
         return render(request, "confirm.html", ctx=ctx, resource=resource, obj=obj,
                       action=chosen_action, count=count, scope=scope, form=form,
                       state=state, title=TITLES[resource])
     args = {}
     if chosen_action.asks:
         args[chosen_action.asks] = form.get(chosen_action.asks, "").strip()
-    done = run(ctx, operation, args=args, **call)
+    done = run(ctx, operation, args=args, **call)  # refused (403, audit-logged) if forbidden
     reply = render(request, "message.html", message="; ".join(done.said) or "done")
     reply.headers["HX-Trigger"] = "wat-refresh"  # the list reloads its rows
     return reply

@@ -66,6 +66,13 @@ class PageError(Exception):
         self.status, self.message = status, message
 
 
+def object_of(resource: str) -> str:
+    """The domain layer's object behind a list's URL segment."""
+    if resource not in OBJECTS:
+        raise PageError(404, f"no list '{resource}'")
+    return OBJECTS[resource]
+
+
 def acting(request: Request) -> Context:
     """The administrator of the WAT's cookie, as it is now; LoginNeeded otherwise."""
     state = request.app.state
