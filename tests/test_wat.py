@@ -9,6 +9,7 @@ import os
 
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
 
@@ -74,10 +75,15 @@ def test_login_dashboard_and_logout(demo, api, page, tmp_path):
     page.get(url(api, "/wat/vms"))
     assert "expired" in shown(page, EC.visibility_of_element_located(
         (By.ID, "login-error"))).text
-    log_in(page, api, ROOT)
+    # With the keyboard alone: the name field has the focus, Tab moves on, Enter logs in.
+    page.switch_to.active_element.send_keys("root", Keys.TAB, "*", Keys.TAB, PASSWORD,
+                                            Keys.ENTER)
     shown(page, EC.presence_of_element_located((By.ID, "vm-states")))
     set_phone_size(page)  # the menu and the tiles fit a phone: nothing wider than it
     assert page.execute_script("return document.documentElement.scrollWidth") <= 390
+    page.get(url(api, "/wat/vms"))  # a list scrolls inside its own box, not the page
+    assert page.execute_script("return document.documentElement.scrollWidth") <= 390
+    keep(page, "wat-phone.png", tmp_path)
     page.find_element(By.CSS_SELECTOR, "form.who button").click()
     shown(page, EC.presence_of_element_located((By.CSS_SELECTOR, "form.login")))
     page.get(url(api, "/wat/vms"))  # the token is gone: back to the login page
