@@ -3,20 +3,30 @@
 1. Command latency: a committed `vm start` until the node has claimed it (state `starting`,
    observed through the state notification), against its floor: a bare NOTIFY round trip
    (NOTIFY to a listener that answers with a NOTIFY) on the same server, same event loop.
-2. Idle database statements per second of one node managing N running VMs (fake backend,
+2. The cost of metrics: the same command latency with the node's /metrics served
+   (hkd.metrics.address) and scraped 5 times a second by another process (75 times
+   Prometheus' default rate), against metrics off in the same run; the rounds alternate
+   (off, on, off, on), so drift of the machine falls on both. The counters and histograms
+   are updated either way: "off" means no endpoint, no scrapes and no cluster gauges.
+3. Idle database statements per second of one node managing N running VMs (fake backend,
    fake VMAs: the database load is what is measured). No floor: bench.scale_bench compares
    clusters of 1 to 50 such nodes.
+4. The scrape time of that node's /metrics with its N VMs, against a scrape of the node of
+   item 2 with no VM running, same run.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import subprocess
+import sys
 import time
 
 import psycopg
 
 from qvd.hkd.backends.fake import FakeBackend
+from qvd.hkd.backends.process import free_port
 from qvd.hkd.fake_node import fake_node_config
 
 from .common import Row, ms, private_database, summary, table
@@ -89,6 +99,68 @@ async def command_latencies(params: dict, count: int, node) -> list[float]:
     return samples
 
 
+SCRAPER = """
+import sys, time, urllib.request
+while True:
+    try:
+        urllib.request.urlopen(sys.argv[1], timeout=5).read()
+    except OSError:
+        pass
+    time.sleep(float(sys.argv[2]))
+"""
+SCRAPE_PERIOD = 0.2  # seconds between the scraper's requests (Prometheus' default: 15)
+SCRAPES = 50         # scrapes timed per node
+
+
+async def scrape_times(port: int, count: int) -> tuple[list[float], int]:
+    """Seconds of each of `count` GET /metrics (connect to last byte), and the body's size."""
+    samples, size = [], 0
+    for _ in range(count):
+        began = time.perf_counter()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        answer = await reader.read()  # HTTP/1.0: the server closes after the body
+        samples.append(time.perf_counter() - began)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.0 200"), answer[:80]
+        size = len(answer.partition(b"\r\n\r\n")[2])
+    return samples, size
+
+
+async def metrics_rounds(params: dict, count: int, cfg, on_cfg, backend, port: int) -> dict:
+    """Command latencies with metrics off and on, alternating rounds of count // 2; then the
+    scrape times of the last node with metrics on (no VM running: the rounds end stopped)."""
+    found = {"off": [], "on": []}
+    modes = ("off", "on", "off", "on")
+    for number, mode in enumerate(modes, 1):
+        node = BenchFakeNode(on_cfg if mode == "on" else cfg, backend)
+        node_task = asyncio.create_task(node.run())
+        await asyncio.sleep(1)
+        scraper = (subprocess.Popen([sys.executable, "-c", SCRAPER,
+                                     f"http://127.0.0.1:{port}/metrics", str(SCRAPE_PERIOD)])
+                   if mode == "on" else None)
+        try:
+            found[mode] += await command_latencies(params, max(1, count // 2), node)
+        finally:
+            if scraper is not None:
+                scraper.terminate()
+                scraper.wait(10)
+        if number == len(modes):
+            found["scrape_idle"], _ = await scrape_times(port, SCRAPES)
+        node.request_stop()
+        await node_task
+    return found
+
+
+def all_running(params: dict, backend: FakeBackend, vms: int) -> None:
+    """Every VM running on the node, in the database and the backend: adopted at its start."""
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute("UPDATE vm_runtimes SET host_id = 1, vm_state = 'running', "
+                     "vm_address = '127.0.0.1', vm_vma_port = 10000 + vm_id, "
+                     "vm_x_port = 20000 + vm_id")
+    backend.running = {vm: None for vm in range(1, vms + 1)}
+
+
 async def run(count: int, vms: int, idle_seconds: float) -> dict:
     with private_database() as (root, params):
         with psycopg.connect(**params, autocommit=True) as conn:
@@ -105,14 +177,14 @@ async def run(count: int, vms: int, idle_seconds: float) -> dict:
         await asyncio.sleep(1)
         floor = await notify_round_trips(params, count)
         latency = await command_latencies(params, count, node)
-        # Now the idle load: every other VM running on the node, adopted at start-up.
         node.request_stop()
         await node_task
-        with psycopg.connect(**params, autocommit=True) as conn:
-            conn.execute("UPDATE vm_runtimes SET host_id = 1, vm_state = 'running', "
-                         "vm_address = '127.0.0.1', vm_vma_port = 10000 + vm_id, "
-                         "vm_x_port = 20000 + vm_id")
-        backend.running = {vm: None for vm in range(1, vms + 1)}
+        port = free_port()
+        on_cfg = fake_node_config(params, root, f"{root}/storage", nodename="bench-node",
+                                  **{"hkd.metrics.address": f"127.0.0.1:{port}"})
+        rounds = await metrics_rounds(params, count, cfg, on_cfg, backend, port)
+        # Now the idle load: every other VM running on the node, adopted at start-up.
+        all_running(params, backend, vms)
         node = BenchFakeNode(cfg, backend)
         node_task = asyncio.create_task(node.run())
         await asyncio.sleep(3)
@@ -122,8 +194,21 @@ async def run(count: int, vms: int, idle_seconds: float) -> dict:
         managed = len(node.machines)
         node.request_stop()
         await node_task
+        # The same node and VMs with metrics on (its stop stopped them: running again), for
+        # the scrape of a node with N VMs.
+        all_running(params, backend, vms)
+        node = BenchFakeNode(on_cfg, backend)
+        node_task = asyncio.create_task(node.run())
+        await asyncio.sleep(3)
+        scrape_many, size = await scrape_times(port, SCRAPES)
+        scraped_vms = len(node.machines)
+        node.request_stop()
+        await node_task
         return {"floor": summary(floor), "latency": summary(latency), "idle_qps": idle_qps,
-                "vms": managed}
+                "vms": managed, "metrics_off": summary(rounds["off"]),
+                "metrics_on": summary(rounds["on"]), "scrape_idle": summary(rounds["scrape_idle"]),
+                "scrape_many": summary(scrape_many), "scrape_vms": scraped_vms,
+                "scrape_bytes": size}
 
 
 def rows(result: dict) -> list[Row]:
@@ -131,14 +216,25 @@ def rows(result: dict) -> list[Row]:
     found = [Row(f"command_{label}", "command latency: `vm start` committed -> node claims it, "
                  f"{label} (n={latency['n']})", latency[label] * 1000, "ms",
                  floor[label] * 1000, "bare NOTIFY round trip") for label in ("p50", "p99")]
+    off, on = result["metrics_off"], result["metrics_on"]
+    found += [Row(f"metrics_on_{label}", "command latency with metrics served and scraped "
+                  f"5/s, {label} (n={on['n']})", on[label] * 1000, "ms", off[label] * 1000,
+                  "the same with metrics off, alternating rounds") for label in ("p50", "p99")]
     found.append(Row("idle_one_node", f"idle DB statements/s, one node, {result['vms']} running "
                      "VMs", result["idle_qps"], "/s", None, "- (see the scale rows)"))
+    many, idle = result["scrape_many"], result["scrape_idle"]
+    found.append(Row("scrape_many", f"GET /metrics of a node with {result['scrape_vms']} "
+                     f"running VMs ({result['scrape_bytes']:,} bytes), p50 (n={many['n']})",
+                     many["p50"] * 1000, "ms", idle["p50"] * 1000,
+                     "the same node with no VM running"))
     return found
 
 
 def distributions(result: dict) -> dict:
     return {"command_latency": ("vm start committed -> node claims it", "ms", {
         "qvd-hkd": ms(result["latency"]["samples"]),
+        "qvd-hkd, metrics off (alternating rounds)": ms(result["metrics_off"]["samples"]),
+        "qvd-hkd, metrics on, scraped 5/s": ms(result["metrics_on"]["samples"]),
         "bare NOTIFY round trip": ms(result["floor"]["samples"])})}
 
 
