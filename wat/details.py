@@ -8,8 +8,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from qvd.db.ops import REGISTRY
-
 from .catalog import ACTIONS, DETAILED, FORM_VERBS
 from .forms import offered
 from .web import OBJECTS, TITLES, PageError, acting, allowed, done, page, rows_of, run
@@ -64,7 +62,7 @@ def detail(request: Request, resource: str, key: int):
             sections.append(dict(title=title, resource=listed, link=link, fields=fields,
                                  rows=rows, total=total))
     properties = None
-    if f"{obj} propget" in REGISTRY and allowed(ctx, f"{obj} propget"):
+    if allowed(ctx, f"{obj} propget"):  # not every object has properties
         properties = rows_of(ctx, f"{obj} propget", filters={"id": str(key)})[1]
     forms = [(verb, label) for verb, label in FORM_VERBS.get(resource, [])
              if offered(ctx, f"{obj} {verb}")]
@@ -89,6 +87,5 @@ async def properties(request: Request, resource: str, key: int):
     if form.get("delete"):
         run(ctx, f"{obj} propdel", filters={"id": str(key)}, args={name: None})
     else:
-        run(ctx, f"{obj} propset", filters={"id": str(key)},
-                   args={name: form.get("value", "")})
+        run(ctx, f"{obj} propset", filters={"id": str(key)}, args={name: form.get("value", "")})
     return done(f"/wat/{resource}/{key}", ctx)

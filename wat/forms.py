@@ -65,10 +65,13 @@ def fields_of(operation: str, creates: bool) -> list[Field]:
 def usable_fields(ctx, operation: str, creates: bool) -> list[Field]:
     """The fields of the operation the administrator's role lets it give (a VM's edit offers
     the expiration to one who may change only that); 403 when it may give none."""
+    refused = PageError(403, f"your role does not allow '{operation}'")
+    if not allowed(ctx, operation):  # also for an operation that does not exist
+        raise refused
     fields = fields_of(operation, creates)
     usable = [f for f in fields if allowed(ctx, operation, [f.name])]
-    if not allowed(ctx, operation) or (fields and not usable):
-        raise PageError(403, f"your role does not allow '{operation}'")
+    if fields and not usable:
+        raise refused
     return usable
 
 
@@ -126,17 +129,17 @@ def _posted(form, fields: list[Field]) -> dict[str, str]:
     return values
 
 
-def _run_form(ctx, operation: str, values: dict[str, str], **request):
-    """Run the operation with the form's values; the error (if any) is returned."""
+def _run_form(ctx, operation: str, values: dict[str, str], **request) -> PageError | None:
+    """Run the operation with the form's values; its error (if any) is returned, to be shown
+    in the form. A refusal (403) is not the form's business: it is raised."""
     args = dict(values)
-    secret = args.pop("password", None) if operation in SECRET_FROM_BODY else None
-    ctx.secret = secret
+    ctx.secret = args.pop("password", None) if operation in SECRET_FROM_BODY else None
     try:
         run(ctx, operation, args=args, **request)
     except PageError as exc:
         if exc.status == 403:
             raise
-        return exc.message
+        return exc
     return None
 
 
@@ -160,8 +163,7 @@ async def create(request: Request, resource: str):
     if error:
         return _form_page(request, ctx, operation, fields, f"/wat/{resource}/new",
                           f"Add to {TITLES[resource]}", {**values, "tenant": form.get("tenant")},
-                          error, 422,
-                          back=f"/wat/{resource}")
+                          error.message, error.status, back=f"/wat/{resource}")
     return done(f"/wat/{resource}", ctx)
 
 
@@ -192,7 +194,7 @@ async def run_verb(request: Request, resource: str, key: int, verb: str):
     if error:
         return _form_page(request, ctx, operation, fields, f"/wat/{resource}/{key}/do/{verb}",
                           f"{dict(FORM_VERBS[resource])[verb]}: {OBJECTS[resource]} {key}",
-                          values, error, 422, back=f"/wat/{resource}/{key}")
+                          values, error.message, error.status, back=f"/wat/{resource}/{key}")
     return done(f"/wat/{resource}/{key}", ctx)
 
 
@@ -223,7 +225,7 @@ def settings(request: Request):
     return page(request, ctx, "configs.html", title="Settings", rows=rows, docs=DOCS,
                 pattern=pattern, tenant=tenant, tenants=tenants,
                 can_set=allowed(ctx, "config set"), can_reset=allowed(ctx, "config del"),
-                done=request.query_params.get("done"), error=request.query_params.get("error"))
+                done=request.query_params.get("done"))
 
 
 @router.post("/configs", response_class=HTMLResponse)
@@ -232,10 +234,7 @@ async def change_setting(request: Request):
     ctx = acting(request)
     key, tenant = (form.get("key") or "").strip(), form.get("tenant") or None
     if form.get("reset"):
-        error = _run_form(ctx, "config del", {key: None}, tenant=tenant)
+        run(ctx, "config del", args={key: None}, tenant=tenant)
     else:
-        error = _run_form(ctx, "config set", {key: form.get("value", "")}, tenant=tenant)
-    back = "/wat/configs" + (f"?tenant={tenant}" if tenant else "")
-    if error:
-        raise PageError(422, error)
-    return done(back, ctx)
+        run(ctx, "config set", args={key: form.get("value", "")}, tenant=tenant)
+    return done("/wat/configs" + (f"?tenant={tenant}" if tenant else ""), ctx)

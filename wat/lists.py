@@ -11,8 +11,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from qvd.db.ops import REGISTRY
-
 from .catalog import ACTIONS, COLUMNS, DETAILED, KEY_FIELDS, action
 from .forms import offered
 from .web import (TITLES, PageError, acting, allowed, is_htmx, object_of, page, render,
@@ -69,7 +67,7 @@ def _listing(request: Request, resource: str, values) -> dict:
                 title=TITLES[resource], fields=fields, shown=shown, rows=rows, total=total,
                 state=state, page_size=PAGE, actions=actions,
                 detailed=resource in DETAILED and bool(fields) and fields[0] == "id",
-                can_add=offered(ctx, f"{obj} add") if f"{obj} add" in REGISTRY else False,
+                can_add=offered(ctx, f"{obj} add"),
                 # a page fetched again keeps what was ticked
                 checked=set(values.getlist("id")) if hasattr(values, "getlist") else set())
 

@@ -13,16 +13,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from qvd.api.auth import actor_for
-from qvd.api.problems import Problem
+from qvd.api.problems import Problem, status_of
 from qvd.api.session import client_address, token_of
 from qvd.db.acl.check import AccessDenied, require
 from qvd.db.ops import REGISTRY
 from qvd.db.ops.context import Context
 from qvd.db.ops.context import Request as OpRequest
-from qvd.db.ops.errors import DomainError, NotFound
+from qvd.db.ops.errors import DomainError
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-templates.env.globals["urlencode"] = urlencode
 
 # The WAT's lists: URL segment -> the domain layer's object, in the order of the menu.
 OBJECTS = {"vms": "vm", "users": "user", "hosts": "host", "osfs": "osf", "dis": "di",
@@ -31,7 +30,6 @@ OBJECTS = {"vms": "vm", "users": "user", "hosts": "host", "osfs": "osf", "dis": 
 TITLES = {"vms": "VMs", "users": "Users", "hosts": "Nodes", "osfs": "OSFs", "dis": "Images",
           "sessions": "Sessions", "tenants": "Tenants", "admins": "Administrators",
           "roles": "Roles", "configs": "Settings", "tokens": "User tokens", "logs": "Audit log"}
-RESOURCE_OF = {obj: resource for resource, obj in OBJECTS.items()}
 
 
 # Fields whose changes are pushed to open pages (wat/live.py) as `sse-swap="vm-7-state"`.
@@ -84,14 +82,6 @@ def acting(request: Request) -> Context:
                           else None) from None
     return Context(actor=actor, cfg=state.cfg, engine=state.engine, source="wat",
                    client_address=client_address(request))
-
-
-def status_of(exc: Exception) -> int:
-    if isinstance(exc, AccessDenied):
-        return 403
-    if isinstance(exc, NotFound):
-        return 404
-    return 422
 
 
 def run(ctx: Context, operation: str, **request) -> Context:
