@@ -112,6 +112,12 @@ KEYS: list[Key] = [
        "Comma-separated authentication chain: default (database), ldap, token (a chain "
        "without token refuses the tenant's bearer tokens)."),
     _k("l7r.max_connections", 500, "int", "Concurrent client connections per node."),
+    _k("l7r.portal.enabled", 1, "bool",
+       "Serve the browser portal (https://node:port/) and its desktop tunnel (a WebSocket) on "
+       "the L7R's port; QVD clients' /qvd/ paths are served either way."),
+    _k("l7r.portal.nx_as_vnc", 1, "bool",
+       "A browser opening a desktop whose vma.session.type is nx gets a VNC session in its "
+       "place (0: such desktops are refused in browsers, with a message saying so)."),
     _k("l7r.limits.header_size", 16384, "int", "Largest request head in bytes."),
     _k("l7r.limits.header_count", 100, "int", "Most request headers."),
     _k("l7r.limits.request_line", 8192, "int", "Longest request line in bytes."),

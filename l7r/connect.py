@@ -134,10 +134,10 @@ class Connect:
         """x_start until the session listens (a previous one may first have to suspend:
         the reference's retries); then the TCP connection to it."""
         self.progress("Starting X session")
-        params = x_start_params(self.db, self.cfg, self.vm_id, self.session.identity,
-                                self.params)
+        params = self.desktop_params()
         deadline = time.monotonic() + self.cfg.get_float("internal.l7r.timeout.x_start")
         answer = self._vma(vm, "x_start", params)
+        self.check_session_type(answer)
         while answer.get("x_state") != "listening":
             if answer.get("error") or time.monotonic() > deadline:
                 raise unavailable("the desktop session could not start "
@@ -154,6 +154,12 @@ class Connect:
         except OSError as exc:
             raise unavailable(f"the desktop session does not answer ({exc})") from None
 
+    def desktop_params(self) -> dict:
+        return x_start_params(self.db, self.cfg, self.vm_id, self.session.identity, self.params)
+
+    def check_session_type(self, answer: dict) -> None:
+        """A client that speaks only one protocol refuses a session of the other (browser)."""
+
     def open_session(self) -> int:
         row = self.db.fetchone(OPEN_SESSION, dict(self.key, address=self.session.peer or None))
         return row["id"]
@@ -161,14 +167,12 @@ class Connect:
     def stream(self, desktop: socket.socket, session_id: int) -> None:
         """101, then the desktop stream with no database connection held; the session's end
         (bytes, reason) is journaled and written afterwards (session_end)."""
-        http = self.session.http
-        http.interim(102, [("X-QVD-VM-Info", "Connection established")])
-        early = http.switch_protocols([("X-QVD-Slave-Key", secrets.token_hex(32))])
+        early = self.switch()
         self.session.flush_counts()
         self.db.release()  # its LISTEN ends with it
-        traffic, reason = Traffic(), "aborted"  # unless splice returns: SIGTERM (takeover)
+        traffic, reason = Traffic(), "aborted"  # unless pump returns: SIGTERM (takeover)
         try:
-            reason = splice(http.sock, desktop, traffic, early)
+            reason = self.pump(desktop, traffic, early)
         finally:
             desktop.close()
             end = SessionEnd(session=session_id, vm=self.vm_id, pid=self.key["pid"],
@@ -176,6 +180,16 @@ class Connect:
                              reason=reason, ended=time.time(),
                              short=self.cfg.get_int("internal.l7r.short_session"))
             write_with_retries(self.db, end, journal(journal_dir(self.cfg), end))
+
+    def switch(self) -> bytes:
+        """The client's side of the stream begins (101); bytes it already sent."""
+        http = self.session.http
+        http.interim(102, [("X-QVD-VM-Info", "Connection established")])
+        return http.switch_protocols([("X-QVD-Slave-Key", secrets.token_hex(32))])
+
+    def pump(self, desktop: socket.socket, traffic: Traffic, early: bytes) -> str:
+        """Carry the stream until it ends; why it ended."""
+        return splice(self.session.http.sock, desktop, traffic, early)
 
     def run(self) -> None:
         channel = vm_state_channel(self.vm_id)

@@ -19,8 +19,9 @@ import psycopg
 from qvd.db.engine import l7r_connection_params
 
 from .db import L7rDb
-from .endpoints import ENDPOINTS, Session, set_title
+from .endpoints import Session, set_title
 from .http import HttpConnection, HttpError, Limits
+from .routes import handler_for
 from .slots import Slots
 from .tls import handshake
 
@@ -95,6 +96,7 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
                Slots(cfg.get("path.run"), "db", cfg.get_int("l7r.database.max_connections")),
                cfg.get_float("l7r.database.wait"))
     http = HttpConnection(sock, limits_from(cfg), on_idle=db.release)
+    portal = cfg.get_bool("l7r.portal.enabled")
     try:
         session = Session(http, db, cfg.node, cfg.get("nodename"), peer)
         while True:
@@ -103,12 +105,7 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
                 if request is None:
                     break
                 session.begin_request()
-                if request.method != "GET":
-                    raise HttpError(405, "Method Not Allowed\n", [("Allow", "GET")])
-                handler = ENDPOINTS.get(request.path)
-                if handler is None:
-                    raise HttpError(404, "Not Found\n")
-                handler(session, request)
+                handler_for(request, portal)(session, request)
             except HttpError as exc:
                 http.respond(exc.status, exc.message, exc.headers)
                 if exc.close:

@@ -94,7 +94,11 @@ class Session:
             raise HttpError(503, "This node is not accepting connections\n")
 
     def require_user(self, req: Request) -> Identity:
-        header = req.header("authorization")
+        return self.authenticate(req.header("authorization"))
+
+    def authenticate(self, header: str) -> Identity:
+        """The user an Authorization header (Basic or Bearer) names, under the back-off; 401
+        (HttpError) otherwise. The browser portal comes here too, with its form or cookie."""
         if self.identity is not None and header == self._auth_header:
             return self.identity  # authentication is cached per connection
         if not header:
@@ -181,7 +185,7 @@ SELECT v.id, r.vm_state, r.vm_cmd, r.blocked FROM vms v JOIN vm_runtimes r ON r.
 WHERE v.id = %(vm)s AND v.user_id = %(user)s"""
 
 
-def _vm_id(req: Request) -> int:
+def vm_id_of(req: Request) -> int:
     values = [v for k, v in req.query if k == "id"]
     if not values or not values[-1].strip():
         raise HttpError(422, "Missing parameter: id\n")
@@ -191,7 +195,7 @@ def _vm_id(req: Request) -> int:
         raise HttpError(422, "The id parameter must be a number\n") from None
 
 
-def _owned_vm(session: Session, user: Identity, vm_id: int) -> dict:
+def owned_vm(session: Session, user: Identity, vm_id: int) -> dict:
     """The user's own VM; anything else, another user's included, is simply not found."""
     vm = session.db.fetchone(OWNED_VM, {"vm": vm_id, "user": user.user_id})
     if vm is None:
@@ -203,7 +207,7 @@ def stop_vm(session: Session, req: Request) -> None:
     """Ask the VM to stop; 102 while waiting; 200 once stopped, 408 when it takes too long."""
     user = session.require_user(req)
     session.require_serving()
-    vm = _owned_vm(session, user, _vm_id(req))
+    vm = owned_vm(session, user, vm_id_of(req))
     channel = vm_state_channel(vm["id"])
     db = session.db
     db.execute(f"LISTEN {channel}")
@@ -232,11 +236,11 @@ def connect_to_vm(session: Session, req: Request) -> None:
                                                      ("Connection", "Upgrade")])
     user = session.require_user(req)
     session.require_serving()
-    vm_id = _vm_id(req)
+    vm_id = vm_id_of(req)
     for key, _ in req.query:
         if key != "id" and not key.startswith(CLIENT_PREFIXES):
             raise HttpError(403, f"Parameter not allowed: {key}\n")
-    vm = _owned_vm(session, user, vm_id)
+    vm = owned_vm(session, user, vm_id)
     if vm["blocked"]:
         raise HttpError(403, "The requested virtual machine is offline for maintenance\n")
     Connect(session, vm["id"], [(k, v) for k, v in req.query if k != "id"]).run()

@@ -3,7 +3,8 @@
 QVD clients send no Host header and expect Content-Length on every response (never chunked),
 interim `102 Processing` responses, then `101 Switching Protocols`. h11 rejects a missing
 Host, so each request head is read here first, checked against the configured limits and
-given a Host line when it has none, then parsed by h11. Requests carry no body.
+given a Host line when it has none, then parsed by h11. Only POSTs (the browser portal's
+forms) carry a body: with a Content-Length, at most Limits.body_size, within the head's deadline.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class Limits:
     request_line: int = 8192
     idle_timeout: float = 60.0
     head_timeout: float = 10.0  # a whole request head, from its first byte
+    body_size: int = 8192       # a POST's body (a login form)
 
 
 @dataclass
@@ -47,9 +49,24 @@ class Request:
     path: str
     query: list[tuple[str, str]]
     headers: dict[str, str]  # lower-case names; the last value wins
+    body: bytes = b""
+    head: bytes = b""        # the head as read (a WebSocket handshake parses it again)
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
+
+    def form(self) -> dict[str, str]:
+        """An urlencoded body's fields (the last value of a repeated name wins)."""
+        if not self.header("content-type").startswith("application/x-www-form-urlencoded"):
+            return {}
+        return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
+
+    def cookie(self, name: str) -> str | None:
+        for part in self.header("cookie").split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value
+        return None
 
 
 class HttpConnection:
@@ -62,6 +79,7 @@ class HttpConnection:
         self.raw = b""
         self.broken = False
         self.requests = 0  # request heads read so far
+        self.deadline = 0.0  # the current request's: its head, then its body
 
     # --- reading --------------------------------------------------------------------------
     def _read_head(self) -> bytes | None:
@@ -70,7 +88,7 @@ class HttpConnection:
         a later one may wait idle_timeout for its first byte, then head_timeout for the rest
         (a deadline for the whole head, however slowly its bytes trickle in: 408)."""
         if self.requests == 0 or self.raw:
-            deadline = time.monotonic() + self.limits.head_timeout
+            deadline = self.deadline = time.monotonic() + self.limits.head_timeout
         else:
             deadline = None  # idle between requests until a byte comes
             if self.on_idle is not None and not self._readable_within(IDLE_HOLD):
@@ -99,7 +117,7 @@ class HttpConnection:
                 return None
             self.raw += data
             if deadline is None:
-                deadline = time.monotonic() + self.limits.head_timeout
+                deadline = self.deadline = time.monotonic() + self.limits.head_timeout
         self.requests += 1
         head, _, self.raw = self.raw.partition(b"\r\n\r\n")
         if len(head) > self.limits.head_size:
@@ -140,15 +158,45 @@ class HttpConnection:
             event = self.h11.next_event()
             if not isinstance(event, h11.Request):
                 raise HttpError(400, "Malformed request", close=True)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in event.headers}
+            body = self._read_body(event, headers)
             end = self.h11.next_event()
         except h11.RemoteProtocolError as exc:
             raise HttpError(400, f"Malformed request: {exc}", close=True) from None
         if not isinstance(end, h11.EndOfMessage):
-            raise HttpError(400, "Requests carry no body", close=True)
+            raise HttpError(400, "Malformed request body", close=True)
         url = urlsplit(event.target.decode("latin-1"))
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
         return Request(event.method.decode("ascii", "replace"), url.path,
-                       parse_qsl(url.query, keep_blank_values=True), headers)
+                       parse_qsl(url.query, keep_blank_values=True), headers, body, head)
+
+    def _read_body(self, event, headers: dict[str, str]) -> bytes:
+        """A POST's body, whole, by the request's deadline; nothing for other methods."""
+        if "transfer-encoding" in headers:
+            raise HttpError(411, "Length Required", close=True)  # no chunked bodies
+        length = int(headers.get("content-length") or 0)  # h11 checked it is a number
+        if length and event.method != b"POST":
+            raise HttpError(400, "Only POST requests carry a body", close=True)
+        if length > self.limits.body_size:
+            raise HttpError(413, "Request body too large", close=True)
+        while len(self.raw) < length:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise HttpError(408, "Request timeout", close=True)
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                raise HttpError(408, "Request timeout", close=True) from None
+            if not data:
+                raise HttpError(400, "Incomplete request body", close=True)
+            self.raw += data
+        if length == 0:
+            return b""
+        body, self.raw = self.raw[:length], self.raw[length:]
+        self.h11.receive_data(body)
+        data = self.h11.next_event()
+        return data.data if isinstance(data, h11.Data) else b""
 
     # --- writing --------------------------------------------------------------------------
     def _send(self, event) -> None:

@@ -9,15 +9,26 @@ import ssl
 from dataclasses import dataclass
 
 BUFFER = 256 * 1024
+WAIT = b"\0wait"  # read_some: a TLS record is not complete yet, nothing to forward
 
 
-def _read(sock: socket.socket) -> bytes:
+def read_some(sock: socket.socket) -> bytes:
+    """What a non-blocking socket has (b"": it closed or failed; WAIT: nothing yet)."""
     try:
         return sock.recv(BUFFER)
     except ssl.SSLWantReadError:
-        return b"\0wait"  # a TLS record not complete yet: nothing to forward
+        return WAIT
     except (ConnectionError, OSError):
         return b""
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """All of data on a socket the stream keeps non-blocking (blocks until it is sent)."""
+    sock.setblocking(True)
+    try:
+        sock.sendall(data)
+    finally:
+        sock.setblocking(False)
 
 
 @dataclass
@@ -44,14 +55,12 @@ def splice(client: socket.socket, vm: socket.socket, traffic: Traffic,
             for key, _ in selector.select():
                 source, target = key.fileobj, key.data
                 while True:  # TLS may hold decrypted bytes the selector cannot see
-                    data = _read(source)
-                    if data == b"\0wait":
+                    data = read_some(source)
+                    if data is WAIT:
                         break
                     if not data:
                         return "client closed" if source is client else "desktop closed"
-                    target.setblocking(True)
-                    target.sendall(data)
-                    target.setblocking(False)
+                    send_all(target, data)
                     if source is client:
                         traffic.up += len(data)
                     else:
