@@ -5,20 +5,24 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
 from vma_agent import call_as_node
 from hkd_nodes import l7r_node, wait_for
-from qvd.client.png import read_png
+from qvd.client import rfb
+from qvd.client.png import read_png, write_png
 from qvd.hkd.backends import dhcp, host_di
 from qvd.hkd.backends.bridge import link_exists
 from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.process import free_port
 from qvd.hkd.backends.procfs import alive
 from qvd.hkd.pidfile import PidFile
+from qvd.vma.desktop_config import BACKGROUND, PANEL_HEIGHT
 from vm_network import clear_network, remove_test_bridge
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("lxc-start"),
@@ -185,6 +189,114 @@ def test_desktop_in_a_container_survives_an_hkd_kill(lxc_node, demo, tmp_path):
     wait_for(lambda: not mounts_under(os.path.join(demo.storage, "rootfs")) and
              not link_exists(f"qvd{lxc_node.vm_id}"), 30, "the orphan's cleanup")
     assert lxc_state(demo, lxc_node.vm_id) in ("", "STOPPED")
+
+
+class Viewer:
+    """A VNC viewer of our own on qvd-client's --listen port: keeps the screen up to date
+    (incremental updates) and types keys (RFB KeyEvent, X keysyms)."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.stream = rfb.Stream(self.sock)
+        self.width, self.height = rfb._handshake(self.stream, self.sock)
+        self.frame = bytearray(self.width * self.height * 4)
+        self._update(incremental=False, wait=30)
+
+    def _update(self, incremental: bool, wait: float) -> None:
+        """Ask for what changed; apply the answer, or nothing if the screen stays still."""
+        rfb._request(self.sock, self.width, self.height, incremental)
+        while True:
+            self.sock.settimeout(wait)
+            try:
+                kind = self.stream.read(1)[0]
+            except (socket.timeout, TimeoutError):
+                return
+            self.sock.settimeout(30)  # within a message the rest follows at once
+            if kind == 0:
+                return rfb._apply_update(self.stream, self.frame, self.width)
+            rfb._skip_message(self.stream, kind)
+
+    def screen(self) -> bytes:
+        self._update(incremental=True, wait=0.5)
+        rgb = bytearray(self.width * self.height * 3)
+        rgb[0::3], rgb[1::3], rgb[2::3] = self.frame[2::4], self.frame[1::4], self.frame[0::4]
+        return bytes(rgb)
+
+    def type(self, text: str) -> None:
+        for char in text:
+            keysym = 0xff0d if char == "\n" else ord(char)  # Return, else Latin-1 = keysym
+            self.sock.sendall(struct.pack(">BBxxI", 4, 1, keysym) +
+                              struct.pack(">BBxxI", 4, 0, keysym))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def colours(rgb: bytes, width: int, rows: range) -> Counter:
+    return Counter(rgb[i:i + 3] for y in rows for i in range(y * width * 3, (y + 1) * width * 3, 9))
+
+
+def looks_like_the_desktop(rgb: bytes, width: int, height: int) -> bool:
+    """The background colour on most of the screen, the panel a band across the bottom, a
+    window (the terminal) in the middle."""
+    background = bytes.fromhex(BACKGROUND[1:])
+    screen = colours(rgb, width, range(0, height, 5))
+    panel = colours(rgb, width, range(height - PANEL_HEIGHT + 2, height - 2))
+    middle = colours(rgb, width, range(height // 2 - 20, height // 2 + 20))
+    return (screen.most_common(1)[0][0] == background and
+            screen[background] > 0.4 * sum(screen.values()) and
+            len(panel) > 2 and panel[background] < 0.05 * sum(panel.values()) and
+            middle[background] < 0.5 * sum(middle.values()))
+
+
+X_QUERY = ("export DISPLAY=:{display}; for w in $(xprop -root {property} | tr -d , | "
+           "cut -d'#' -f2); do xprop -id $w WM_CLASS | cut -d'\"' -f2; done")
+
+
+def test_the_demo_desktop_in_a_container_a_user_types_into(lxc_node, demo, tmp_path):
+    """The image make run builds, started as it is (no vma.x_session): QVD's desktop as the
+    provisioned account, a panel at the bottom, a terminal that has the keyboard at once,
+    no dialog; a command typed into it runs in the user's home."""
+    viewer_port = free_port()
+    session = subprocess.Popen(
+        [os.path.join(BIN, "qvd-client"), "connect", "--host", "127.0.0.1", "--port",
+         str(lxc_node.port), "--fingerprint", lxc_node.fingerprint, "--login", "alice@acme",
+         "--listen", f"127.0.0.1:{viewer_port}"], env=dict(os.environ, QVD_PASSWORD="secret"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    viewer = None
+    try:
+        for line in session.stderr:
+            if "desktop ready" in line:
+                break
+        viewer = Viewer(viewer_port)
+        wait_for(lambda: looks_like_the_desktop(viewer.screen(), viewer.width, viewer.height),
+                 60, "the desktop")
+        display = call_as_node(demo, "x_state", vm_id=lxc_node.vm_id)[1]["display"]
+
+        def windows(prop: str) -> list[str]:
+            query = X_QUERY.format(display=display, property=prop)
+            return attach(demo, lxc_node.vm_id, query).stdout.split()
+        # the terminal has the keyboard; nothing else opened a window (no dialog, no popup)
+        wait_for(lambda: windows("_NET_ACTIVE_WINDOW") == ["lxterminal"], 30, "the terminal")
+        assert sorted(windows("_NET_CLIENT_LIST")) == ["lxterminal", "panel", "pcmanfm"]
+        owners = attach(demo, lxc_node.vm_id, "for p in /proc/[0-9]*; do case $(cat $p/comm) "
+                        "in openbox|lxpanel|pcmanfm|lxterminal) echo $(cat $p/comm):$(stat -c "
+                        "%u $p);; esac; done").stdout.split()
+        assert sorted(owners) == ["lxpanel:1000", "lxterminal:1000", "openbox:1000",
+                                  "pcmanfm:1000"]
+
+        viewer.type("id -un | tee typed-in-qvd\n")
+        typed = wait_for(lambda: attach(demo, lxc_node.vm_id,
+                                        "cat /home/qvd/typed-in-qvd").stdout.strip(),
+                         30, "the typed command's file")
+        assert typed == "qvd"  # run by the shell in the terminal, as the desktop's account
+        # what the user sees now (the README's docs/desktop.png is this picture)
+        write_png(str(tmp_path / "desktop.png"), viewer.width, viewer.height, viewer.screen())
+    finally:
+        if viewer is not None:
+            viewer.close()
+        session.kill()
+        session.wait()
 
 
 def test_the_watchdog_of_a_frozen_node_kills_its_container(lxc_node, demo):

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 
-from . import hooks
+from . import desktop, hooks
 from .nx_session import NxSession
 from .provision import ensure_account
 from .session import DesktopSession, SessionError
@@ -48,8 +48,15 @@ class Agent:
                 log.exception("session supervisor")
 
     def _command(self, props: dict[str, str]) -> list[str] | None:
-        configured = props.get("vma.x_session", "").split()
-        return configured or self.session_command
+        """vma.x_session (the admin's word), else the agent's default; `desktop` names
+        QVD's own desktop session."""
+        command = props.get("vma.x_session", "").split() or self.session_command
+        if command == [desktop.KEYWORD]:
+            absent = desktop.missing()
+            if absent:
+                raise SessionError(f"vma.x_session=desktop: this image lacks {', '.join(absent)}")
+            return desktop.command()
+        return command
 
     def desktop_socket(self):
         """Where the desktop relay reaches the live session's display server, or None."""

@@ -15,7 +15,7 @@ import signal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from . import secret
+from . import desktop, secret
 from .agent import Agent, BadRequest
 from .relay import DesktopRelay
 from .session import SessionError
@@ -24,8 +24,15 @@ log = logging.getLogger("qvd.vma")
 METHODS = ("ping", "x_state", "x_start", "x_suspend", "x_stop", "poweroff", "expire")
 
 
-def default_session() -> list[str] | None:
-    for program in ("startlxde", "startxfce4", "xterm"):
+def default_session(in_vm: bool) -> list[str] | None:
+    """The session command when vma.x_session is unset. Inside a VM (--provision: LXC, a KVM
+    image) QVD's desktop (desktop.py) when its pieces are installed, else Xfce, else an xterm.
+    Without --provision the agent runs on the node as the node's user (the process backend:
+    development, and the tests, which start hundreds of sessions): an xterm, cheap to start;
+    vma.x_session=desktop asks for the whole desktop there."""
+    if in_vm and not desktop.missing():
+        return [desktop.KEYWORD]
+    for program in ("startxfce4", "xterm") if in_vm else ("xterm",):
         if shutil.which(program):
             return [program]
     return None
@@ -86,7 +93,8 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=3030)
     parser.add_argument("--x-port", type=int, default=4100, help="desktop session port")
     parser.add_argument("--session", help="command run in the desktop when vma.x_session is "
-                                          "not set (default: a desktop or xterm if installed)")
+                                          "not set; 'desktop' is QVD's own (default: that "
+                                          "desktop with --provision when installed, else xterm)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--secret-file",
                         help="file with the secret the node made for this run of the VM: "
@@ -115,7 +123,8 @@ def main(argv=None) -> None:
     except (OSError, ValueError) as exc:
         log.error("cannot read the node's secret: %s", exc)
         raise SystemExit(1) from None
-    agent = Handler.agent = Agent(args.session.split() if args.session else default_session(),
+    agent = Handler.agent = Agent(args.session.split() if args.session else
+                                  default_session(args.provision),
                                   provision=args.provision)
     DesktopRelay(args.address, args.x_port, Handler.secret, agent.desktop_socket).start()
 
