@@ -231,7 +231,8 @@ KEYS: list[Key] = [
     _k("internal.vm.port.x", 4100, "port", "Port of the desktop session inside each VM."),
     # --- agent inside the VM ------------------------------------------------------------------
     _k("vma.session.type", "vnc", "enum:nx|vnc", "Desktop protocol of the session."),
-    _k("vma.x_session", "", "str", "Command that runs the user's session (empty: an xterm)."),
+    _k("vma.x_session", "", "str", "Command that runs the user's session; desktop: QVD's own "
+       "(Openbox, lxpanel, PCManFM, LXTerminal); empty: that inside a VM, else an xterm."),
     _k("vma.timeout.listening", 10, "float", "A listening session without a client is killed."),
     _k("vma.timeout.suspending", 20, "float", "Seconds a session may take to suspend."),
     _k("vma.timeout.stopping", 20, "float", "Seconds a session may take to stop."),
