@@ -6,7 +6,10 @@ It knows its children and their client addresses: a new connection beyond
 `l7r.max_connections`, or beyond `l7r.max_connections.per_address` from one address, is
 handed to a short-lived refusing child that does the TLS handshake (under its deadline) and
 answers 503; connections already served are untouched. Refusing children have their own
-small cap (REFUSERS): beyond it a new connection is simply closed."""
+small cap (REFUSERS): beyond it a new connection is simply closed.
+
+It counts its connections by result (connection_counts.py: from each child's exit status
+as it reaps it) in a file qvd-hkd exports, carried over the acceptor's own restarts."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +23,7 @@ import sys
 
 from qvd.db import config as qconfig
 
-from . import start_status
+from . import connection_counts, start_status
 from .connection import refuse_connection, serve_connection, tune_socket
 from .endpoints import set_title
 from .proxy_protocol import ProxyHeaderError, client_address, trusted
@@ -32,8 +35,12 @@ REFUSERS = 32  # refusing children (handshake + 503) alive at once, at most
 
 
 class Acceptor:
-    def __init__(self, cfg, tls, balancers: set[str] = frozenset()):
+    def __init__(self, cfg, tls, balancers: set[str] = frozenset(),
+                 counts_file: str | None = None):
         self.cfg, self.tls, self.balancers = cfg, tls, balancers
+        self.counts_file = counts_file
+        self.results = connection_counts.read(counts_file)  # a previous acceptor's, carried on
+        self._saved_drops = self.results["dropped"]
         self.children: dict[int, str] = {}   # pid -> client address of the served connections
         self.per_address: dict[str, int] = {}
         self.refusers: set[int] = set()
@@ -50,18 +57,43 @@ class Acceptor:
             else:
                 del self.per_address[address]
 
+    def _count(self, pid: int, status: int) -> bool:
+        if pid in self.refusers:
+            result = "refused"
+        elif pid not in self.children:
+            return False
+        elif os.WIFSIGNALED(status):
+            result = "killed"
+        else:
+            result = "served" if os.WEXITSTATUS(status) == 0 else "failed"
+        self.results[result] += 1
+        return True
+
+    def save_counts(self) -> None:
+        if not self.counts_file:
+            return
+        try:
+            connection_counts.write(self.counts_file, self.results)
+        except OSError as exc:
+            log.warning("connection counts not written to %s: %s", self.counts_file, exc)
+
     def reap(self, *_):
+        counted = self.results["dropped"] != self._saved_drops
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
                 self.per_address.clear()
                 self.refusers.clear()
-                return
+                break
             if pid == 0:
-                return
+                break
+            counted = self._count(pid, status) or counted
             self._forget(pid)
+        if counted:
+            self._saved_drops = self.results["dropped"]
+            self.save_counts()
 
     def refusal(self, address: str) -> str | None:
         """Why a new connection from `address` is refused (None: it is served)."""
@@ -89,6 +121,7 @@ class Acceptor:
             reason = self.refusal(peer)
             if reason is not None and len(self.refusers) >= REFUSERS:
                 conn.close()  # refusing is itself bounded: close cheaply, serve the others
+                self.results["dropped"] += 1  # written at the next reap: a refuser ends soon
                 continue
             # SIGCHLD held from the fork until the child is recorded: reaped before being
             # recorded, it would be counted forever.
@@ -195,7 +228,9 @@ def main(argv=None) -> None:
         sys.exit(1)
     start_status.write(args.status_file, start_status.LISTENING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    Acceptor(cfg, tls, balancers).serve(listener)
+    Acceptor(cfg, tls, balancers,
+             connection_counts.counts_path(args.status_file) if args.status_file else None
+             ).serve(listener)
 
 
 if __name__ == "__main__":

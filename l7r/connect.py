@@ -85,6 +85,7 @@ class Connect:
         asked = False
         while (vm := self.db.fetchone(TAKE, self.key)) is None:
             if not asked:
+                self.session.count("takeovers")  # qvd-hkd's qvd_cluster_l7r_takeovers
                 self.progress("Aborting previous connection")
                 vm_commands.disconnect(self.db, self.vm_id)
                 asked = True

@@ -9,7 +9,8 @@ import psycopg
 from qvd.db.notify import vm_state_channel
 from qvd.db.runtime import vm_commands
 
-from .auth import AuthFailed, ChecksBusy, Identity, authenticate, backoff, parse_authorization
+from .auth import PLUGINS, AuthFailed, ChecksBusy, Identity, authenticate, backoff, chain
+from .auth import parse_authorization
 from .auth import token as tokens
 from .connect import Connect
 from .http import HttpError, Request
@@ -21,6 +22,15 @@ UNAUTHORIZED = [("WWW-Authenticate", 'Basic realm="QVD"')]
 NODE = """
 SELECT h.id, r.state, r.blocked FROM hosts h JOIN host_runtimes r ON r.host_id = h.id
 WHERE h.name = %(name)s"""
+
+# A checked login's count by plugin (qvd-hkd's qvd_cluster_l7r_auth_*), before the request's
+# host_counters UPDATE in the same statement.
+AUTH_COUNT = """
+WITH a AS (INSERT INTO host_auth_counters AS a (host_id, plugin, attempts, failures)
+           VALUES (%(host)s, %(plugin)s, 1, %(failed)s)
+           ON CONFLICT (host_id, plugin) DO UPDATE
+           SET attempts = a.attempts + 1, failures = a.failures + excluded.failures)
+"""
 
 USER_VMS = """
 SELECT v.id, v.name, r.vm_state AS state, r.blocked::int AS blocked
@@ -43,6 +53,7 @@ class Session:
         self._host_id: int | None = None
         self._node: dict | None = None   # the node row as this request saw it
         self._counts: dict[str, int] = {}
+        self._login: tuple[str, int] | None = None  # (plugin label, failed) of a checked login
 
     @property
     def cfg(self):
@@ -74,14 +85,19 @@ class Session:
         """The request's counters in one UPDATE; lost (and logged) if the database is away:
         they are statistics, and the client has its answer already."""
         counts, self._counts = self._counts, {}
+        login, self._login = self._login, None
         if not counts:
             return
         try:
             if self.host_id is None:
                 return
             sets = ", ".join(f"{column} = {column} + %({column})s" for column in sorted(counts))
-            self.db.execute(f"UPDATE host_counters SET {sets} WHERE host_id = %(host)s",
-                            dict(counts, host=self.host_id))
+            update = f"UPDATE host_counters SET {sets} WHERE host_id = %(host)s"
+            params = dict(counts, host=self.host_id)
+            if login is not None:
+                update = AUTH_COUNT + update
+                params.update(plugin=login[0], failed=login[1])
+            self.db.execute(update, params)
         except psycopg.Error as exc:
             log.warning("request counters not written: %s", exc)
 
@@ -118,13 +134,29 @@ class Session:
         except AuthFailed as exc:
             log.info("authentication failed from %s: %s", self.peer, exc)
             self.count("auth_failed")  # counted for back-off already, before the check
+            self._login = (self.plugin_label(header, None), 1)
             raise HttpError(401, "Authentication failed\n", UNAUTHORIZED) from None
         backoff.succeeded(self.db, watched, watched[0] if login else None)
         self._auth_header = header
         self.count("auth_ok")
+        self._login = (self.plugin_label(header, tenant_cfg), 0)
         self._cfg = tenant_cfg
         set_title(f"qvd-l7r {self.identity.login}@{self.identity.tenant} from {self.peer}")
         return self.identity
+
+    def plugin_label(self, header: str, tenant_cfg) -> str:
+        """A checked login's plugin, for the metrics: token for a bearer token, else the
+        password plugins of the tenant's chain: one mostly (default, ldap); a chain of several
+        is one label (ldap,default), as the chain does not say which one decided. A fixed
+        small set, never a login; tenant_cfg None: read here (a failed login)."""
+        try:
+            creds = parse_authorization(header)
+        except AuthFailed:
+            return "none"  # unreadable: no plugin saw it
+        if creds.scheme == "bearer":
+            return "token"
+        cfg = tenant_cfg or self.db.with_tenant_named(self.cfg, creds.tenant)
+        return ",".join(n for n in chain(cfg) if n in PLUGINS and n != "token") or "none"
 
 
 def claimed_login(header: str) -> str | None:

@@ -24,19 +24,36 @@ log = logging.getLogger(__name__)
 
 RETRIES = (0.5, 1.0, 2.0)  # seconds between the child's attempts before it leaves the file
 
+# Session durations' histogram buckets (seconds; qvd-hkd's qvd_cluster_l7r_session_seconds).
+SESSION_BUCKETS = (1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+# The end reasons' classes for the metrics ("connection error: ..." carries free text).
+REASON_CLASS = """CASE end_reason WHEN 'client closed' THEN 'client_closed'
+  WHEN 'desktop closed' THEN 'desktop_closed' WHEN 'aborted' THEN 'aborted' ELSE 'error' END"""
+
 # Closes the session row once (ended_at IS NULL) and counts it (QVD: sessions under
-# internal.l7r.short_session seconds are short sessions).
-CLOSE_SESSION = """
+# internal.l7r.short_session seconds are short sessions), with its node's metrics counters:
+# bytes, seconds, and its (reason class, duration bucket) row.
+CLOSE_SESSION = f"""
 WITH s AS (
   UPDATE sessions SET ended_at = to_timestamp(%(ended)s), bytes_from_client = %(up)s,
          bytes_to_client = %(down)s, end_reason = %(reason)s
   WHERE id = %(session)s AND ended_at IS NULL
-  RETURNING vm_id, host_id, ended_at - started_at < make_interval(secs => %(short)s) AS short),
+  RETURNING vm_id, host_id, ended_at - started_at < make_interval(secs => %(short)s) AS short,
+            greatest(extract(epoch FROM ended_at - started_at)::float8, 0) AS seconds,
+            {REASON_CLASS} AS reason),
 c AS (UPDATE vm_counters SET connections = connections + 1,
              short_sessions = short_sessions + (SELECT short::int FROM s)
-      WHERE vm_id = (SELECT vm_id FROM s))
+      WHERE vm_id = (SELECT vm_id FROM s)),
+e AS (INSERT INTO host_session_ends AS h (host_id, reason, le, sessions)
+      SELECT host_id, reason, (SELECT coalesce(min(b), 'Infinity') FROM unnest(
+              ARRAY[{", ".join(map(str, SESSION_BUCKETS))}]::float8[]) b WHERE b >= seconds), 1
+      FROM s WHERE host_id IS NOT NULL
+      ON CONFLICT (host_id, reason, le) DO UPDATE SET sessions = h.sessions + 1)
 UPDATE host_counters SET connection_ok = connection_ok + 1,
-       short_sessions = short_sessions + (SELECT short::int FROM s)
+       short_sessions = short_sessions + (SELECT short::int FROM s),
+       bytes_from_client = bytes_from_client + %(up)s,
+       bytes_to_client = bytes_to_client + %(down)s,
+       session_seconds = session_seconds + (SELECT seconds FROM s)
 WHERE host_id = (SELECT host_id FROM s)"""
 
 # The VM's connection is given back only if it is still this one: same process and node, and

@@ -52,3 +52,29 @@ class HostCounter(Base):
     connection_attempts: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
     connection_ok: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
     short_sessions: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    # migration 0011: the L7R's takeovers, and its ended sessions' bytes and seconds
+    takeovers: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    bytes_from_client: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    bytes_to_client: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    session_seconds: Mapped[float] = mapped_column(Float, server_default=ZERO)
+
+
+class HostAuthCounter(Base):
+    """Logins the L7R's plugin chain checked on a node, by plugin (qvd-hkd's metrics)."""
+    __tablename__ = "host_auth_counters"
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    plugin: Mapped[str] = mapped_column(Text, primary_key=True)
+    attempts: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+    failures: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
+
+
+class HostSessionEnd(Base):
+    """Desktop sessions ended on a node by reason class and duration bucket (le: its upper
+    bound in seconds), qvd-hkd's session histogram."""
+    __tablename__ = "host_session_ends"
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, primary_key=True)
+    le: Mapped[float] = mapped_column(Float, primary_key=True)
+    sessions: Mapped[int] = mapped_column(BigInteger, server_default=ZERO)
