@@ -1,5 +1,5 @@
-"""The cluster-wide gauges (nodes by state, VMs by tenant and state), exported by one node at
-a time: whichever holds the session advisory lock below on its main connection. The lock
+"""The cluster-wide series (nodes by state, VMs by tenant and state, the L7Rs' counters kept
+in the database: l7r_metrics.py), exported by one node at a time: whichever holds the session advisory lock below on its main connection. The lock
 goes with the connection, so when that node stops or loses the database another takes over at
 its next refresh; the others export nothing for these series (qvd_cluster_reporter 0).
 """
@@ -11,6 +11,7 @@ import logging
 from prometheus_client.core import GaugeMetricFamily
 
 from .database import DbUnavailable
+from .l7r_metrics import L7rCounters
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ VMS = """
 SELECT t.name AS tenant, r.vm_state AS state, count(*) AS n
 FROM vm_runtimes r JOIN vms v ON v.id = r.vm_id JOIN users u ON u.id = v.user_id
 JOIN tenants t ON t.id = u.tenant_id GROUP BY t.name, r.vm_state"""
-REFRESH_SECONDS = 5.0  # a scrape interval's worth; two small GROUP BYs
+REFRESH_SECONDS = 5.0  # a scrape interval's worth; five small GROUP BYs
 
 
 class ClusterMetrics:
@@ -29,6 +30,7 @@ class ClusterMetrics:
         self.locked_on: int | None = None  # the db.connects at which the lock was taken
         self.nodes: list[dict] = []
         self.vms: list[dict] = []
+        self.l7r = L7rCounters()
 
     @property
     def reporting(self) -> bool:
@@ -40,6 +42,7 @@ class ClusterMetrics:
             self.locked_on = self.db.connects if row and row["got"] else None
         if self.reporting:
             self.nodes, self.vms = await self.db.fetch(NODES), await self.db.fetch(VMS)
+            await self.l7r.refresh(self.db)
 
     async def run(self) -> None:
         while True:
@@ -66,3 +69,4 @@ class ClusterMetrics:
         for row in self.vms:
             vms.add_metric([row["tenant"], row["state"]], row["n"])
         yield vms
+        yield from self.l7r.collect()

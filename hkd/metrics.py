@@ -5,6 +5,18 @@ tenant names of the cluster gauges): never a user name or a VM id, so the series
 The node's own gauges are read at scrape time from the node (NodeCollector); the cluster-wide
 ones (nodes by state, VMs per tenant) come from the one node holding an advisory lock
 (cluster_metrics.py), so a dashboard summing over nodes does not count them twice.
+
+The L7R's series (l7r_metrics.py). Each node's own, read at scrape time:
+  qvd_l7r_open_connections           client connections its L7R serves or refuses now
+  qvd_l7r_connections_total{result}  connections ended: served, failed, killed, refused, dropped
+  qvd_vma_ping_failures_total        pings of a VM's agent that failed after it had answered
+Cluster-wide, kept in the database by the L7R's children, from the reporter node only:
+  qvd_cluster_l7r_requests_total, qvd_cluster_l7r_auth_throttled_total
+  qvd_cluster_l7r_auth_attempts_total{plugin}, qvd_cluster_l7r_auth_failures_total{plugin}
+  qvd_cluster_l7r_takeovers_total
+  qvd_cluster_l7r_sessions_ended_total{reason}  client_closed, desktop_closed, aborted, error
+  qvd_cluster_l7r_session_seconds (histogram)   ended desktop sessions' durations
+  qvd_cluster_l7r_tunnel_bytes_total{direction} from_client, to_client (at each session's end)
 """
 from __future__ import annotations
 
@@ -13,6 +25,7 @@ import time
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from . import l7r_metrics
 from .node_life import ROW_STATE
 
 # Buckets in seconds: a process VM starts in a fraction of a second, a KVM guest in a minute.
@@ -41,6 +54,9 @@ DB_QUERY_SECONDS = Histogram("qvd_db_query_seconds", "Round trip of one database
 DB_RECONNECTS = Counter("qvd_db_reconnects",
                         "Database connections opened after the first one", ["connection"])
 DB_ERRORS = Counter("qvd_db_errors", "Statements or connections that failed", ["connection"])
+VMA_PING_FAILURES = Counter("qvd_vma_ping_failures",
+                            "Pings of a VM's agent that failed after it had answered in this "
+                            "run of the VM (a booting agent's silence is not counted)")
 
 # The fixed reason classes of a failed start (START_FAILURE_REASONS); anything else: "error".
 START_FAILURE_REASONS = ("di_unusable", "timeout", "vm_exited", "vm_gone", "error")
@@ -76,7 +92,7 @@ def prepare_backend(backend: str) -> None:
 
 class NodeCollector:
     """Gauges read from the live node at each scrape: its VMs by state, its own state, the
-    age of its lease."""
+    age of its lease, its L7R's connections."""
 
     def __init__(self, node):
         self.node = node
@@ -101,3 +117,4 @@ class NodeCollector:
             yield GaugeMetricFamily("qvd_lease_age_seconds",
                                     "Seconds since this node last renewed its lease",
                                     value=time.monotonic() - lease.last_renewed)
+        yield from l7r_metrics.node_families(node)

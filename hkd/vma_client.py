@@ -1,5 +1,9 @@
 """Calling the agent inside a VM: `GET /vma/<method>?k=v` over plain HTTP with the node's
-secret for this run of the VM, JSON back."""
+secret for this run of the VM, JSON back.
+
+A failed ping counts (qvd_vma_ping_failures_total) once the agent has answered in this run
+of the VM (`answered`, on its address, which is new at every start): the pings of a VM
+still booting fail until its agent listens, and are no failure."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +12,7 @@ from urllib.parse import urlencode
 
 from qvd.vma import secret
 
+from . import metrics
 from .backends.base import VmAddress
 
 
@@ -16,6 +21,17 @@ class VmaError(Exception):
 
 
 async def call(target: VmAddress, method: str, timeout: float = 3.0, **params) -> dict:
+    try:
+        answer = await _call(target, method, timeout, params)
+    except VmaError:
+        if method == "ping" and getattr(target, "answered", False):
+            metrics.VMA_PING_FAILURES.inc()
+        raise
+    target.answered = True
+    return answer
+
+
+async def _call(target: VmAddress, method: str, timeout: float, params: dict) -> dict:
     address, port = target.address, target.vma_port
     query = f"?{urlencode(params)}" if params else ""
     auth = "".join(f"{k}: {v}\r\n" for k, v in secret.bearer(target.secret).items())

@@ -1,11 +1,13 @@
 """qvd-hkd's metrics, scraped by a real Prometheus (Debian's `prometheus`) on loopback: the VM
-start histogram counts the starts made with the CLI, the VM gauges agree with `vm list`.
+start histogram counts the starts made with the CLI, the VM gauges agree with `vm list`, the
+L7R's series count the logins, desktop sessions, bytes and takeovers of real connections.
 Under CI=true a missing prometheus binary fails the test (conftest turns the skip into one)."""
 import collections
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import urllib.parse
 import urllib.request
@@ -13,14 +15,17 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hkd_nodes import QVD_HKD, HkdNode, wait_for
+from hkd_nodes import QVD_HKD, HkdNode, l7r_node, vma_processes, wait_for
 from qvd.hkd.backends.process import free_port
 from qvd.hkd.pidfile import end_child
+from qvd.l7r.client import QvdConnection, tls_context
+from qvd.l7r.session_end import SESSION_BUCKETS
 
 PROMETHEUS = shutil.which("prometheus")
 DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "etc", "grafana-dashboard.json")
 # Every label the node's series may carry: small fixed sets, never a user or a VM id.
-ALLOWED_LABELS = {"backend", "state", "reason", "connection", "tenant", "le", "quantile"}
+ALLOWED_LABELS = {"backend", "state", "reason", "connection", "tenant", "le", "quantile",
+                  "plugin", "result", "direction"}
 
 
 def metrics_node(demo, name: str = "node1") -> HkdNode:
@@ -159,7 +164,7 @@ def check_dashboard(prometheus: Prometheus, chosen) -> None:
     assert [expr for expr in exprs if chosen(expr)], "no panel chosen"
     for expr in filter(chosen, exprs):
         prometheus.query(expr)  # asserts status success: the PromQL parses
-        assert set(re.findall(r"qvd_[a-z_]+", expr)) <= exported, expr
+        assert set(re.findall(r"qvd_[a-z0-9_]+", expr)) <= exported, expr
 
 
 def test_a_failed_start_is_counted_by_class_and_labels_stay_bounded(demo, node):
@@ -229,3 +234,110 @@ def test_one_node_at_a_time_exports_the_cluster_gauges(demo):
     finally:
         first.cleanup()
         second.cleanup()
+
+
+def vms_running(demo, count: int) -> bool:
+    return vm_states(demo)["running"] == count
+
+
+def test_a_running_agent_that_stops_answering_counts_ping_failures(demo, node):
+    demo.ok("config", "set", "internal.hkd.vma.ping.interval=0.2")
+    demo.ok("vm", "start", "-f", "name=desk")
+    wait_for(lambda: vms_running(demo, 1), 20, "the VM running")
+    failures = ("qvd_vma_ping_failures_total", frozenset())
+    assert scrape(node.metrics_port)[failures] == 0  # the booting agent's silence is no failure
+    (agent,) = vma_processes(demo, 1)
+    os.kill(agent, signal.SIGSTOP)  # it accepts (the kernel does) but never answers
+    try:
+        wait_for(lambda: scrape(node.metrics_port)[failures] >= 1, 20, "a failed ping counted")
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    assert vms_running(demo, 1)  # one failure is not yet a dead agent
+
+
+UPGRADE = {"Connection": "Upgrade", "Upgrade": "QVD/1.0"}
+
+
+def l7r_client(node, authorization=None) -> QvdConnection:
+    conn = QvdConnection("127.0.0.1", node.port, tls_context(cafile=node.cert, verify=False))
+    conn.authorization = authorization
+    return conn
+
+
+def desktop(conn: QvdConnection, sent: bytes) -> None:
+    """connect_to_vm; read the desktop's banner (Xvnc's RFB greeting), send `sent`."""
+    reply = conn.request("/qvd/connect_to_vm", {"id": 1}, UPGRADE)
+    assert reply.status == 101, reply.body
+    banner = conn.buffer
+    while len(banner) < 12:
+        banner += conn.sock.recv(64)
+    assert banner == b"RFB 003.008\n"
+    conn.send_raw(sent)
+
+
+def test_prometheus_counts_the_l7r_logins_sessions_bytes_and_takeover(demo, tmp_path,
+                                                                     prometheus_for):
+    metrics_port = free_port()
+    node = l7r_node(demo, tmp_path, extra_conf=f"hkd.metrics.address = 127.0.0.1:{metrics_port}\n")
+    try:
+        prometheus = prometheus_for(f"127.0.0.1:{metrics_port}")
+        opened = ("qvd_l7r_open_connections", frozenset())
+        served = ("qvd_l7r_connections_total", frozenset({("result", "served")}))
+        wait_for(lambda: scrape(metrics_port)[opened] == 0, 10, "the start's probe to end")
+        served_before = scrape(metrics_port)[served]  # the start's probe ("accepting") is one
+
+        for _ in range(2):
+            with l7r_client(node) as conn:
+                conn.login("alice@acme", "wrong")
+                assert conn.list_of_vm().status == 401
+        first = l7r_client(node)
+        first.login("alice@acme", "secret")
+        token = first.create_auth_token().json()["auth_token"]  # the one good password login
+        with first:
+            desktop(first, b"RFB 003.008\n")
+            with l7r_client(node) as second:
+                second.use_token(token)
+                desktop(second, b"RFB 003.008\n")  # takes the desktop over: first is cut
+                first.sock.settimeout(5)
+                while first.sock.recv(4096):  # Xvnc's answer, then the end (else: timeout)
+                    pass
+                wait_for(lambda: scrape(metrics_port)[opened] == 1, 10, "one open connection")
+        wait_for(lambda: demo.sql("SELECT count(*) FROM sessions WHERE ended_at IS NULL")
+                 == [(0,)], 15, "both sessions to end")
+        (down,), = demo.sql("SELECT sum(bytes_to_client) FROM sessions")
+        durations = [float(d) for (d,) in demo.sql(
+            "SELECT extract(epoch FROM ended_at - started_at) FROM sessions")]
+
+        def value(promql: str) -> float | None:
+            return prometheus.query(promql).get(frozenset())
+
+        def by(promql: str, label: str) -> dict:
+            return {dict(k)[label]: v for k, v in prometheus.query(promql).items()}
+        wait_for(lambda: value("qvd_cluster_l7r_session_seconds_count") == 2, 30,
+                 "prometheus to see both sessions")
+        assert by("qvd_cluster_l7r_auth_attempts_total", "plugin") == {
+            "default": 3, "token": 1, "ldap": 0}
+        assert by("qvd_cluster_l7r_auth_failures_total", "plugin") == {
+            "default": 2, "token": 0, "ldap": 0}
+        assert value("qvd_cluster_l7r_takeovers_total") == 1
+        assert by("qvd_cluster_l7r_sessions_ended_total", "reason") == {
+            "client_closed": 1, "aborted": 1, "desktop_closed": 0, "error": 0}
+        assert by("qvd_cluster_l7r_tunnel_bytes_total", "direction") == {
+            "from_client": 24, "to_client": down}
+        assert down > 24  # each banner, and Xvnc's answers
+        assert value("qvd_cluster_l7r_session_seconds_sum") == pytest.approx(sum(durations))
+        buckets = by("qvd_cluster_l7r_session_seconds_bucket", "le")
+        assert buckets == {le: sum(d <= float(le) for d in durations) for le in buckets}
+        assert buckets["+Inf"] == 2 and len(buckets) == len(SESSION_BUCKETS) + 1
+        (requests,), = demo.sql("SELECT http_requests FROM host_counters")
+        assert value("qvd_cluster_l7r_requests_total") == requests
+
+        def connections():
+            return by("qvd_l7r_connections_total", "result")
+        wait_for(lambda: connections()["served"] == served_before + 4, 15,
+                 "four connections served")
+        assert {k: v for k, v in connections().items() if k != "served"} == {
+            "failed": 0, "killed": 0, "refused": 0, "dropped": 0}
+        assert value("qvd_l7r_open_connections") == 0
+    finally:
+        node.cleanup()
