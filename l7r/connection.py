@@ -122,6 +122,12 @@ def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | 
             pass
     except OSError:
         pass  # the client went away
+    except Exception:  # a bug: the client hears 500 rather than nothing; the acceptor logs it
+        try:
+            http.respond(500, "Internal server error\n")
+        except Exception:  # noqa: BLE001 - the answer is a courtesy
+            pass
+        raise
     finally:
         db.release()
         try:

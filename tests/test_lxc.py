@@ -22,6 +22,7 @@ from qvd.hkd.backends.lxc_storage import mounts_under
 from qvd.hkd.backends.process import free_port
 from qvd.hkd.backends.procfs import alive
 from qvd.hkd.pidfile import PidFile
+from qvd.vma import desktop
 from qvd.vma.desktop_config import BACKGROUND, PANEL_HEIGHT
 from vm_network import clear_network, remove_test_bridge
 
@@ -257,6 +258,7 @@ def test_the_demo_desktop_in_a_container_a_user_types_into(lxc_node, demo, tmp_p
     """The image make run builds, started as it is (no vma.x_session): QVD's desktop as the
     provisioned account, a panel at the bottom, a terminal that has the keyboard at once,
     no dialog; a command typed into it runs in the user's home."""
+    assert not desktop.missing(), "scripts/install-deps.sh installs the desktop's packages"
     viewer_port = free_port()
     session = subprocess.Popen(
         [os.path.join(BIN, "qvd-client"), "connect", "--host", "127.0.0.1", "--port",

@@ -19,8 +19,9 @@ from .cookie import clear_cookie, portal_token, require_portal_user, same_origin
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Everything the pages load comes from this server; no page may be framed by another site.
+# (Referrer-Policy no-referrer would make Chromium send "Origin: null" on our own forms.)
 HEADERS = [("Cache-Control", "no-store"), ("X-Frame-Options", "DENY"),
-           ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff"),
+           ("Referrer-Policy", "same-origin"), ("X-Content-Type-Options", "nosniff"),
            ("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; "
                                        "frame-ancestors 'none'; form-action 'self'")]
 
@@ -45,8 +46,8 @@ def render(name: str, **context) -> str:
     return _environment.get_template(name).render(**context)
 
 
-def respond_page(session, status: int, name: str, headers=(), **context) -> None:
-    session.http.respond(status, render(name, **context), [*HEADERS, *headers],
+def respond_page(session, status: int, template: str, headers=(), **context) -> None:
+    session.http.respond(status, render(template, **context), [*HEADERS, *headers],
                          content_type="text/html; charset=utf-8")
 
 
