@@ -20,6 +20,7 @@ import signal
 import socket
 import ssl
 import sys
+import time
 
 from qvd.db import config as qconfig
 
@@ -32,6 +33,7 @@ from .tls import server_context
 log = logging.getLogger("qvd.l7r")
 
 REFUSERS = 32  # refusing children (handshake + 503) alive at once, at most
+ACCEPT_PAUSE = 0.1  # seconds after a failed accept (EMFILE): not a busy loop
 
 
 class Acceptor:
@@ -51,11 +53,11 @@ class Acceptor:
         self.refusers.discard(pid)
         address = self.children.pop(pid, None)
         if address is not None:
-            left = self.per_address[address] - 1
+            left = self.per_address.get(address, 1) - 1
             if left:
                 self.per_address[address] = left
             else:
-                del self.per_address[address]
+                self.per_address.pop(address, None)
 
     def _count(self, pid: int, status: int) -> bool:
         if pid in self.refusers:
@@ -78,6 +80,14 @@ class Acceptor:
             log.warning("connection counts not written to %s: %s", self.counts_file, exc)
 
     def reap(self, *_):
+        # Not re-entered by the next child's SIGCHLD: the counts are read, then written.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            self._reap()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    def _reap(self) -> None:
         counted = self.results["dropped"] != self._saved_drops
         while True:
             try:
@@ -115,7 +125,11 @@ class Acceptor:
         while True:
             try:
                 conn, address = listener.accept()
-            except InterruptedError:
+            except (InterruptedError, ConnectionAbortedError):
+                continue  # a client that reset before being accepted
+            except OSError as exc:  # out of descriptors or buffers: that client, not the node
+                log.error("cannot accept a connection: %s", exc)
+                time.sleep(ACCEPT_PAUSE)  # its cause needs a moment (children ending) to clear
                 continue
             peer = address[0]
             reason = self.refusal(peer)
@@ -127,7 +141,13 @@ class Acceptor:
             # recorded, it would be counted forever.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
             try:
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as exc:  # out of processes or memory: this client is lost
+                    log.error("cannot serve a connection from %s: %s", peer, exc)
+                    self.results["failed"] += 1
+                    conn.close()
+                    continue
                 if pid == 0:
                     self._child(listener, conn, peer, reason)
                 if reason is None:

@@ -98,7 +98,14 @@ class HkdNode:
             return f.read()[-3000:]
 
     def cleanup(self) -> None:
-        """Stop everything this node started, by PID: HKD, watchdog, VMs."""
+        """Stop everything this node started, by PID: HKD, watchdog, VMs. The ends of its
+        logs are printed: pytest shows them with a failed test."""
+        if self.proc is not None:
+            print(f"--- {self.name}: qvd-hkd log ---\n{self.log()}")
+        l7r_log = os.path.join(self.home, "log", f"l7r-{self.name}.log")
+        if os.path.exists(l7r_log):
+            with open(l7r_log, encoding="utf-8", errors="replace") as handle:
+                print(f"--- {self.name}: qvd-l7r log ---\n{handle.read()[-3000:]}")
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # a frozen node must hear the SIGTERM
             end_child(self.proc, 20)
