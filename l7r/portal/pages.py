@@ -35,7 +35,7 @@ WHERE v.user_id = %(user)s AND NOT o.is_application ORDER BY v.name, v.id"""
 _environment = None
 
 
-def render(name: str, **context) -> str:
+def render(template: str, /, **context) -> str:
     """A template of templates/, autoescaped (Jinja2 is loaded by the first page, never by a
     QVD client's connection)."""
     global _environment
@@ -43,10 +43,10 @@ def render(name: str, **context) -> str:
         import jinja2
         _environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                                           autoescape=True)
-    return _environment.get_template(name).render(**context)
+    return _environment.get_template(template).render(**context)
 
 
-def respond_page(session, status: int, template: str, headers=(), **context) -> None:
+def respond_page(session, status: int, template: str, headers=(), /, **context) -> None:
     session.http.respond(status, render(template, **context), [*HEADERS, *headers],
                          content_type="text/html; charset=utf-8")
 

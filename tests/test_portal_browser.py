@@ -1,0 +1,136 @@
+"""The browser client in a real headless Chromium against a real node (process backend, real
+Xvnc with an xterm): log in at the portal, open the desktop, see it painted, type into its
+terminal, resize the window and see the remote screen follow, lose the connection and come
+back by itself, and be taken over by a QVD client."""
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+
+import pytest
+
+from browser import console_errors, no_external_requests, screenshot, wait_for
+from hkd_nodes import l7r_node
+from hkd_nodes import wait_for as wait_until
+from test_l7r import open_desktop
+
+By = pytest.importorskip("selenium.webdriver.common.by").By  # a skip (a failure under CI)
+ActionChains = pytest.importorskip("selenium.webdriver").ActionChains
+
+# Distinct colours among a grid of the canvas's pixels, and a digest of them all (the page's
+# own canvas: same origin, so readable).
+CANVAS_FACTS = """
+const canvas = document.querySelector('#screen canvas');
+if (!canvas || !canvas.width) return null;
+const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+const colours = new Set();
+let digest = 0;
+for (let i = 0; i < data.length; i += 4 * 97) {
+    colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+    digest = (digest * 31 + data[i] + data[i + 1] * 7 + data[i + 2] * 13) >>> 0;
+}
+return {colours: colours.size, digest, width: canvas.width, height: canvas.height,
+        screen: document.getElementById('screen').clientWidth};
+"""
+
+
+@pytest.fixture
+def node(demo, tmp_path):
+    hkd = l7r_node(demo, tmp_path)
+    yield hkd
+    hkd.cleanup()
+
+
+def until(driver, condition, timeout: float = 30):
+    """wait_for, saying on a timeout what the page shows and what its console said."""
+    from selenium.common.exceptions import TimeoutException
+    try:
+        return wait_for(driver, condition, timeout)
+    except TimeoutException:
+        text = driver.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"page shows: {text!r}; console: {driver.get_log('browser')}")
+
+
+def status(driver) -> str:
+    return driver.find_element(By.ID, "status").text
+
+
+def canvas(driver) -> dict | None:
+    return driver.execute_script(CANVAS_FACTS)
+
+
+def log_in(driver, node, password="secret") -> None:
+    driver.get(f"https://127.0.0.1:{node.port}/")
+    driver.find_element(By.ID, "login").send_keys("alice@acme")
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "submit").click()
+
+
+def connected(driver) -> bool:
+    return driver.find_element(By.ID, "client").get_attribute("data-state") == "connected"
+
+
+def test_the_desktop_in_a_browser(demo, node, page, tmp_path):
+    pictures = os.environ.get("QVD_SCREENSHOTS") or str(tmp_path)
+    log_in(page, node, "wrong")
+    assert until(page, lambda d: d.find_element(By.ID, "error")).text == \
+        "Authentication failed."
+    log_in(page, node)
+    until(page, lambda d: d.find_elements(By.ID, "open-1"))
+    assert "desk" in page.find_element(By.ID, "desktops").text
+    page.find_element(By.ID, "open-1").click()
+
+    # The desktop is painted: more than one colour (Xvnc's background and the xterm).
+    until(page, connected, 60)
+    painted = until(page, lambda d: (c := canvas(d)) and c["colours"] > 1 and c)
+    assert painted["width"] == painted["screen"]  # the session was made for this window
+    screenshot(page, os.path.join(pictures, "portal-desktop.png"))
+    assert no_external_requests(page) == []
+
+    # Typing reaches the terminal: the command it runs leaves a file, and the screen changes.
+    mark = f"/tmp/qvd-portal-typed-{uuid.uuid4().hex[:8]}"
+    screen = page.find_element(By.CSS_SELECTOR, "#screen canvas")
+    ActionChains(page).move_to_element_with_offset(screen, -painted["width"] // 2 + 60,
+                                                   -painted["height"] // 2 + 60).click().perform()
+    ActionChains(page).send_keys(f"touch {mark}; echo typed-in-a-browser\n").perform()
+    try:
+        wait_until(lambda: os.path.exists(mark), 20, "the typed command to run")
+    finally:
+        if os.path.exists(mark):
+            os.unlink(mark)
+    until(page, lambda d: canvas(d)["digest"] != painted["digest"])
+
+    # The remote screen follows the window (SetDesktopSize; Xvnc resizes its framebuffer).
+    # (Headless Chromium keeps its window's size: the viewport is what a resize changes.)
+    page.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": 1000, "height": 700, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        resized = until(page, lambda d: (c := canvas(d)) and c["width"] != painted["width"]
+                        and c["width"] == c["screen"] and c)
+    finally:
+        page.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert resized["width"] < painted["width"]
+
+    # A dropped connection (its L7R process dies): the page reconnects by itself, same cookie.
+    (pid,), = demo.sql("SELECT l7r_pid FROM vm_runtimes WHERE vm_id = 1")[0:1]
+    os.kill(pid, signal.SIGKILL)
+    until(page, lambda d: "reconnecting" in status(d).lower() or
+             (connected(d) and _l7r_pid(demo) not in (None, pid)), 30)
+    until(page, lambda d: connected(d) and _l7r_pid(demo) not in (None, pid), 60)
+
+    # A QVD client takes the desktop over: the browser says so and does not fight back.
+    conn, reply, banner = open_desktop((node.port, node.cert))
+    with conn:
+        assert reply.status == 101 and banner == b"RFB 003.008\n"
+        until(page, lambda d: "opened elsewhere" in status(d))
+        assert page.find_element(By.ID, "reconnect").is_displayed()
+    # What the console may say: the refused password's 401, the dropped and taken-over
+    # WebSocket; nothing else (no script error).
+    assert [e for e in console_errors(page)
+            if "status of 401" not in e and "WebSocket" not in e] == []
+
+
+def _l7r_pid(demo):
+    rows = demo.sql("SELECT l7r_pid FROM vm_runtimes WHERE vm_id = 1")
+    return rows[0][0] if rows else None
