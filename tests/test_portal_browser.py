@@ -17,6 +17,7 @@ from test_l7r import open_desktop
 
 By = pytest.importorskip("selenium.webdriver.common.by").By  # a skip (a failure under CI)
 ActionChains = pytest.importorskip("selenium.webdriver").ActionChains
+Keys = pytest.importorskip("selenium.webdriver.common.keys").Keys
 
 # Distinct colours among a grid of the canvas's pixels, and a digest of them all (the page's
 # own canvas: same origin, so readable).
@@ -91,8 +92,8 @@ def test_the_desktop_in_a_browser(demo, node, page, tmp_path):
     # Typing reaches the terminal: the command it runs leaves a file, and the screen changes.
     mark = f"/tmp/qvd-portal-typed-{uuid.uuid4().hex[:8]}"
     screen = page.find_element(By.CSS_SELECTOR, "#screen canvas")
-    ActionChains(page).move_to_element_with_offset(screen, -painted["width"] // 2 + 60,
-                                                   -painted["height"] // 2 + 60).click().perform()
+    in_terminal = (-painted["width"] // 2 + 60, -painted["height"] // 2 + 60)  # no WM: focus
+    ActionChains(page).move_to_element_with_offset(screen, *in_terminal).click().perform()
     ActionChains(page).send_keys(f"touch {mark}; echo typed-in-a-browser\n").perform()
     try:
         wait_until(lambda: os.path.exists(mark), 20, "the typed command to run")
@@ -100,6 +101,36 @@ def test_the_desktop_in_a_browser(demo, node, page, tmp_path):
         if os.path.exists(mark):
             os.unlink(mark)
     until(page, lambda d: canvas(d)["digest"] != painted["digest"])
+
+    # The clipboard both ways. To the desktop: text sent from the panel is what the terminal
+    # pastes (Shift+Insert); from it: a line selected in the terminal reaches the panel.
+    clipped = f"/tmp/qvd-portal-clip-{uuid.uuid4().hex[:8]}"
+    page.find_element(By.ID, "clipboard-toggle").click()
+    panel = page.find_element(By.ID, "clipboard-text")
+    panel.clear()
+    panel.send_keys(clipped)
+    page.find_element(By.ID, "clipboard-send").click()
+    page.find_element(By.ID, "clipboard-toggle").click()  # the panel closed: the screen as before
+    until(page, lambda d: (c := canvas(d)) and c["height"] == painted["height"])
+    ActionChains(page).move_to_element_with_offset(screen, *in_terminal).click().perform()
+    before = canvas(page)["digest"]
+    ActionChains(page).key_down(Keys.SHIFT).send_keys(Keys.INSERT).key_up(Keys.SHIFT).perform()
+    until(page, lambda d: canvas(d)["digest"] != before)  # pasted (xterm asks, then inserts)
+    ActionChains(page).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL) \
+        .send_keys("touch \n").perform()
+    try:
+        wait_until(lambda: os.path.exists(clipped), 20, "the pasted path to be touched")
+    except AssertionError:
+        screenshot(page, os.path.join(pictures, "portal-clipboard-failed.png"))
+        raise
+    finally:
+        if os.path.exists(clipped):
+            os.unlink(clipped)
+    page.execute_script("arguments[0].value = ''", panel)  # (hidden: not typed into)
+    first_line = (-painted["width"] // 2 + 60, -painted["height"] // 2 + 8)
+    ActionChains(page).move_to_element_with_offset(screen, *first_line) \
+        .click().click().click().perform()  # xterm: a triple click selects the line
+    assert "root@vm" in until(page, lambda d: panel.get_attribute("value"))
 
     # The remote screen follows the window (SetDesktopSize; Xvnc resizes its framebuffer).
     # (Headless Chromium keeps its window's size: the viewport is what a resize changes.)
