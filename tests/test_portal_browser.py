@@ -10,66 +10,21 @@ import uuid
 
 import pytest
 
-from browser import console_errors, no_external_requests, screenshot, wait_for
+from browser import console_errors, no_external_requests, screenshot
 from hkd_nodes import l7r_node
 from hkd_nodes import wait_for as wait_until
+from portal_page import canvas, connected, log_in, status, until
 from test_l7r import open_desktop
 
 By = pytest.importorskip("selenium.webdriver.common.by").By  # a skip (a failure under CI)
 ActionChains = pytest.importorskip("selenium.webdriver").ActionChains
 Keys = pytest.importorskip("selenium.webdriver.common.keys").Keys
 
-# Distinct colours among a grid of the canvas's pixels, and a digest of them all (the page's
-# own canvas: same origin, so readable).
-CANVAS_FACTS = """
-const canvas = document.querySelector('#screen canvas');
-if (!canvas || !canvas.width) return null;
-const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-const colours = new Set();
-let digest = 0;
-for (let i = 0; i < data.length; i += 4 * 97) {
-    colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
-    digest = (digest * 31 + data[i] + data[i + 1] * 7 + data[i + 2] * 13) >>> 0;
-}
-return {colours: colours.size, digest, width: canvas.width, height: canvas.height,
-        screen: document.getElementById('screen').clientWidth};
-"""
-
-
 @pytest.fixture
 def node(demo, tmp_path):
     hkd = l7r_node(demo, tmp_path)
     yield hkd
     hkd.cleanup()
-
-
-def until(driver, condition, timeout: float = 30):
-    """wait_for, saying on a timeout what the page shows and what its console said."""
-    from selenium.common.exceptions import TimeoutException
-    try:
-        return wait_for(driver, condition, timeout)
-    except TimeoutException:
-        text = driver.find_element(By.TAG_NAME, "body").text
-        raise AssertionError(f"page shows: {text!r}; console: {driver.get_log('browser')}")
-
-
-def status(driver) -> str:
-    return driver.find_element(By.ID, "status").text
-
-
-def canvas(driver) -> dict | None:
-    return driver.execute_script(CANVAS_FACTS)
-
-
-def log_in(driver, node, password="secret") -> None:
-    driver.get(f"https://127.0.0.1:{node.port}/")
-    driver.find_element(By.ID, "login").send_keys("alice@acme")
-    driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "submit").click()
-
-
-def connected(driver) -> bool:
-    return driver.find_element(By.ID, "client").get_attribute("data-state") == "connected"
 
 
 def test_the_desktop_in_a_browser(demo, node, page, tmp_path):

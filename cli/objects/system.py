@@ -249,7 +249,8 @@ def start(admin, debug):
     qvd_admin = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "qvd-admin")
     click.echo(f"""
 QVD is up: node '{admin.cfg.get('nodename')}', state under {home}.
-Desktop clients connect to https://<this machine>:{admin.cfg.get('l7r.port')} (self-signed certificate).
+Desktop clients connect to https://<this machine>:{admin.cfg.get('l7r.port')} (self-signed certificate);
+in a browser, the same address is the desktop portal (log in as {DEMO['login']}@{DEMO['tenant']}).
 The web administration tool: https://<this machine>:{admin.cfg.get('api.port')}/wat/ and the API: \
 /api/v1/docs (administrator {DEMO['login']}@{DEMO['tenant']}, password '{DEMO['password']}').
 Demo: tenant '{DEMO['tenant']}', user '{DEMO['login']}@{DEMO['tenant']}' (password '{DEMO['password']}'), \
