@@ -23,7 +23,7 @@ import time
 import traceback
 
 from . import (api_bench, backend_bench, desktop_bench, failover_bench, hkd_bench, l7r_bench,
-               scale_bench, wat_bench)
+               portal_bench, scale_bench, wat_bench)
 from .common import Row, fmt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,6 +52,8 @@ def _benches(args) -> list[tuple[str, object, object]]:
                                                                  failover_timings)),
         ("api", api_bench, lambda: api_bench.run(20 if quick else 200, 2 if quick else 5)),
         ("wat", wat_bench, lambda: wat_bench.run(50 if quick else 200)),
+        ("portal", portal_bench, lambda: portal_bench.run(3 if quick else 10,
+                                                           2 if quick else 5)),
         ("scale", scale_bench, lambda: scale_bench.run(
             (1, 2) if quick else args.sizes, args.processes, 2 if quick else 10)),
     ]
