@@ -27,7 +27,7 @@ from .problems import Problem
 from .session import acting
 
 RESOURCES = {"tenants": "tenant", "users": "user", "tokens": "user token", "osfs": "osf",
-             "dis": "di", "vms": "vm", "hosts": "host", "configs": "config",
+             "dis": "di", "vms": "vm", "pools": "pool", "hosts": "host", "configs": "config",
              "sessions": "session", "logs": "log", "admins": "admin",
              "administrators": "admin", "roles": "role", "acls": "acl"}
 RESERVED = {"tenant", "order_by", "offset", "limit"}

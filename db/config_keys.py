@@ -190,6 +190,13 @@ KEYS: list[Key] = [
        "LDAP attribute whose value, read from the entry bound, is the user's login."),
     _k("l7r.auth.login.case_insensitive", 1, "bool",
        "Logins differing only in case are one user (an exact match wins over a folded one)."),
+    # --- desktop pools (db/ops/pools.py, hkd/pool_keeper.py, l7r/pools.py) ------------------
+    _k("pool.max_preparing", 4, "int",
+       "Most VMs of one pool being created or started at once (a login storm must not start "
+       "a thousand VMs): the pool keepers and the L7Rs wait for starts to finish."),
+    _k("pool.poll.interval", 10, "float",
+       "Seconds between a node's pool-keeping passes when no change wakes it (notifications "
+       "on qvd_pools wake it at once; this only covers lost ones)."),
     # --- VMs --------------------------------------------------------------------------------
     _k("vm.hypervisor", "lxc", "enum:lxc|kvm|process", "Backend that runs this node's VMs."),
     _k("vm.network.bridge", "qvdnet", "str", "Bridge the VMs are plugged into."),

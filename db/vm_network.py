@@ -21,9 +21,15 @@ def vm_range(start: str, netmask: str) -> tuple[ipaddress.IPv4Address, ipaddress
 def free_addresses(db, start: str, netmask: str, count: int) -> list[str]:
     """The first `count` addresses of the range that no VM or host uses; db: fetch/execute
     (db/runtime), locked until its transaction ends."""
-    first, last = vm_range(start, netmask)
     db.execute(ADDRESS_LOCK)
-    used = {ipaddress.ip_address(row["address"]) for row in db.fetch(USED) if row["address"]}
+    return pick_free(db.fetch(USED), start, netmask, count)
+
+
+def pick_free(used_rows: list[dict], start: str, netmask: str, count: int) -> list[str]:
+    """The first `count` addresses of the range not among USED's rows (qvd-hkd's pool keeper
+    runs ADDRESS_LOCK and USED on its own asynchronous connection)."""
+    first, last = vm_range(start, netmask)
+    used = {ipaddress.ip_address(row["address"]) for row in used_rows if row["address"]}
     found: list[str] = []
     candidate = first
     while len(found) < count and candidate <= last:

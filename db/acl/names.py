@@ -54,6 +54,12 @@ ACLS: dict[str, str] = {
     "vm.update.di-tag": "change VMs' DI tag",
     "vm.update.expiration": "change VMs' soft and hard expiration",
     **_properties("vm"),
+    "pool.see-main.": "list desktop pools and their members (new)",
+    "pool.create.": "add desktop pools (new)",
+    "pool.delete.": "delete desktop pools and their VMs (new)",
+    "pool.update.sizes": "change pools: sizes, DI tag, assignment, VM names (new)",
+    "pool.update.block": "block and unblock pools (new)",
+    "pool.update.members": "choose the users who may use pools (new)",
     "host.see-main.": "list nodes",
     "host.create.": "add nodes",
     "host.delete.": "delete nodes",
@@ -83,7 +89,7 @@ ACLS: dict[str, str] = {
 # Changing or deleting several objects at once needs the `-massive` form as well (QVD's
 # `vm.update-massive.state`): a role that may stop one VM cannot stop a whole filter's worth
 # by a slip. Renaming and passwords only ever change one object.
-MASSIVE_OBJECTS = ("tenant", "user", "osf", "di", "vm", "host", "administrator")
+MASSIVE_OBJECTS = ("tenant", "user", "osf", "di", "vm", "host", "administrator", "pool")
 SINGLE_ONLY = frozenset({"vm.update.name", "user.update.password",
                          "administrator.update.password"})
 

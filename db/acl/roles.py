@@ -25,6 +25,8 @@ class RoleDefinition:
 BUILTIN_ROLES: dict[str, RoleDefinition] = {
     "Reader": RoleDefinition("sees every object", ("*.see-main.", "*.see.*"), internal=True),
     "VM Manager": RoleDefinition("everything about VMs", ("vm.*",), internal=True),
+    "Pool Manager": RoleDefinition("everything about desktop pools", ("pool.*",),
+                                   internal=True),
     "User Manager": RoleDefinition("everything about users", ("user.*",), internal=True),
     "Image Manager": RoleDefinition("everything about OSFs and DIs", ("osf.*", "di.*"),
                                     internal=True),
@@ -40,8 +42,8 @@ BUILTIN_ROLES: dict[str, RoleDefinition] = {
         roles=("Operator L1", "VM Manager"),
         deny=("vm.create.*", "vm.delete.", "vm.delete-massive.", "vm.update.name")),
     "Operator L3": RoleDefinition(
-        "tenant manager: users, VMs, OSFs, DIs, administrators and configuration",
-        roles=("Operator L1", "VM Manager", "User Manager", "Image Manager",
+        "tenant manager: users, VMs, pools, OSFs, DIs, administrators and configuration",
+        roles=("Operator L1", "VM Manager", "Pool Manager", "User Manager", "Image Manager",
                "Administrator Manager", "Configuration Manager")),
     "Root": RoleDefinition("every ACL", ("*",)),
 }

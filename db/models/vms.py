@@ -14,14 +14,23 @@ class Vm(Base):
     __tablename__ = "vms"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"),
+                                           index=True)
+    # NULL: a pool's spare, nobody's yet (a VM outside pools always has its user).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"),
+                                                index=True)
     osf_id: Mapped[int] = mapped_column(ForeignKey("osfs.id", ondelete="RESTRICT"))
     di_tag: Mapped[str] = mapped_column(Text, server_default="default")
     ip: Mapped[str] = mapped_column(INET, unique=True)
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)
     __table_args__ = (UniqueConstraint("user_id", "name"),
-                      CheckConstraint("name <> ''", name="name_not_empty"))
+                      UniqueConstraint("pool_id", "name"),
+                      UniqueConstraint("pool_id", "user_id"),  # one VM per user and pool
+                      CheckConstraint("name <> ''", name="name_not_empty"),
+                      CheckConstraint("pool_id IS NOT NULL OR user_id IS NOT NULL",
+                                      name="owned_or_pooled"))
 
 
 class VmRuntime(Base):

@@ -3,7 +3,7 @@ moment, so after a retag or a new DI the running VMs keep their old image until 
 start; this lists, per OSF and tag, how many running VMs still do."""
 from sqlalchemy import func, select
 
-from qvd.db.models import Di, DiTag, Osf, Tenant, User, Vm, VmRuntime
+from qvd.db.models import Di, DiTag, Osf, Tenant, Vm, VmRuntime
 
 from .errors import NotFound
 from .grammar import check_keys
@@ -22,7 +22,7 @@ def rollout(admin, call):
     behind = func.count().filter(VmRuntime.current_di_id != DiTag.di_id)
     stmt = (select(Tenant.name, Osf.name, Vm.di_tag, Di.version, func.count(), behind)
             .select_from(Vm).join(VmRuntime, VmRuntime.vm_id == Vm.id)
-            .join(User, User.id == Vm.user_id).join(Tenant, Tenant.id == User.tenant_id)
+            .join(Tenant, Tenant.id == Vm.tenant_id)
             .join(Osf, Osf.id == Vm.osf_id)
             .join(DiTag, (DiTag.osf_id == Vm.osf_id) & (DiTag.tag == Vm.di_tag))
             .join(Di, Di.id == DiTag.di_id)

@@ -6,7 +6,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import aliased
 
 from qvd.db.images import DEFAULT, osf_has_tag
-from qvd.db.models import Di, Host, Osf, Tenant, User, Vm, VmCounter, VmRuntime
+from qvd.db.models import Di, Host, Osf, Pool, Tenant, User, Vm, VmCounter, VmRuntime
 from qvd.db.runtime import OnSession
 from qvd.db.vm_network import AddressError, check_address, free_addresses
 
@@ -29,12 +29,13 @@ VIEW = ObjectView("vm", {
     "user_state": VmRuntime.user_state, "blocked": VmRuntime.blocked,
     "di": CurrentDi.version, "expiration_soft": VmRuntime.expiration_soft,
     "expiration_hard": VmRuntime.expiration_hard, "last_error": VmRuntime.last_error,
-    "description": Vm.description,
-}, (select(Vm).join(VmRuntime, VmRuntime.vm_id == Vm.id).join(User, User.id == Vm.user_id)
-    .join(Tenant, Tenant.id == User.tenant_id).join(Osf, Osf.id == Vm.osf_id)
-    .outerjoin(Host, Host.id == VmRuntime.host_id)
+    "description": Vm.description, "pool": Pool.name,
+}, (select(Vm).join(VmRuntime, VmRuntime.vm_id == Vm.id).outerjoin(User, User.id == Vm.user_id)
+    .join(Tenant, Tenant.id == Vm.tenant_id).join(Osf, Osf.id == Vm.osf_id)
+    .outerjoin(Pool, Pool.id == Vm.pool_id).outerjoin(Host, Host.id == VmRuntime.host_id)
     .outerjoin(CurrentDi, CurrentDi.id == VmRuntime.current_di_id)), tenant=Tenant.name,
-    ids={"user_id": User.id, "osf_id": Osf.id, "host_id": Host.id, "tenant_id": Tenant.id})
+    ids={"user_id": User.id, "osf_id": Osf.id, "host_id": Host.id, "tenant_id": Tenant.id,
+         "pool_id": Pool.id})
 
 
 def _check_tag(s, osf: Osf, tag: str) -> str:
@@ -71,8 +72,8 @@ def add(admin, call):
                    else free_addresses(OnSession(s), start, netmask, len(names)))
         except AddressError as exc:
             raise DomainError(str(exc)) from None
-        vms = [Vm(name=name, user_id=user.id, osf_id=osf.id, di_tag=tag, ip=ip,
-                  description=args.get("description")) for name, ip in zip(names, ips)]
+        vms = [Vm(name=name, tenant_id=user.tenant_id, user_id=user.id, osf_id=osf.id,
+                  di_tag=tag, ip=ip, description=args.get("description")) for name, ip in zip(names, ips)]
         s.add_all(vms)
         s.flush()
         s.add_all([VmRuntime(vm_id=vm.id) for vm in vms] + [VmCounter(vm_id=vm.id) for vm in vms])

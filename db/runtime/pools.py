@@ -1,0 +1,62 @@
+"""The statements on pool VMs that qvd-hkd's pool keeper (asynchronous) and the L7R (handing
+out) both send: the pool's lock, its VMs as they are, a new VM. Whoever decides how many VMs
+a pool has, or starts one of them, holds the pool's lock for its transaction, so that max and
+pool.max_preparing hold across every node: the keepers try it (another node is at it: fine),
+the L7R waits for it (a few milliseconds)."""
+from __future__ import annotations
+
+TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('qvd: pool'), %(pool)s) AS got"
+LOCK = "SELECT pg_advisory_xact_lock(hashtext('qvd: pool'), %(pool)s)"
+CHANNEL = "qvd_pools"  # payload: the pool's id (migration 0012's triggers)
+
+POOL = """
+SELECT p.id, p.tenant_id, p.name, p.osf_id, p.di_tag, p.min, p.max, p.spare, p.blocked,
+       p.last_reason, o.memory
+FROM pools p JOIN osfs o ON o.id = p.osf_id"""
+
+# Its VMs, locked: a spare the keeper stops or deletes is not claimed meanwhile (the L7R's
+# claim skips locked rows), and a claim in flight is waited for.
+VMS = """
+SELECT v.id, v.user_id, r.vm_state, r.vm_cmd, r.blocked, r.host_id
+FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id
+WHERE v.pool_id = %(pool)s ORDER BY v.id FOR UPDATE OF v"""
+
+NEXT_NUMBER = """
+UPDATE pools SET vms_made = vms_made + 1 WHERE id = %(pool)s
+RETURNING vms_made AS n, vm_names, name"""
+
+NEW_VM = """
+INSERT INTO vms (name, tenant_id, user_id, pool_id, osf_id, di_tag, ip)
+SELECT %(name)s, p.tenant_id, %(user)s, p.id, p.osf_id, p.di_tag, %(ip)s
+FROM pools p WHERE p.id = %(pool)s RETURNING id"""
+NEW_VM_ROWS = ("INSERT INTO vm_runtimes (vm_id) VALUES (%(vm)s)",
+               "INSERT INTO vm_counters (vm_id) VALUES (%(vm)s)")
+
+# Only a stopped spare nobody asked anything of goes (a pool shrinking back).
+DELETE_SPARE = """
+DELETE FROM vms v USING vm_runtimes r
+WHERE v.id = %(vm)s AND r.vm_id = v.id AND v.user_id IS NULL AND r.vm_state = 'stopped'
+  AND r.vm_cmd IS NULL AND r.host_id IS NULL"""
+
+REASON = """
+UPDATE pools SET last_reason = %(reason)s, last_reason_at = now()
+WHERE id = %(pool)s AND last_reason IS DISTINCT FROM %(reason)s"""
+
+
+def preparing(vm: dict) -> bool:
+    """Being started: what pool.max_preparing counts."""
+    return vm["vm_state"] == "starting" or vm["vm_cmd"] == "start"
+
+
+def up(vm: dict) -> bool:
+    """Running or on its way there, and not asked to stop."""
+    return (vm["vm_state"] == "running" and vm["vm_cmd"] is None) or preparing(vm)
+
+
+def idle(vm: dict) -> bool:
+    """Stopped, asked nothing, not blocked: may be started or deleted."""
+    return vm["vm_state"] == "stopped" and vm["vm_cmd"] is None and not vm["blocked"]
+
+
+def vm_name(pattern: str, pool: str, number: int) -> str:
+    return pattern.replace("{pool}", pool).replace("{n}", str(number))
