@@ -65,7 +65,7 @@ VM_STATES = ("starting", "running", "stopping", "zombie")
 
 for _reason in FENCE_REASONS:  # every series exists from the start: rate() needs a zero
     FENCES.labels(_reason)
-for _conn in ("main", "monitor"):
+for _conn in ("main", "monitor", "pools"):
     DB_RECONNECTS.labels(_conn)
     DB_ERRORS.labels(_conn)
 

@@ -24,6 +24,7 @@ from .lease import LeaseKeeper
 from .metrics import NodeCollector
 from .node_life import ROW_STATE, NodeLife
 from .pidfile import PidFile
+from .pool_keeper import PoolKeeper
 from .supervisor import supervised
 from .vm_actions import VmActions
 from .vm_machine import Event, VmMachine
@@ -127,6 +128,7 @@ class Node:
                                  asyncio.Semaphore(self.cfg.get_int("internal.hkd.max_heavy")))
         self.lease = LeaseKeeper(self, os.path.join(self.run_dir, f"hkd-{self.name}.heartbeat"))
         self.l7r = L7rRunner(self)
+        self.pools = PoolKeeper(self)
 
     def ensure_watchdog(self) -> None:
         """The watchdog outlives the HKD on purpose; a new HKD reuses a live one."""
@@ -320,7 +322,8 @@ class Node:
         await self.l7r.ensure()
         loops = [("lease", self.lease.run), ("cluster monitor", lambda: cluster.monitor(self)),
                  ("command listener", lambda: commands.listen(self)),
-                 ("liveness sync", self.sync_liveness), ("helpers", self._watch_helpers)]
+                 ("liveness sync", self.sync_liveness), ("helpers", self._watch_helpers),
+                 ("pool keeper", self.pools.run)]
         if await self.serve_metrics():
             loops.append(("cluster metrics", self.cluster_metrics.run))
         background = [asyncio.create_task(supervised(self, name, loop), name=name)
@@ -397,6 +400,7 @@ class Node:
                 REGISTRY.unregister(collector)
         await self.db.close()
         await self.monitor_db.close()
+        await self.pools.db.close()
         self._lock.close()  # releases the node's lock
         self.life.fire("stopped")
         log.info("node %s stopped", self.name)

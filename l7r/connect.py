@@ -20,13 +20,14 @@ from qvd.db.notify import vm_state_channel
 from qvd.db.runtime import vm_commands
 from qvd.vma import secret
 
+from . import pools
 from .http import HttpError
 from .proxy import Traffic, splice
 from .session_end import GIVE_BACK, SessionEnd, journal, journal_dir, write_with_retries
 from .session_params import x_start_params
 
 STATE_COLUMNS = """r.vm_state, r.vm_cmd, r.last_error, host(r.vm_address) AS address,
-       r.vm_vma_port, r.vm_x_port, r.vma_secret, o.memory"""
+       r.vm_vma_port, r.vm_x_port, r.vma_secret, o.memory, v.id, v.pool_id"""
 
 # Taking the VM returns its state, so a running VM needs no second read.
 TAKE = f"""
@@ -100,7 +101,10 @@ class Connect:
             return vm
         if vm["vm_state"] == "stopped" and vm["vm_cmd"] is None:
             self.progress("Assigning VM to host")
-            sent = vm_commands.place_and_start(self.db, self.cfg, self.vm_id, vm["memory"])
+            sent = (vm_commands.place_and_start(self.db, self.cfg, self.vm_id, vm["memory"])
+                    if vm["pool_id"] is None else pools.start_in_turn(self, vm))
+            if sent is None:
+                raise unavailable("too many desktops of its pool are starting")
             if sent is not vm_commands.Start.SENT:
                 raise unavailable(sent.value)
             self.progress("Starting virtual machine")

@@ -12,6 +12,7 @@ from qvd.db.runtime import vm_commands
 from .auth import PLUGINS, AuthFailed, ChecksBusy, Identity, authenticate, backoff, chain
 from .auth import parse_authorization
 from .auth import token as tokens
+from . import pools
 from .connect import Connect
 from .http import HttpError, Request
 from .session_params import CLIENT_PREFIXES
@@ -192,7 +193,8 @@ def ping(session: Session, req: Request) -> None:
 def list_of_vm(session: Session, req: Request) -> None:
     user = session.require_user(req)
     session.require_serving()
-    _json(session, session.db.fetch(USER_VMS, {"user": user.user_id}))
+    _json(session, session.db.fetch(USER_VMS, {"user": user.user_id})
+          + session.db.fetch(pools.ENTRIES, {"user": user.user_id}))
 
 
 def authenticate_user(session: Session, req: Request) -> None:
@@ -227,8 +229,12 @@ def vm_id_of(req: Request) -> int:
         raise HttpError(422, "The id parameter must be a number\n") from None
 
 
-def owned_vm(session: Session, user: Identity, vm_id: int) -> dict:
-    """The user's own VM; anything else, another user's included, is simply not found."""
+def owned_vm(session: Session, user: Identity, vm_id: int, claim: bool = True) -> dict:
+    """The user's own VM; anything else, another user's included, is simply not found. A
+    negative id is a pool's entry (l7r/pools.py): the user's VM of that pool, handed out
+    now unless claim is False."""
+    if vm_id < 0:
+        vm_id = (pools.hand_out if claim else pools.assigned)(session, user, -vm_id)
     vm = session.db.fetchone(OWNED_VM, {"vm": vm_id, "user": user.user_id})
     if vm is None:
         raise HttpError(404, "Virtual machine not found\n")
@@ -239,7 +245,7 @@ def stop_vm(session: Session, req: Request) -> None:
     """Ask the VM to stop; 102 while waiting; 200 once stopped, 408 when it takes too long."""
     user = session.require_user(req)
     session.require_serving()
-    vm = owned_vm(session, user, vm_id_of(req))
+    vm = owned_vm(session, user, vm_id_of(req), claim=False)
     channel = vm_state_channel(vm["id"])
     db = session.db
     db.execute(f"LISTEN {channel}")

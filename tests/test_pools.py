@@ -3,6 +3,13 @@ process-backend nodes; handing out through the L7R to many users at once."""
 from __future__ import annotations
 
 import json
+import signal
+import threading
+import time
+
+from hkd_nodes import l7r_node, wait_for
+from qvd.db.passwords import hash_password
+from test_l7r import connect, open_desktop
 
 POOL_ADD = ["pool", "add", "-t", "acme", "name=lab", "osf=desktop"]
 
@@ -41,3 +48,134 @@ def test_pool_cli_add_members_list_edit_block_del_and_bad_input(demo):
 
     demo.ok("pool", "del", "-t", "acme", "-f", "name=lab")
     assert demo.sql("SELECT count(*) FROM pools")[0][0] == 0
+
+
+def _pool_row(demo) -> dict:
+    rows = json.loads(demo.ok("pool", "list", "-t", "acme", "--json"))
+    return rows[0]
+
+
+def _spares_on(demo, node: str) -> int:
+    return demo.sql("SELECT count(*) FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
+                    "JOIN hosts h ON h.id = r.host_id WHERE v.pool_id IS NOT NULL "
+                    "AND v.user_id IS NULL AND r.vm_state = 'running' AND h.name = :n",
+                    n=node)[0][0]
+
+
+class Sampler:
+    """Samples, in the background, the most VMs the pool had and the most starting at once."""
+
+    def __init__(self, demo):
+        self.demo, self.most_vms, self.most_preparing = demo, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            (vms, preparing), = self.demo.sql(
+                "SELECT count(*), count(*) FILTER (WHERE r.vm_state = 'starting' "
+                "OR r.vm_cmd = 'start') FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
+                "WHERE v.pool_id IS NOT NULL")
+            self.most_vms = max(self.most_vms, vms)
+            self.most_preparing = max(self.most_preparing, preparing)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_max(demo,
+                                                                                 tmp_path):
+    """min 3, spare 2, max 4, at most 2 starting: the spares come up (on node2, node1 being
+    blocked); node2 is killed and node1 replaces its spares; six users connect at once:
+    four get a desktop each (no VM twice), two hear the pool is full; nothing ever exceeds
+    max or pool.max_preparing."""
+    # six logins at once from one address are not an attack
+    demo.ok("config", "set", "pool.max_preparing=2", "l7r.auth.backoff.max_failures=20")
+    demo.ok("host", "add", "name=node2", "address=127.0.0.3")
+    logins = [f"u{n}" for n in range(1, 7)]
+    password = hash_password("pw")
+    for login in logins:
+        demo.sql("INSERT INTO users (tenant_id, login, password) "
+                 "SELECT id, :login, :password FROM tenants WHERE name = 'acme'",
+                 login=login, password=password)
+    nodes = []
+    try:
+        nodes = [l7r_node(demo, tmp_path, name) for name in ("node1", "node2")]
+        node1, node2 = nodes
+        demo.ok("host", "block", "-f", "name=node1")
+        with Sampler(demo) as sampler:
+            demo.ok(*POOL_ADD, "min=3", "spare=2", "max=4")
+            demo.ok("pool", "members", "-t", "acme", "-f", "name=lab", "add=" + ",".join(logins))
+            wait_for(lambda: _spares_on(demo, "node2") == 2, 30, "two spares on node2")
+            wait_for(lambda: (row := _pool_row(demo))["last_reason"].startswith("settled"),
+                     15, "the pool to settle")
+            row = _pool_row(demo)
+            assert (row["vms"], row["spare_running"], row["stopped"], row["assigned"]) == \
+                (3, 2, 1, 0), row
+
+            demo.ok("host", "unblock", "-f", "name=node1")
+            node2.signal(signal.SIGKILL)  # its watchdog kills its VMs; node1 declares it lost
+            wait_for(lambda: _spares_on(demo, "node1") == 2, 40,
+                     "node1 to replace the lost node's spares")
+            assert node2.state()[0] == "lost"
+
+            with connect((node1.port, node1.cert), "u1@acme", "pw") as conn:
+                entries = conn.list_of_vm().json()
+            assert {"id": -1, "name": "lab", "state": "stopped", "blocked": 0} in entries
+
+            replies, errors = {}, []
+
+            def user(login):
+                try:
+                    conn, reply, banner = open_desktop((node1.port, node1.cert),
+                                                       f"{login}@acme", "pw", vm_id=-1)
+                    replies[login] = (conn, reply, banner)
+                except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                    errors.append(f"{login}: {exc!r}")
+            crowd = [threading.Thread(target=user, args=(login,)) for login in logins]
+            for thread in crowd:
+                thread.start()
+            for thread in crowd:
+                thread.join(120)
+            try:
+                assert not errors, errors
+                got = sorted(login for login, (_, reply, banner) in replies.items()
+                             if reply.status == 101 and banner == b"RFB 003.008\n")
+                full = sorted(login for login, (_, reply, _) in replies.items()
+                              if reply.status == 503
+                              and b"the pool 'lab' is full" in reply.body)
+                assert (len(got), len(full), sorted(got + full)) == (4, 2, logins), \
+                    {login: (r.status, r.body) for login, (_, r, _) in replies.items()}
+                given = demo.sql("SELECT u.login, v.id FROM vms v JOIN users u "
+                                 "ON u.id = v.user_id WHERE v.pool_id IS NOT NULL")
+                assert sorted(login for login, _ in given) == got
+                assert len({vm for _, vm in given}) == 4  # no VM given twice
+                connected = demo.sql("SELECT login, vm_id FROM sessions WHERE ended_at IS NULL")
+                assert sorted(connected) == sorted((f"{l}@acme", vm) for l, vm in given)
+            finally:
+                for conn, _, _ in replies.values():
+                    conn.close()
+        assert sampler.most_vms == 4 and sampler.most_preparing <= 2, \
+            (sampler.most_vms, sampler.most_preparing)
+        assert "max 4" in _pool_row(demo)["last_reason"]
+
+        # A persistent assignment stays: the user's VM is listed as theirs, not the pool.
+        vm_of_first = dict(given)[got[0]]
+        with connect((node1.port, node1.cert), f"{got[0]}@acme", "pw") as conn:
+            ids = [entry["id"] for entry in conn.list_of_vm().json()]
+        assert ids == [vm_of_first]
+        conn, reply, _ = open_desktop((node1.port, node1.cert), f"{got[0]}@acme", "pw",
+                                      vm_id=-1)
+        with conn:
+            assert reply.status == 101
+        assert demo.sql("SELECT vm_id FROM sessions ORDER BY id DESC LIMIT 1") == [
+            (vm_of_first,)]
+    finally:
+        for node in nodes:
+            node.cleanup()

@@ -13,6 +13,7 @@ from qvd.db.runtime import vm_commands
 
 from ..auth import chain
 from ..auth import token as tokens
+from .. import pools
 from ..endpoints import owned_vm, vm_id_of
 from ..http import HttpError, Request
 from .cookie import clear_cookie, portal_token, require_portal_user, same_origin, set_cookie
@@ -25,12 +26,14 @@ HEADERS = [("Cache-Control", "no-store"), ("X-Frame-Options", "DENY"),
            ("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; "
                                        "frame-ancestors 'none'; form-action 'self'")]
 
-DESKTOPS = """
+DESKTOPS = f"""
 SELECT v.id, v.name, r.vm_state AS state, r.blocked, r.user_state,
        extract(epoch FROM r.expiration_soft)::float8 AS expiration_soft,
        extract(epoch FROM r.expiration_hard)::float8 AS expiration_hard
 FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id JOIN osfs o ON o.id = v.osf_id
-WHERE v.user_id = %(user)s AND NOT o.is_application ORDER BY v.name, v.id"""
+WHERE v.user_id = %(user)s AND NOT o.is_application
+UNION ALL {pools.PORTAL_ENTRIES}
+ORDER BY name, id"""
 
 _environment = None
 
@@ -126,7 +129,8 @@ def stop(session, req: Request) -> None:
     form = _require_form(req)
     user = require_portal_user(session, req)
     session.require_serving()
-    vm = owned_vm(session, user, vm_id_of(Request("POST", req.path, list(form.items()), {})))
+    vm = owned_vm(session, user, vm_id_of(Request("POST", req.path, list(form.items()), {})),
+                  claim=False)  # a pool's entry: stopping hands out nothing
     vm_commands.stop(session.db, vm["id"])
     redirect(session, "/")
 
