@@ -65,7 +65,7 @@ class WebSocket:
     the HTTP refusal), then messages."""
 
     def __init__(self, port: int, path: str, cookie: str | None = None,
-                 origin: str | None = "self"):
+                 origin: str | None = "self", cookie_name: str = "qvd_portal"):
         self.sock = tls_socket(port)
         self.ws = WSConnection(ConnectionType.CLIENT)
         headers = []
@@ -73,10 +73,10 @@ class WebSocket:
             headers.append((b"Origin", (f"https://127.0.0.1:{port}" if origin == "self"
                                         else origin).encode()))
         if cookie is not None:
-            headers.append((b"Cookie", f"qvd_portal={cookie}".encode()))
+            headers.append((b"Cookie", f"{cookie_name}={cookie}".encode()))
         self.sock.sendall(self.ws.send(Request(host=f"127.0.0.1:{port}", target=path,
                                                extra_headers=headers)))
-        self.status, self.refusal, self.events = None, b"", []
+        self.status, self.refusal, self.events, self.closed = None, b"", [], None
         while self.status is None:
             self._receive()
 
@@ -125,6 +125,19 @@ class WebSocket:
             if isinstance(event, BytesMessage):
                 got += event.data
         return got
+
+    def recv(self, _size: int = 0) -> bytes:
+        """The next binary message (b"" once closed): the tunnel as a socket for rfb.Stream."""
+        while (event := self.next_event()) is not None:
+            if isinstance(event, BytesMessage):
+                return bytes(event.data)
+            if isinstance(event, CloseConnection):
+                self.closed = event.code
+                return b""
+        return b""
+
+    def sendall(self, data: bytes) -> None:
+        self.send_bytes(data)
 
     def close(self) -> None:
         self.sock.close()

@@ -9,6 +9,8 @@ lists.py      lists with filters, sorting, pages, columns and bulk actions
 details.py    one object: every field, properties, related objects, its actions
 forms.py      creating and changing objects, DI upload, settings
 catalog.py    which columns and actions each list offers
+spy.py        watching a user's desktop (vm spy): the page and its WebSocket
+rfb_input.py  what a watcher's viewer may send to the desktop (view only: no input)
 live.py    database changes pushed to open pages (LISTEN/NOTIFY → Server-Sent Events)
 assets.py  htmx and its SSE extension, served from the npm install (node_modules/)
 """

@@ -1,5 +1,5 @@
 """The WAT's static files: our own stylesheet and script (static/), and the npm packages the
-install script puts in node_modules/ (htmx and its Server-Sent Events extension), served
+install script puts in node_modules/ (htmx and its Server-Sent Events extension, noVNC), served
 locally so that no page loads anything from another site."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ HERE = Path(__file__).resolve().parent
 NODE_MODULES = HERE.parent / "node_modules"
 # URL under /wat/vendor/ -> the built files of an npm package.
 VENDOR = {"htmx": NODE_MODULES / "htmx.org" / "dist",
-          "htmx-sse": NODE_MODULES / "htmx-ext-sse" / "dist"}
+          "htmx-sse": NODE_MODULES / "htmx-ext-sse" / "dist",
+          "novnc": NODE_MODULES / "@novnc" / "novnc"}  # the desktop watching page
 
 log = logging.getLogger("qvd.wat")
 

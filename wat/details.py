@@ -47,6 +47,10 @@ def _resource(resource: str) -> str:
     return OBJECTS[resource]
 
 
+# A VM's desktop watched for support (wat/spy.py): label, query, the arguments it needs.
+WATCH = (("Watch the desktop", "", ()), ("Use the desktop", "?interactive=1", ("interactive",)))
+
+
 @router.get("/{resource}/{key:int}", response_class=HTMLResponse)
 def detail(request: Request, resource: str, key: int):
     ctx = acting(request)
@@ -68,9 +72,11 @@ def detail(request: Request, resource: str, key: int):
              if offered(ctx, f"{obj} {verb}")]
     actions = [a for a in ACTIONS.get(resource, [])
                if allowed(ctx, a.operation(obj), a.argument_keys())]
+    watch = [(label, f"/wat/vms/{key}/spy{query}") for label, query, keys in WATCH
+             if obj == "vm" and allowed(ctx, "vm spy", keys)]
     return page(request, ctx, "detail.html", title=f"{TITLES[resource]}: {row.get('name') or key}",
                 resource=resource, obj=obj, kind=obj, key=key, row=row, sections=sections,
-                properties=properties, forms=forms, actions=actions,
+                properties=properties, forms=forms, actions=actions, watch=watch,
                 can_set_properties=allowed(ctx, f"{obj} propset"),
                 can_delete_properties=allowed(ctx, f"{obj} propdel"),
                 done=request.query_params.get("done"))

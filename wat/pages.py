@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from . import dashboard, details, forms, lists, login
+from . import dashboard, details, forms, lists, login, spy
 from .web import LoginNeeded, PageError, is_htmx, page, render, same_origin, to_login
 
 
@@ -38,5 +38,5 @@ def install(app) -> None:
     def _root():
         return RedirectResponse("/wat/", status_code=307)
 
-    for module in (login, dashboard, forms, lists, details):
+    for module in (login, dashboard, forms, spy, lists, details):
         app.include_router(module.router, include_in_schema=False)

@@ -53,6 +53,8 @@ ACLS: dict[str, str] = {
     "vm.update.description": "change VMs' descriptions",
     "vm.update.di-tag": "change VMs' DI tag",
     "vm.update.expiration": "change VMs' soft and hard expiration",
+    "vm.spy.": "watch users' desktops, view only",
+    "vm.spy.interactive": "use the users' desktops they watch (new)",
     **_properties("vm"),
     "pool.see-main.": "list desktop pools and their members (new)",
     "pool.create.": "add desktop pools (new)",

@@ -67,6 +67,7 @@ OPERATIONS: dict[str, Needs | None] = {
     "vm add": needs("vm.create.", di_tag="vm.create.di-tag"),
     "vm start": needs("vm.update.state"), "vm stop": needs("vm.update.state"),
     "vm disconnect": needs("vm.update.disconnect-user"),
+    "vm spy": needs("vm.spy.", interactive="vm.spy.interactive"),
     "vm rollout": needs("vm.see-main.", "di.see-main."),
     "vm edit": needs(name="vm.update.name", description="vm.update.description",
                      di_tag="vm.update.di-tag", expiration_soft="vm.update.expiration",

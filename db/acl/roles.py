@@ -38,9 +38,11 @@ BUILTIN_ROLES: dict[str, RoleDefinition] = {
                                   roles=("Reader",)),
     "Operator L2": RoleDefinition(
         "VM operator: starts, stops, blocks and disconnects VMs, changes their tag, expiry "
-        "and properties; does not add, delete or rename them",
+        "and properties, watches their desktops; does not add, delete or rename them, nor "
+        "use the desktops it watches",
         roles=("Operator L1", "VM Manager"),
-        deny=("vm.create.*", "vm.delete.", "vm.delete-massive.", "vm.update.name")),
+        deny=("vm.create.*", "vm.delete.", "vm.delete-massive.", "vm.update.name",
+              "vm.spy.interactive")),
     "Operator L3": RoleDefinition(
         "tenant manager: users, VMs, pools, OSFs, DIs, administrators and configuration",
         roles=("Operator L1", "VM Manager", "Pool Manager", "User Manager", "Image Manager",

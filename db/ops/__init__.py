@@ -4,5 +4,5 @@ module per object. Each takes a Context (who acts, from where) and a Request (fi
 arguments), checks the ACLs, validates, writes, records the audit entry and raises DomainError
 with a message a person understands. qvd-admin and qvd-api are front ends over REGISTRY."""
 from . import (acls, admins, configs, dis, hosts, logs, osfs, pools,  # noqa: F401 - they register
-               roles, sessions, tenants, users, vm_commands, vm_rollouts, vms)
+               roles, sessions, tenants, users, vm_commands, vm_rollouts, vm_spy, vms)
 from .registry import OBJECTS, REGISTRY  # noqa: F401
