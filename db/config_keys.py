@@ -194,6 +194,9 @@ KEYS: list[Key] = [
     _k("pool.max_preparing", 4, "int",
        "Most VMs of one pool being created or started at once (a login storm must not start "
        "a thousand VMs): the pool keepers and the L7Rs wait for starts to finish."),
+    _k("pool.release_after", 300, "float",
+       "Seconds a throw-away pool VM stays its user's after they leave; then it is stopped, "
+       "its home and overlay discarded, and it goes back to the pool."),
     _k("pool.poll.interval", 10, "float",
        "Seconds between a node's pool-keeping passes when no change wakes it (notifications "
        "on qvd_pools wake it at once; this only covers lost ones)."),

@@ -8,6 +8,9 @@
 | qvd_cmd_for_host<host_id>          | host_runtimes.cmd set                    | <cmd>              |
 | qvd_host_state                     | host_runtimes.state changed              | <host_id>:<state>  |
 | qvd_config_changed                 | configs or ssl_configs row changed       | <tenant_id>:<key>  |
+| qvd_pools                          | a pool's sizes changed, one of its VMs   | <pool_id>          |
+|                                    | came, went, was given out or changed     |                    |
+|                                    | state (migration 0012; pool keepers)     |                    |
 | qvd_changes                        | a listing field of a VM, node or session | JSON, below        |
 |                                    | changed, or such a row came or went      |                    |
 

@@ -74,7 +74,8 @@ class PoolKeeper:
                     return
                 vms = await self.db.fetch(sql.VMS, key)
                 cfg = await self._settings(pool["tenant_id"])
-                plan = decide(pool, vms, cfg.get_int("pool.max_preparing"))
+                plan = decide(pool, vms, cfg.get_int("pool.max_preparing"),
+                              cfg.get_float("pool.release_after"))
                 reason = await self._carry_out(pool, plan, cfg) or plan.reason
                 await self.db.fetch(sql.REASON, {"pool": pool_id, "reason": reason})
             if reason != pool["last_reason"]:
@@ -98,6 +99,8 @@ class PoolKeeper:
                 await self.db.fetch(REQUEST_STOP, {"vm": vm_id})
         for vm_id in plan.delete:
             await self.db.fetch(sql.DELETE_SPARE, {"vm": vm_id})
+        for vm_id in plan.release:
+            await self.db.fetch(sql.RELEASE, {"vm": vm_id})
         try:
             made = await self._make(pool["id"], plan.create, cfg)
         except AddressError as exc:

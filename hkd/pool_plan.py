@@ -4,6 +4,8 @@ and writes). The rules, in order:
 | rule                | when                                   | action                          |
 |---------------------|----------------------------------------|---------------------------------|
 | blocked             | the pool is blocked                    | nothing                         |
+| release             | throw-away: a user left release_after  | stop it; once stopped, back to  |
+|                     | seconds ago                            | the pool (fresh at its start)   |
 | too many spares     | spares up > spare                      | stop the newest extra spares    |
 | shrink              | spares up >= spare, total > min        | delete stopped spares to min    |
 | spares short        | spares up < spare                      | start stopped spares, then make |
@@ -28,6 +30,7 @@ class Plan:
     start: list[int] = field(default_factory=list)   # stopped spares to start
     stop: list[int] = field(default_factory=list)    # spares beyond `spare`
     delete: list[int] = field(default_factory=list)  # stopped spares beyond min
+    release: list[int] = field(default_factory=list)  # stopped throw-away VMs given back
     reason: str = ""
 
 
@@ -35,7 +38,21 @@ def _counts(total, given, spares_up, stopped) -> str:
     return f"{total} VMs: {given} given to users, {spares_up} spare up, {stopped} spare stopped"
 
 
-def decide(pool: dict, vms: list[dict], max_preparing: int) -> Plan:
+def _released(pool: dict, vms: list[dict], release_after: float, plan: Plan) -> list[str]:
+    """Throw-away VMs whose user left release_after ago: stopped first, then given back
+    (they count as spares from the next pass on)."""
+    if pool["assignment"] != "throwaway":
+        return []
+    left = [vm for vm in vms if vm["user_id"] is not None
+            and vm["user_state"] == "disconnected" and vm["user_idle"] >= release_after]
+    plan.release = [vm["id"] for vm in left if idle(vm)]
+    plan.stop += [vm["id"] for vm in left if up(vm) and vm["vm_cmd"] is None]
+    return [f"giving back {len(left)} throw-away VM(s) unused for {release_after:g}s"] \
+        if left else []
+
+
+def decide(pool: dict, vms: list[dict], max_preparing: int,
+           release_after: float = 0.0) -> Plan:
     spares = [vm for vm in vms if vm["user_id"] is None]
     spares_up = [vm for vm in spares if up(vm)]
     stopped = [vm for vm in spares if idle(vm)]
@@ -46,10 +63,10 @@ def decide(pool: dict, vms: list[dict], max_preparing: int) -> Plan:
     if pool["blocked"]:
         plan.reason = f"blocked: no VM is made or started ({counts})"
         return plan
-    done, waiting = [], []
+    done, waiting = _released(pool, vms, release_after, plan), []
     extra = len(spares_up) - pool["spare"]
     if extra > 0:  # the newest go first: they are likely still starting
-        plan.stop = [vm["id"] for vm in spares_up[-extra:]]
+        plan.stop += [vm["id"] for vm in spares_up[-extra:]]
         done.append(f"stopping {extra} spare(s) beyond spare={pool['spare']}")
     if extra >= 0 and total > pool["min"] and stopped:
         plan.delete = [vm["id"] for vm in stopped[:total - pool["min"]]]

@@ -41,6 +41,9 @@ class VmActions:
             return Event("refused", str(exc))
         spec.vma_secret = secret.new_secret()  # new at every start: an old one dies with its run
         async with self.heavy:
+            if spec.discard_home:  # its previous user's files go before anything runs
+                await self.backend.discard_home(vm_id)
+                await self.store.home_discarded(vm_id)
             address = await self.backend.prepare(spec)
             address.secret = spec.vma_secret
             self.addresses[vm_id] = address

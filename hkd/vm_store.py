@@ -36,7 +36,8 @@ UPDATE vm_runtimes SET vm_cmd = NULL, last_error = %(reason)s, last_error_at = n
 WHERE vm_id = %(vm)s AND host_id = %(host)s AND vm_cmd = 'start'"""
 
 SPEC = """
-SELECT v.id, v.name, host(v.ip) AS ip, v.di_tag, v.user_id, o.id AS osf_id, o.name AS osf,
+SELECT v.id, v.name, host(v.ip) AS ip, v.di_tag, v.user_id, v.discard_home,
+       o.id AS osf_id, o.name AS osf,
        o.memory, o.use_overlay, o.user_storage_size,
        d.id AS di_id, d.path AS di_path, d.blocked AS di_blocked, d.trusted AS di_trusted
 FROM vms v JOIN osfs o ON o.id = v.osf_id
@@ -131,8 +132,13 @@ class VmStore:
                       image=os.path.join(self.images, row["di_path"]),
                       image_trusted=bool(row["di_trusted"]),
                       use_overlay=row["use_overlay"], user_storage=row["user_storage_size"],
-                      user_id=row["user_id"], properties={p["key"]: p["value"] for p in props})
+                      user_id=row["user_id"], properties={p["key"]: p["value"] for p in props},
+                      discard_home=row["discard_home"])
         return spec, row["di_id"]
+
+    async def home_discarded(self, vm_id: int) -> None:
+        await self.db.fetch("UPDATE vms SET discard_home = false WHERE id = %(vm)s",
+                            {"vm": vm_id})
 
     async def set_state(self, vm_id: int, old: str, new: str, release: bool = False,
                         **fields) -> bool:

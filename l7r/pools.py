@@ -76,6 +76,7 @@ def hand_out(session, user, pool_id: int) -> int:
                     raise HttpError(403, "The requested virtual machine is offline for "
                                          "maintenance\n")
                 if (claimed := db.fetchone(CLAIM, key)) is not None:
+                    db.execute(sql.TAKEN, {"vm": claimed["id"]})
                     log.info("pool %d: vm %d given to user %d (a spare)", pool_id,
                              claimed["id"], user.user_id)
                     return claimed["id"]

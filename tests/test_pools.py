@@ -3,6 +3,7 @@ process-backend nodes; handing out through the L7R to many users at once."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -96,7 +97,8 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
     four get a desktop each (no VM twice), two hear the pool is full; nothing ever exceeds
     max or pool.max_preparing."""
     # six logins at once from one address are not an attack
-    demo.ok("config", "set", "pool.max_preparing=2", "l7r.auth.backoff.max_failures=20")
+    demo.ok("config", "set", "pool.max_preparing=2", "l7r.auth.backoff.max_failures=20",
+            "pool.release_after=0.5", "pool.poll.interval=0.5")
     demo.ok("host", "add", "name=node2", "address=127.0.0.3")
     logins = [f"u{n}" for n in range(1, 7)]
     password = hash_password("pw")
@@ -176,6 +178,31 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
             assert reply.status == 101
         assert demo.sql("SELECT vm_id FROM sessions ORDER BY id DESC LIMIT 1") == [
             (vm_of_first,)]
+
+        # A throw-away VM goes back to the pool once its user left, without their files.
+        demo.ok(*POOL_ADD[:4], "name=tw", "osf=desktop", "min=1", "spare=1", "max=1",
+                "assignment=throwaway", "vm_names=tw-{n}")
+        demo.ok("pool", "members", "-t", "acme", "-f", "name=tw", "add=u1,u2")
+        (tw_pool, tw_vm), = wait_for(lambda: demo.sql(
+            "SELECT v.pool_id, v.id FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
+            "JOIN pools p ON p.id = v.pool_id WHERE p.name = 'tw' AND r.vm_state = 'running'"),
+            20, "the throw-away pool's spare")
+        conn, reply, _ = open_desktop((node1.port, node1.cert), "u1@acme", "pw", vm_id=-tw_pool)
+        with conn:
+            assert reply.status == 101
+            home = os.path.join(demo.storage, "homes", str(tw_vm))
+            with open(os.path.join(home, "secret.txt"), "w", encoding="utf-8") as handle:
+                handle.write("u1's")
+        wait_for(lambda: demo.sql(
+            "SELECT v.user_id, r.vm_state, v.discard_home FROM vms v JOIN vm_runtimes r "
+            "ON r.vm_id = v.id WHERE v.id = :vm", vm=tw_vm) == [(None, "running", False)],
+            30, "the throw-away VM back in the pool, running again")
+        assert not os.path.exists(os.path.join(home, "secret.txt"))
+        conn, reply, _ = open_desktop((node1.port, node1.cert), "u2@acme", "pw", vm_id=-tw_pool)
+        with conn:
+            assert reply.status == 101
+        assert demo.sql("SELECT vm_id, login FROM sessions ORDER BY id DESC LIMIT 1") == [
+            (tw_vm, "u2@acme")]
     finally:
         for node in nodes:
             node.cleanup()

@@ -22,6 +22,8 @@ class Vm(Base):
                                                 index=True)
     osf_id: Mapped[int] = mapped_column(ForeignKey("osfs.id", ondelete="RESTRICT"))
     di_tag: Mapped[str] = mapped_column(Text, server_default="default")
+    # A throw-away pool VM given back: its next start begins with a fresh home and overlay.
+    discard_home: Mapped[bool] = mapped_column(Boolean, server_default=FALSE)
     ip: Mapped[str] = mapped_column(INET, unique=True)
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)

@@ -11,13 +11,14 @@ CHANNEL = "qvd_pools"  # payload: the pool's id (migration 0012's triggers)
 
 POOL = """
 SELECT p.id, p.tenant_id, p.name, p.osf_id, p.di_tag, p.min, p.max, p.spare, p.blocked,
-       p.last_reason, o.memory
+       p.assignment, p.last_reason, o.memory
 FROM pools p JOIN osfs o ON o.id = p.osf_id"""
 
 # Its VMs, locked: a spare the keeper stops or deletes is not claimed meanwhile (the L7R's
 # claim skips locked rows), and a claim in flight is waited for.
 VMS = """
-SELECT v.id, v.user_id, r.vm_state, r.vm_cmd, r.blocked, r.host_id
+SELECT v.id, v.user_id, r.vm_state, r.vm_cmd, r.blocked, r.host_id, r.user_state,
+       extract(epoch FROM now() - r.user_state_ts)::float8 AS user_idle
 FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id
 WHERE v.pool_id = %(pool)s ORDER BY v.id FOR UPDATE OF v"""
 
@@ -37,6 +38,14 @@ DELETE_SPARE = """
 DELETE FROM vms v USING vm_runtimes r
 WHERE v.id = %(vm)s AND r.vm_id = v.id AND v.user_id IS NULL AND r.vm_state = 'stopped'
   AND r.vm_cmd IS NULL AND r.host_id IS NULL"""
+
+# A throw-away VM back to the pool, stopped, its user gone: the next start begins fresh.
+RELEASE = """
+UPDATE vms v SET user_id = NULL, discard_home = true FROM vm_runtimes r
+WHERE v.id = %(vm)s AND r.vm_id = v.id AND r.vm_state = 'stopped' AND r.vm_cmd IS NULL
+  AND r.user_state = 'disconnected'"""
+# Taken: the user's idle time starts now (a throw-away VM is not released before they come).
+TAKEN = "UPDATE vm_runtimes SET user_state_ts = now() WHERE vm_id = %(vm)s"
 
 REASON = """
 UPDATE pools SET last_reason = %(reason)s, last_reason_at = now()

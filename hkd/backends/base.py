@@ -24,6 +24,7 @@ class VmSpec:
     user_id: int | None = None    # the owner (homes per user instead of per VM)
     properties: dict[str, str] = field(default_factory=dict)
     vma_secret: str = ""          # made by the node for this start; the backend hands it in
+    discard_home: bool = False    # a throw-away pool VM given back: begins fresh
 
 
 @dataclass
@@ -70,6 +71,10 @@ class Backend(ABC):
     @abstractmethod
     async def cleanup(self, vm_id: int) -> None:
         """Remove what prepare made (the persistent home stays)."""
+
+    async def discard_home(self, vm_id: int) -> None:
+        """A throw-away pool VM goes to its next user fresh (hkd/vm_actions.py, before its
+        prepare): its home and any kept overlay go. Nothing is kept by default."""
 
     async def release_node(self) -> None:
         """The node stops cleanly and none of its VMs runs: undo what it set up for them all

@@ -183,6 +183,11 @@ class KvmBackend(Backend):
                 if os.path.exists(path):
                     os.unlink(path)
 
+    async def discard_home(self, vm_id: int) -> None:
+        for path in (self.home_path(vm_id), self.overlay_path(vm_id)):
+            if os.path.exists(path):
+                os.unlink(path)
+
     def kill_all(self) -> list[int]:
         killed = []
         for domain in self._connect().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):

@@ -240,6 +240,9 @@ class LxcBackend(Backend):
                 os.unlink(path)
         network.detach_vm(self.cfg, vm_id)
 
+    async def discard_home(self, vm_id: int) -> None:
+        await asyncio.to_thread(self.storage.discard_home, vm_id)
+
     def kill_all(self) -> list[int]:
         """lxc-stop -k of every container, KILL_PARALLEL at a time: hundreds must be gone well
         inside the margin between the fence and the node timeout."""

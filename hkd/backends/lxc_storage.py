@@ -143,6 +143,11 @@ class Storage:
         if not persistent:
             shutil.rmtree(self.path("overlayfs", vm_id), ignore_errors=True)
 
+    def discard_home(self, vm_id: int) -> None:
+        """The VM's own home and kept overlay (a per-user home is its user's: it stays)."""
+        shutil.rmtree(self.home(vm_id), ignore_errors=True)
+        shutil.rmtree(self.path("overlayfs", vm_id), ignore_errors=True)
+
 
 class Refused(Exception):
     """A member of a DI's tarball breaks the unpacking rules; the message names it and why."""

@@ -134,6 +134,9 @@ class ProcessBackend(Backend):
         except FileNotFoundError:
             pass
 
+    async def discard_home(self, vm_id: int) -> None:
+        shutil.rmtree(os.path.join(self.homes, str(vm_id)), ignore_errors=True)
+
     def kill_all(self) -> list[int]:
         killed = []
         if os.path.isdir(self.records):

@@ -6,6 +6,8 @@ The WAT's triggers (0010) took a VM's tenant from its user: they take vms.tenant
 VM inserted without a tenant (scripts, the L7R's LDAP autocreate) gets its user's.
 qvd_pools (payload: the pool's id) wakes the pool keepers of every node when a pool's sizes
 change, one of its VMs comes, goes, is given to a user or changes state.
+vms.discard_home: a throw-away pool VM given back after its user left; the node that
+starts it next discards its home (and overlay) first.
 The L7R hands pool VMs out: it may read pools and members, give a VM its user, count the
 names it makes and say why it refused (last_reason).
 
@@ -163,6 +165,8 @@ def upgrade() -> None:
                           ondelete="RESTRICT")
     op.create_index(op.f("ix_vms_tenant_id"), "vms", ["tenant_id"])
     op.add_column("vms", sa.Column("pool_id", sa.Integer(), nullable=True))
+    op.add_column("vms", sa.Column("discard_home", sa.Boolean(), server_default=sa.text("false"),
+                                   nullable=False))
     op.create_foreign_key(op.f("fk_vms_pool_id"), "vms", "pools", ["pool_id"], ["id"],
                           ondelete="CASCADE")
     op.create_index(op.f("ix_vms_pool_id"), "vms", ["pool_id"])
@@ -186,6 +190,7 @@ def downgrade() -> None:
     op.alter_column("vms", "user_id", nullable=False)
     op.drop_index(op.f("ix_vms_pool_id"), table_name="vms")
     op.drop_constraint(op.f("fk_vms_pool_id"), "vms", type_="foreignkey")
+    op.drop_column("vms", "discard_home")
     op.drop_column("vms", "pool_id")
     op.drop_index(op.f("ix_vms_tenant_id"), table_name="vms")
     op.drop_constraint(op.f("fk_vms_tenant_id"), "vms", type_="foreignkey")
