@@ -24,6 +24,8 @@ from qvd.hkd.backends.procfs import alive
 from qvd.hkd.pidfile import PidFile
 from qvd.vma import desktop
 from qvd.vma.desktop_config import BACKGROUND, PANEL_HEIGHT
+from browser import screenshot
+from portal_page import canvas_rgb, open_in_page
 from vm_network import clear_network, remove_test_bridge
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("lxc-start"),
@@ -254,10 +256,11 @@ X_QUERY = ("export DISPLAY=:{display}; for w in $(xprop -root {property} | tr -d
            "cut -d'#' -f2); do xprop -id $w WM_CLASS | cut -d'\"' -f2; done")
 
 
-def test_the_demo_desktop_in_a_container_a_user_types_into(lxc_node, demo, tmp_path):
+def test_the_demo_desktop_in_a_container_a_user_types_into(lxc_node, demo, tmp_path, page):
     """The image make run builds, started as it is (no vma.x_session): QVD's desktop as the
     provisioned account, a panel at the bottom, a terminal that has the keyboard at once,
-    no dialog; a command typed into it runs in the user's home."""
+    no dialog; a command typed into it runs in the user's home. Then the browser takes it
+    over through the portal and shows the same desktop at the window's size."""
     assert not desktop.missing(), "scripts/install-deps.sh installs the desktop's packages"
     viewer_port = free_port()
     session = subprocess.Popen(
@@ -292,9 +295,19 @@ def test_the_demo_desktop_in_a_container_a_user_types_into(lxc_node, demo, tmp_p
                                         "cat /home/qvd/typed-in-qvd").stdout.strip(),
                          30, "the typed command's file")
         assert typed == "qvd"  # run by the shell in the terminal, as the desktop's account
-        # what the user sees now: QVD_SCREENSHOTS=docs keeps it as the README's picture
-        write_png(os.path.join(os.environ.get("QVD_SCREENSHOTS") or str(tmp_path),
-                               "desktop.png"), viewer.width, viewer.height, viewer.screen())
+        pictures = os.environ.get("QVD_SCREENSHOTS") or str(tmp_path)
+        write_png(os.path.join(pictures, "desktop-qvd-client.png"), viewer.width,
+                  viewer.height, viewer.screen())
+
+        # The browser opens it at the portal (the QVD client's session taken over): the desktop
+        # follows the window's size. QVD_SCREENSHOTS=docs keeps it as the README's picture.
+        facts = open_in_page(page, lxc_node, lxc_node.vm_id)
+        assert facts["width"] == facts["screen"] != viewer.width
+        def painted_desktop() -> bool:
+            width, height, rgb = canvas_rgb(page)
+            return looks_like_the_desktop(rgb, width, height)
+        wait_for(painted_desktop, 60, "the desktop in the browser")
+        screenshot(page, os.path.join(pictures, "desktop.png"))
     finally:
         if viewer is not None:
             viewer.close()
