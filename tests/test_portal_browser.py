@@ -1,7 +1,7 @@
 """The browser client in a real headless Chromium against a real node (process backend, real
 Xvnc with an xterm): log in at the portal, open the desktop, see it painted, type into its
 terminal, resize the window and see the remote screen follow, lose the connection and come
-back by itself, and be taken over by a QVD client."""
+back by itself, be taken over by a QVD client, and warn of the desktop's expiration."""
 from __future__ import annotations
 
 import os
@@ -111,6 +111,12 @@ def test_the_desktop_in_a_browser(demo, node, page, tmp_path):
         assert reply.status == 101 and banner == b"RFB 003.008\n"
         until(page, lambda d: "opened elsewhere" in status(d))
         assert page.find_element(By.ID, "reconnect").is_displayed()
+    # Past its soft expiration, the page says so when it opens (and as it polls).
+    demo.ok("vm", "edit", "-f", "id=1", "expiration_soft=2020-01-01T00:00",
+            "expiration_hard=2099-01-01T00:00")
+    page.refresh()
+    banner = until(page, lambda d: (b := d.find_element(By.ID, "banner")).is_displayed() and b)
+    assert "This desktop has expired" in banner.text and "stopped at" in banner.text
     # What the console may say: the refused password's 401, the dropped and taken-over
     # WebSocket; nothing else (no script error).
     assert [e for e in console_errors(page)
