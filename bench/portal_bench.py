@@ -131,8 +131,8 @@ def portal_cookie(node: BenchNode, user: int) -> str:
     raise RuntimeError(f"the portal login gave no cookie: {reply[:200]!r}")
 
 
-def first_frame(sock, early: bytes = b"") -> int:
-    """RFB handshake and one whole frame over sock; the frame's bytes."""
+def first_frame(sock, early: bytes = b""):
+    """RFB handshake and one whole frame over sock: (stream, width, height, frame)."""
     stream = rfb.Stream(sock, early)
     width, height = rfb._handshake(stream, sock)
     frame = bytearray(width * height * 4)
@@ -140,7 +140,7 @@ def first_frame(sock, early: bytes = b"") -> int:
     while (kind := stream.read(1)[0]) != 0:
         rfb._skip_message(stream, kind)
     rfb._apply_update(stream, frame, width)
-    return len(frame)
+    return stream, width, height, frame
 
 
 def qvd_client_connect(node: BenchNode, token: str, vm_id: int) -> None:
@@ -154,13 +154,7 @@ def qvd_client_connect(node: BenchNode, token: str, vm_id: int) -> None:
 def throughput(sock, early: bytes, seconds: float) -> float:
     """Desktop bytes per second received while asking for updates back to back (an idle
     desktop sends nothing until it changes: the wait ends with the time)."""
-    stream = rfb.Stream(sock, early)
-    width, height = rfb._handshake(stream, sock)
-    frame = bytearray(width * height * 4)
-    rfb._request(sock, width, height, incremental=False)
-    while (kind := stream.read(1)[0]) != 0:
-        rfb._skip_message(stream, kind)
-    rfb._apply_update(stream, frame, width)  # the first whole frame: not counted
+    stream, width, height, frame = first_frame(sock, early)  # not counted
     received, began = 0, time.perf_counter()
     while (left := seconds - (time.perf_counter() - began)) > 0:
         rfb._request(sock, width, height, incremental=True)
