@@ -10,7 +10,8 @@
 | qvd_config_changed                 | configs or ssl_configs row changed       | <tenant_id>:<key>  |
 | qvd_pools                          | a pool's sizes changed, one of its VMs   | <pool_id>          |
 |                                    | came, went, was given out or changed     |                    |
-|                                    | state (migration 0012; pool keepers)     |                    |
+|                                    | state, a DI tag it uses moved (migration |                    |
+|                                    | 0012; the pool keepers LISTEN)           |                    |
 | qvd_changes                        | a listing field of a VM, node or session | JSON, below        |
 |                                    | changed, or such a row came or went      |                    |
 

@@ -8,10 +8,16 @@ and writes). The rules, in order:
 |                     | seconds ago                            | the pool (fresh at its start)   |
 | too many spares     | spares up > spare                      | stop the newest extra spares    |
 | shrink              | spares up >= spare, total > min        | delete stopped spares to min    |
+|                     |                                        | (not those given back: their    |
+|                     |                                        | next start discards the files)  |
+| rollout             | a running spare runs another DI than   | stop it (one at a time, when no |
+|                     | its tag names now (di tag moved)       | spare is starting or stopping); |
+|                     |                                        | "spares short" restarts it      |
 | spares short        | spares up < spare                      | start stopped spares, then make |
 |                     |                                        | new ones (never above max)      |
 | below min           | total < min                            | make VMs (stopped beyond spare) |
-A start or a VM made counts against pool.max_preparing with the VMs already starting; what
+VMs given to users take a new DI at their next start, as any VM; throw-away ones once
+given back. A start or a VM made counts against pool.max_preparing with the VMs already starting; what
 is left over waits for the next pass (every start's end wakes the keepers).
 
 "Spare": a VM of the pool with no user. "Up": running and not asked to stop, or starting.
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qvd.db.runtime.pools import idle, preparing, up
+from qvd.db.runtime.pools import idle, outdated, preparing, up
 
 
 @dataclass
@@ -68,8 +74,16 @@ def decide(pool: dict, vms: list[dict], max_preparing: int,
     if extra > 0:  # the newest go first: they are likely still starting
         plan.stop += [vm["id"] for vm in spares_up[-extra:]]
         done.append(f"stopping {extra} spare(s) beyond spare={pool['spare']}")
-    if extra >= 0 and total > pool["min"] and stopped:
-        plan.delete = [vm["id"] for vm in stopped[:total - pool["min"]]]
+    moving = [vm for vm in spares if preparing(vm) or vm["vm_cmd"] == "stop"
+              or vm["vm_state"] == "stopping"]
+    old_di = [vm for vm in spares_up if outdated(vm) and vm["id"] not in plan.stop]
+    if extra == 0 and old_di and not moving:
+        plan.stop.append(old_di[0]["id"])
+        done.append(f"rollout: restarting spare vm {old_di[0]['id']} on the DI its tag names "
+                    f"now ({len(old_di)} to go)")
+    deletable = [vm for vm in stopped if not vm["discard_home"]]  # see DELETE_SPARE
+    if extra >= 0 and total > pool["min"] and deletable:
+        plan.delete = [vm["id"] for vm in deletable[:total - pool["min"]]]
         done.append(f"deleting {len(plan.delete)} stopped spare(s) beyond min={pool['min']}")
     budget = max(0, max_preparing - sum(1 for vm in vms if preparing(vm)))
     short = max(0, -extra)

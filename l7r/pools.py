@@ -75,12 +75,13 @@ def hand_out(session, user, pool_id: int) -> int:
                 if pool["blocked"]:
                     raise HttpError(403, "The requested virtual machine is offline for "
                                          "maintenance\n")
-                if (claimed := db.fetchone(CLAIM, key)) is not None:
-                    db.execute(sql.TAKEN, {"vm": claimed["id"]})
-                    log.info("pool %d: vm %d given to user %d (a spare)", pool_id,
-                             claimed["id"], user.user_id)
-                    return claimed["id"]
-                db.execute(sql.LOCK, key)  # the count and the new VM: one decision at a time
+                if (claimed := _claim(db, key)) is not None:
+                    return claimed
+                # The count and the new VM: one decision at a time. A keeper's pass held the
+                # spares' rows (the claim skipped them): once it is done, claim again.
+                db.execute(sql.LOCK, key)
+                if (claimed := _claim(db, key)) is not None:
+                    return claimed
                 if db.fetchone(COUNT, key)["n"] < pool["max"]:
                     return _new_vm(session, pool, user.user_id)
         except psycopg.errors.UniqueViolation as exc:
@@ -97,6 +98,16 @@ def hand_out(session, user, pool_id: int) -> int:
                              f"'{pool['name']}' is full, retry later.\n")
     raise HttpError(503, "The requested virtual machine is not available: the pool is busy, "
                          "retry later.\n")
+
+
+def _claim(db, key: dict) -> int | None:
+    claimed = db.fetchone(CLAIM, key)
+    if claimed is None:
+        return None
+    db.execute(sql.TAKEN, {"vm": claimed["id"]})
+    log.info("pool %d: vm %d given to user %d (a spare)", key["pool"], claimed["id"],
+             key["user"])
+    return claimed["id"]
 
 
 def _new_vm(session, pool: dict, user_id: int) -> int:

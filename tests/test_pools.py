@@ -97,8 +97,9 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
     four get a desktop each (no VM twice), two hear the pool is full; nothing ever exceeds
     max or pool.max_preparing."""
     # six logins at once from one address are not an attack
+    # no poll: notifications alone drive the keepers (until the throw-away part below)
     demo.ok("config", "set", "pool.max_preparing=2", "l7r.auth.backoff.max_failures=20",
-            "pool.release_after=0.5", "pool.poll.interval=0.5")
+            "pool.release_after=0.5", "pool.poll.interval=600")
     demo.ok("host", "add", "name=node2", "address=127.0.0.3")
     logins = [f"u{n}" for n in range(1, 7)]
     password = hash_password("pw")
@@ -126,6 +127,18 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
             wait_for(lambda: _spares_on(demo, "node1") == 2, 40,
                      "node1 to replace the lost node's spares")
             assert node2.state()[0] == "lost"
+
+            # A rollout: the tag moves to v2; the spares are replaced one by one, at once.
+            image = tmp_path / "v2.tar"
+            image.write_bytes(b"image v2")
+            demo.ok("di", "add", "-t", "acme", f"path={image}", "osf=desktop", "version=v2")
+            demo.ok("di", "tag", "-f", "version=v2", "tag=default")
+            (v2,), = demo.sql("SELECT id FROM dis WHERE version = 'v2'")
+            wait_for(lambda: demo.sql(
+                "SELECT count(*) FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
+                "WHERE v.pool_id IS NOT NULL AND v.user_id IS NULL AND r.vm_state = 'running' "
+                "AND r.vm_cmd IS NULL AND r.current_di_id = :di", di=v2)[0][0] == 2, 40,
+                "both spares running v2")
 
             with connect((node1.port, node1.cert), "u1@acme", "pw") as conn:
                 entries = conn.list_of_vm().json()
@@ -179,30 +192,38 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
         assert demo.sql("SELECT vm_id FROM sessions ORDER BY id DESC LIMIT 1") == [
             (vm_of_first,)]
 
-        # A throw-away VM goes back to the pool once its user left, without their files.
-        demo.ok(*POOL_ADD[:4], "name=tw", "osf=desktop", "min=1", "spare=1", "max=1",
+        # A throw-away VM goes back to the pool once its user left, without their files (a
+        # user leaving sends the keepers nothing: they poll for it).
+        demo.ok("config", "set", "pool.poll.interval=0.5")
+        demo.ok(*POOL_ADD[:4], "name=tw", "osf=desktop", "min=1", "spare=0", "max=2",
                 "assignment=throwaway", "vm_names=tw-{n}")
-        demo.ok("pool", "members", "-t", "acme", "-f", "name=tw", "add=u1,u2")
+        demo.ok("pool", "members", "-t", "acme", "-f", "name=tw", "add=u1,u2,u3")
         (tw_pool, tw_vm), = wait_for(lambda: demo.sql(
-            "SELECT v.pool_id, v.id FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
-            "JOIN pools p ON p.id = v.pool_id WHERE p.name = 'tw' AND r.vm_state = 'running'"),
-            20, "the throw-away pool's spare")
-        conn, reply, _ = open_desktop((node1.port, node1.cert), "u1@acme", "pw", vm_id=-tw_pool)
-        with conn:
+            "SELECT p.id, v.id FROM vms v JOIN pools p ON p.id = v.pool_id WHERE p.name = 'tw'"),
+            20, "the throw-away pool's VM (stopped: spare 0)")
+        tw = (node1.port, node1.cert)
+        first, reply, _ = open_desktop(tw, "u1@acme", "pw", vm_id=-tw_pool)  # the stopped one
+        with first:
             assert reply.status == 101
             home = os.path.join(demo.storage, "homes", str(tw_vm))
             with open(os.path.join(home, "secret.txt"), "w", encoding="utf-8") as handle:
                 handle.write("u1's")
+            second, reply, _ = open_desktop(tw, "u2@acme", "pw", vm_id=-tw_pool)  # a new VM
+            with second:
+                assert reply.status == 101
+                refused, reply, _ = open_desktop(tw, "u3@acme", "pw", vm_id=-tw_pool)
+                refused.close()
+                assert reply.status == 503 and b"the pool 'tw' is full" in reply.body
         wait_for(lambda: demo.sql(
-            "SELECT v.user_id, r.vm_state, v.discard_home FROM vms v JOIN vm_runtimes r "
-            "ON r.vm_id = v.id WHERE v.id = :vm", vm=tw_vm) == [(None, "running", False)],
-            30, "the throw-away VM back in the pool, running again")
-        assert not os.path.exists(os.path.join(home, "secret.txt"))
-        conn, reply, _ = open_desktop((node1.port, node1.cert), "u2@acme", "pw", vm_id=-tw_pool)
-        with conn:
+            "SELECT count(*) FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id WHERE "
+            "v.pool_id = :p AND v.user_id IS NULL AND v.discard_home AND r.vm_state = 'stopped'",
+            p=tw_pool) == [(2,)], 30, "both throw-away VMs given back")
+        third, reply, _ = open_desktop(tw, "u3@acme", "pw", vm_id=-tw_pool)
+        with third:
             assert reply.status == 101
-        assert demo.sql("SELECT vm_id, login FROM sessions ORDER BY id DESC LIMIT 1") == [
-            (tw_vm, "u2@acme")]
+            assert demo.sql("SELECT vm_id, login FROM sessions ORDER BY id DESC LIMIT 1") == [
+                (tw_vm, "u3@acme")]
+            assert not os.path.exists(os.path.join(home, "secret.txt"))
     finally:
         for node in nodes:
             node.cleanup()

@@ -119,6 +119,8 @@ def edit(admin, call):
             if "di_tag" in args:
                 values["di_tag"] = _check_tag(s, s.get(Osf, pool.osf_id), args["di_tag"])
             s.execute(update(Pool).where(Pool.id == pool.id).values(**values))
+            if "di_tag" in values:  # its VMs follow: spares at once, the others at next start
+                s.execute(update(Vm).where(Vm.pool_id == pool.id).values(di_tag=values["di_tag"]))
         admin.audit(s, "pool", "edit", call, ids)
     admin.say(f"{len(ids)} pool(s) changed")
 

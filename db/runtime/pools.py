@@ -17,9 +17,11 @@ FROM pools p JOIN osfs o ON o.id = p.osf_id"""
 # Its VMs, locked: a spare the keeper stops or deletes is not claimed meanwhile (the L7R's
 # claim skips locked rows), and a claim in flight is waited for.
 VMS = """
-SELECT v.id, v.user_id, r.vm_state, r.vm_cmd, r.blocked, r.host_id, r.user_state,
-       extract(epoch FROM now() - r.user_state_ts)::float8 AS user_idle
+SELECT v.id, v.user_id, v.discard_home, r.vm_state, r.vm_cmd, r.blocked, r.host_id, r.user_state,
+       extract(epoch FROM now() - r.user_state_ts)::float8 AS user_idle,
+       r.current_di_id, t.di_id AS tag_di_id
 FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id
+LEFT JOIN di_tags t ON t.osf_id = v.osf_id AND t.tag = v.di_tag
 WHERE v.pool_id = %(pool)s ORDER BY v.id FOR UPDATE OF v"""
 
 NEXT_NUMBER = """
@@ -33,11 +35,12 @@ FROM pools p WHERE p.id = %(pool)s RETURNING id"""
 NEW_VM_ROWS = ("INSERT INTO vm_runtimes (vm_id) VALUES (%(vm)s)",
                "INSERT INTO vm_counters (vm_id) VALUES (%(vm)s)")
 
-# Only a stopped spare nobody asked anything of goes (a pool shrinking back).
+# Only a stopped spare nobody asked anything of goes (a pool shrinking back); not one given
+# back by a user whose files its next start discards (deleting a VM leaves its disks).
 DELETE_SPARE = """
 DELETE FROM vms v USING vm_runtimes r
-WHERE v.id = %(vm)s AND r.vm_id = v.id AND v.user_id IS NULL AND r.vm_state = 'stopped'
-  AND r.vm_cmd IS NULL AND r.host_id IS NULL"""
+WHERE v.id = %(vm)s AND r.vm_id = v.id AND v.user_id IS NULL AND NOT v.discard_home
+  AND r.vm_state = 'stopped' AND r.vm_cmd IS NULL AND r.host_id IS NULL"""
 
 # A throw-away VM back to the pool, stopped, its user gone: the next start begins fresh.
 RELEASE = """
@@ -60,6 +63,12 @@ def preparing(vm: dict) -> bool:
 def up(vm: dict) -> bool:
     """Running or on its way there, and not asked to stop."""
     return (vm["vm_state"] == "running" and vm["vm_cmd"] is None) or preparing(vm)
+
+
+def outdated(vm: dict) -> bool:
+    """Running another DI than the one its tag names now (a rollout is due)."""
+    return (vm["vm_state"] == "running" and vm["current_di_id"] is not None
+            and vm["tag_di_id"] is not None and vm["current_di_id"] != vm["tag_di_id"])
 
 
 def idle(vm: dict) -> bool:

@@ -5,7 +5,8 @@ belong to a pool
 The WAT's triggers (0010) took a VM's tenant from its user: they take vms.tenant_id now. A
 VM inserted without a tenant (scripts, the L7R's LDAP autocreate) gets its user's.
 qvd_pools (payload: the pool's id) wakes the pool keepers of every node when a pool's sizes
-change, one of its VMs comes, goes, is given to a user or changes state.
+change, one of its VMs comes, goes, is given to a user or changes state, or a DI tag it
+uses moves.
 vms.discard_home: a throw-away pool VM given back after its user left; the node that
 starts it next discards its home (and overlay) first.
 The L7R hands pool VMs out: it may read pools and members, give a VM its user, count the
@@ -88,9 +89,21 @@ BEGIN
 END $$;
 CREATE TRIGGER qvd_pools_vm_runtime AFTER UPDATE ON vm_runtimes
     FOR EACH ROW EXECUTE FUNCTION qvd_pools_vm_runtime();
+
+-- a tag moved to another DI: the pools using it roll out to it
+CREATE FUNCTION qvd_pools_di_tag() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('qvd_pools', p.id::text) FROM pools p
+    WHERE p.osf_id = NEW.osf_id AND p.di_tag = NEW.tag;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER qvd_pools_di_tag AFTER INSERT OR UPDATE ON di_tags
+    FOR EACH ROW EXECUTE FUNCTION qvd_pools_di_tag();
 """
 
 DROP_TRIGGERS = """
+DROP TRIGGER qvd_pools_di_tag ON di_tags;
+DROP FUNCTION qvd_pools_di_tag();
 DROP TRIGGER qvd_pools_vm_runtime ON vm_runtimes;
 DROP FUNCTION qvd_pools_vm_runtime();
 DROP TRIGGER qvd_pools_vm ON vms;
