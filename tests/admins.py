@@ -1,5 +1,7 @@
-"""Administrators for the tests: made with the real local qvd-admin, then used through
-`qvd-admin --admin NAME@TENANT` with the password in QVD_ADMIN_PASSWORD."""
+"""Administrators for the tests: made through the domain layer in this process, as the local
+qvd-admin makes them (`admin add`, `admin role`: their CLI is tested in test_admins.py; two
+qvd-admin runs would cost a second each), then used through `qvd-admin --admin NAME@TENANT`
+with the password in QVD_ADMIN_PASSWORD."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +35,15 @@ class AdminRun:
 
 
 def make_admin(env, login: str, *roles: str, password: str = PASSWORD) -> AdminRun:
-    env.ok("admin", "add", f"name={login}", f"password={password}")
+    from qvd.db.acl.actor import local_actor
+    from qvd.db.config import Config
+    from qvd.db.ops.context import Context
+    from qvd.db.ops.context import Request as OpRequest
+    name, tenant = login.split("@")
+    local = Context(actor=local_actor(), cfg=Config(), engine=env.engine)
+    local.run("admin add", OpRequest(filters={}, tenant=tenant,
+                                     args={"name": login, "password": password}))
     if roles:
-        env.ok("admin", "role", "-f", f"name={login.split('@')[0]}",
-               "-t", login.split("@")[1], "grant=" + ",".join(roles))
+        local.run("admin role", OpRequest(filters={"name": name}, tenant=tenant,
+                                          args={"grant": ",".join(roles)}))
     return AdminRun(env, login, password)

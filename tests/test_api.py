@@ -10,12 +10,9 @@ import time
 import pytest
 
 from qvd.api.resources import RESOURCES
-from qvd.db.acl.actor import local_actor
 from qvd.db.config import Config
-from qvd.db.ops.context import Context
-from qvd.db.ops.context import Request as OpRequest
 
-from admins import PASSWORD
+from admins import PASSWORD, make_admin
 from api_server import ApiProcess
 from conftest import make_host_running
 
@@ -28,18 +25,6 @@ def api(demo, tmp_path):
     server = ApiProcess(demo, tmp_path)
     yield server
     server.stop()
-
-
-def make_admin(demo, login: str, *roles: str) -> None:
-    """An administrator with roles, made through the domain layer in this process (what
-    admins.make_admin does with two qvd-admin runs, a second each)."""
-    name, tenant = login.split("@")
-    local = Context(actor=local_actor(), cfg=Config(), engine=demo.engine)
-    local.run("admin add", OpRequest(filters={}, tenant=tenant,
-                                     args={"name": login, "password": PASSWORD}))
-    if roles:
-        local.run("admin role", OpRequest(filters={"name": name}, tenant=tenant,
-                                          args={"grant": ",".join(roles)}))
 
 
 def problem(reply, status: int) -> str:

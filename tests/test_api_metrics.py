@@ -8,10 +8,9 @@ import http.client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from admins import PASSWORD
+from admins import PASSWORD, make_admin
 from api_server import ApiProcess
 from hkd_nodes import wait_for
-from test_api import make_admin
 from test_metrics import check_dashboard, prometheus_for  # noqa: F401 - a fixture
 
 ROOT = "root@*"

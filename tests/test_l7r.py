@@ -32,18 +32,29 @@ def connect(l7r, login=None, password=None) -> QvdConnection:
 
 
 def raw_exchange(l7r, data: bytes) -> bytes:
-    """Send bytes over TLS as they are; return everything the server answers until it closes
-    or stays quiet for a moment."""
+    """Send bytes over TLS as they are; return the server's answer: one whole response (by
+    its Content-Length), or everything until it closes or stays quiet for a moment."""
     with connect(l7r) as conn:
         conn.sock.settimeout(3)
         conn.send_raw(data)
         reply = b""
         try:
-            while chunk := conn.sock.recv(65536):
+            while not _whole_response(reply) and (chunk := conn.sock.recv(65536)):
                 reply += chunk
         except (TimeoutError, socket.timeout, ssl.SSLError, OSError):
             pass
         return reply
+
+
+def _whole_response(reply: bytes) -> bool:
+    head, found, body = reply.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
 
 
 def test_ping(l7r, demo):

@@ -13,12 +13,12 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
 
-from admins import PASSWORD
+from admins import PASSWORD, make_admin
 from browser import (console_errors, no_external_requests, screenshot, set_phone_size,
                      wait_for)
 from conftest import make_host_running
 from hkd_nodes import HkdNode
-from test_api import api, make_admin  # noqa: F401  (api: a real qvd-api, the fixture)
+from test_api import api  # noqa: F401  (api: a real qvd-api, the fixture)
 
 ROOT = "root@*"
 SCREENSHOTS = os.environ.get("QVD_SCREENSHOTS")  # a folder: keep the pictures (README)

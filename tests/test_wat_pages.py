@@ -9,8 +9,8 @@ from qvd.db.ops import REGISTRY
 from qvd.wat.catalog import DETAILED, FORM_VERBS
 from qvd.wat.web import OBJECTS
 
-from admins import PASSWORD
-from test_api import api, make_admin  # noqa: F401  (api: a real qvd-api, the fixture)
+from admins import PASSWORD, make_admin
+from test_api import api  # noqa: F401  (api: a real qvd-api, the fixture)
 
 
 def get(api, token: str, path: str) -> tuple[int, str]:

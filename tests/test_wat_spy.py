@@ -10,13 +10,12 @@ import uuid
 
 import pytest
 
-from admins import PASSWORD
+from admins import PASSWORD, make_admin
 from api_server import ApiProcess
 from hkd_nodes import l7r_node, wait_for
 from portal_client import WebSocket
 from qvd.api.auth import COOKIE
 from qvd.client import rfb
-from test_api import make_admin
 from test_l7r import open_desktop
 
 RETURN = 0xff0d
