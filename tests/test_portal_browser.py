@@ -117,6 +117,11 @@ def test_the_desktop_in_a_browser(demo, node, page, tmp_path):
     page.refresh()
     banner = until(page, lambda d: (b := d.find_element(By.ID, "banner")).is_displayed() and b)
     assert "This desktop has expired" in banner.text and "stopped at" in banner.text
+    until(page, connected)
+    page.find_element(By.ID, "disconnect").click()  # the user leaves: no reconnecting
+    until(page, lambda d: status(d) == "Disconnected")
+    wait_until(lambda: demo.sql("SELECT user_state FROM vm_runtimes WHERE vm_id = 1")[0][0]
+               == "disconnected", 20, "the session to end")
     # What the console may say: the refused password's 401, the dropped and taken-over
     # WebSocket; nothing else (no script error).
     assert [e for e in console_errors(page)
