@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import psycopg
 
@@ -27,6 +28,7 @@ from .pool_plan import Plan, decide
 
 log = logging.getLogger(__name__)
 
+RETRY = 0.25  # seconds before a pool skipped for another node's pass is looked at again
 TENANT_CONFIG = "SELECT key, value FROM configs WHERE tenant_id = %(tenant)s"
 
 
@@ -36,7 +38,9 @@ class PoolKeeper:
         self.db = Database(node.db.params, f"qvd-hkd {node.name} pools", kind="pools")
 
     async def run(self) -> None:
-        """Listen on qvd_pools; after each wake-up (or poll interval), one pass."""
+        """Listen on qvd_pools; after each wake-up, a pass over the pool it names; every
+        pool.poll.interval, over all (a config change, a throw-away VM's user who left long
+        enough ago: neither notifies)."""
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -44,34 +48,51 @@ class PoolKeeper:
                            "pool listener"), autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {sql.CHANNEL}")
+                    woken: set[int] | None = None  # None: every pool
                     while True:
-                        await self.keep_all()
-                        poll = self.cfg.get_float("pool.poll.interval")
-                        async for _ in conn.notifies(timeout=poll, stop_after=1):
-                            pass
+                        if woken is None:
+                            last_full = time.monotonic()
+                        skipped = await self.keep_all(woken)
+                        # the safety net: all of them each poll interval (read each time: a
+                        # change of it counts from the last full pass)
+                        due = last_full + self.cfg.get_float("pool.poll.interval")
+                        # a pool another node was at: looked at again soon, in case the
+                        # change that woke us came after that node read the pool
+                        wait = RETRY if skipped else max(0.0, due - time.monotonic())
+                        woken = set(skipped)
+                        async for note in conn.notifies(timeout=wait, stop_after=1):
+                            woken.add(int(note.payload))
+                        if not woken or time.monotonic() >= due:
+                            woken = None
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 log.warning("pool listener: database connection lost (%s); reconnecting",
                             str(exc).strip().splitlines()[0] if str(exc) else "closed")
                 await asyncio.sleep(1)
 
-    async def keep_all(self) -> None:
+    async def keep_all(self, only: set[int] | None = None) -> set[int]:
+        """A pass over the pools a notification named (the others did not change), or all;
+        the pools skipped because another node held their lock."""
+        skipped: set[int] = set()
         if not self.node.life.serving:
-            return
+            return skipped
         try:
             for row in await self.db.fetch("SELECT id FROM pools ORDER BY id"):
-                await self.keep(row["id"])
+                if (only is None or row["id"] in only) and not await self.keep(row["id"]):
+                    skipped.add(row["id"])
         except DbUnavailable as exc:
             log.warning("pool keeping postponed: %s", exc)
+        return skipped
 
-    async def keep(self, pool_id: int) -> None:
+    async def keep(self, pool_id: int) -> bool:
+        """One pool's pass; False when another node holds its lock."""
         key = {"pool": pool_id}
         try:
             async with self.db.transaction():
                 if not (await self.db.fetchone(sql.TRY_LOCK, key))["got"]:
-                    return  # another node is at this pool right now
+                    return False  # another node is at this pool right now
                 pool = await self.db.fetchone(sql.POOL + " WHERE p.id = %(pool)s", key)
                 if pool is None:
-                    return
+                    return True
                 vms = await self.db.fetch(sql.VMS, key)
                 cfg = await self._settings(pool["tenant_id"])
                 plan = decide(pool, vms, cfg.get_int("pool.max_preparing"),
@@ -80,12 +101,14 @@ class PoolKeeper:
                 await self.db.fetch(sql.REASON, {"pool": pool_id, "reason": reason})
             if reason != pool["last_reason"]:
                 log.info("pool %d '%s': %s", pool_id, pool["name"], reason)
+            return True
         except psycopg.Error as exc:  # a refused write: the pass is undone, the reason kept
             if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
                 raise DbUnavailable(str(exc)) from None
             reason = f"pool keeping failed: {str(exc).strip().splitlines()[0]}"
             log.error("pool %d: %s", pool_id, reason)
             await self.db.fetch(sql.REASON, {"pool": pool_id, "reason": reason})
+            return True
 
     async def _settings(self, tenant_id: int) -> Config:
         rows = await self.db.fetch(TENANT_CONFIG, {"tenant": tenant_id})

@@ -17,8 +17,8 @@ and writes). The rules, in order:
 |                     |                                        | new ones (never above max)      |
 | below min           | total < min                            | make VMs (stopped beyond spare) |
 VMs given to users take a new DI at their next start, as any VM; throw-away ones once
-given back. A start or a VM made counts against pool.max_preparing with the VMs already starting; what
-is left over waits for the next pass (every start's end wakes the keepers).
+given back. A start or a VM made counts against pool.max_preparing with the VMs already
+starting; what is left over waits for the next pass (every start's end wakes the keepers).
 
 "Spare": a VM of the pool with no user. "Up": running and not asked to stop, or starting.
 """

@@ -6,8 +6,8 @@ POOL = {"min": 2, "spare": 2, "max": 5, "blocked": False, "assignment": "persist
 
 
 def vm(vm_id, user=None, state="stopped", cmd=None, current=1, tag=1):
-    return {"id": vm_id, "user_id": user, "discard_home": False, "vm_state": state, "vm_cmd": cmd, "blocked": False,
-            "user_state": "disconnected", "user_idle": 0.0, "current_di_id": current,
+    return {"id": vm_id, "user_id": user, "discard_home": False, "vm_state": state,
+            "vm_cmd": cmd, "blocked": False, "user_state": "disconnected", "user_idle": 0.0, "current_di_id": current,
             "tag_di_id": tag}
 
 
