@@ -47,8 +47,18 @@ def test_pool_cli_add_members_list_edit_block_del_and_bad_input(demo):
     demo.take_failed_changes()
     assert demo.snapshot() == before
 
+    # A user deleted gives their pool VM back (its next start discards their home).
+    demo.sql("INSERT INTO vms (name, tenant_id, user_id, pool_id, osf_id, ip) "
+             "SELECT 'lab-1', p.tenant_id, u.id, p.id, p.osf_id, '10.0.0.200' "
+             "FROM pools p, users u WHERE u.login = 'bob'")
+    demo.sql("INSERT INTO vm_runtimes (vm_id) SELECT id FROM vms WHERE name = 'lab-1'")
+    demo.ok("user", "del", "-t", "acme", "-f", "login=bob")
+    assert demo.sql("SELECT user_id, discard_home FROM vms WHERE name = 'lab-1'") == [
+        (None, True)]
+
     demo.ok("pool", "del", "-t", "acme", "-f", "name=lab")
     assert demo.sql("SELECT count(*) FROM pools")[0][0] == 0
+    assert demo.sql("SELECT count(*) FROM vms WHERE name = 'lab-1'")[0][0] == 0
 
 
 def _pool_row(demo) -> dict:

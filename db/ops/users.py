@@ -84,7 +84,18 @@ def passwd(admin, call):
     admin.say(f"password of user {user_id} changed, {revoked} token(s) revoked")
 
 
-add_delete_verb(group, VIEW, User, " (their VMs must be deleted first)")
+def _give_back_pool_vms(admin, s, ids) -> None:
+    """The users' VMs of desktop pools go back to their pools (their next start discards the
+    home); one still running or connected must be stopped first."""
+    from .vms import _refuse_active  # vms imports this module (find_user)
+    pooled = list(s.scalars(select(Vm.id).where(Vm.user_id.in_(ids), Vm.pool_id.isnot(None))))
+    if pooled:
+        _refuse_active(admin, s, pooled)
+        s.execute(update(Vm).where(Vm.id.in_(pooled)).values(user_id=None, discard_home=True))
+
+
+add_delete_verb(group, VIEW, User, " (their VMs must be deleted first; VMs of pools go back "
+                "to their pools)", before=_give_back_pool_vms)
 add_list_verb(group, VIEW)
 add_block_verbs(group, VIEW, User.blocked, "they cannot log in")
 add_property_verbs(group, VIEW)
