@@ -27,7 +27,7 @@ def test_pool_cli_add_members_list_edit_block_del_and_bad_input(demo):
     demo.ok("pool", "block", "-t", "acme", "-f", "name=lab")
     pool, = json.loads(demo.ok("pool", "list", "-t", "acme", "--json"))
     assert (pool["min"], pool["spare"], pool["max"], pool["members"], pool["vms"],
-            pool["blocked"]) == (2, 2, 4, 1, 0, True)
+            pool["blocked"], pool["last_vm_error"]) == (2, 2, 4, 1, 0, True, None)
 
     # Each mistake: one line on stderr, the exit status of its kind, nothing changed.
     before = demo.snapshot()
@@ -51,7 +51,9 @@ def test_pool_cli_add_members_list_edit_block_del_and_bad_input(demo):
     demo.sql("INSERT INTO vms (name, tenant_id, user_id, pool_id, osf_id, ip) "
              "SELECT 'lab-1', p.tenant_id, u.id, p.id, p.osf_id, '10.0.0.200' "
              "FROM pools p, users u WHERE u.login = 'bob'")
-    demo.sql("INSERT INTO vm_runtimes (vm_id) SELECT id FROM vms WHERE name = 'lab-1'")
+    demo.sql("INSERT INTO vm_runtimes (vm_id, last_error, last_error_at) "
+             "SELECT id, 'the DI is blocked', now() FROM vms WHERE name = 'lab-1'")
+    assert _pool_row(demo)["last_vm_error"] == "the DI is blocked"  # why its VMs fail
     demo.ok("user", "del", "-t", "acme", "-f", "login=bob")
     assert demo.sql("SELECT user_id, discard_home FROM vms WHERE name = 'lab-1'") == [
         (None, True)]

@@ -38,7 +38,13 @@ VIEW = ObjectView("pool", {
     "stopped": _count(VmRuntime.vm_state == "stopped", VmRuntime.vm_cmd.is_(None)),
     "members": select(func.count()).where(PoolMember.pool_id == Pool.id).scalar_subquery(),
     "blocked": Pool.blocked, "vm_names": Pool.vm_names, "last_reason": Pool.last_reason,
-    "last_reason_at": Pool.last_reason_at, "description": Pool.description,
+    "last_reason_at": Pool.last_reason_at,
+    # why its VMs fail (a start refused, a DI missing): the newest of their last_error
+    "last_vm_error": (select(VmRuntime.last_error).join(Vm, Vm.id == VmRuntime.vm_id)
+                      .where(Vm.pool_id == Pool.id, VmRuntime.last_error.isnot(None))
+                      .order_by(VmRuntime.last_error_at.desc().nulls_last()).limit(1)
+                      .scalar_subquery()),
+    "description": Pool.description,
 }, select(Pool).join(Tenant, Tenant.id == Pool.tenant_id).join(Osf, Osf.id == Pool.osf_id),
     tenant=Tenant.name, ids={"tenant_id": Tenant.id, "osf_id": Osf.id})
 
