@@ -85,7 +85,8 @@ def test_the_desktop_in_a_browser(demo, node, page, tmp_path):
     first_line = (-painted["width"] // 2 + 60, -painted["height"] // 2 + 8)
     ActionChains(page).move_to_element_with_offset(screen, *first_line) \
         .click().click().click().perform()  # xterm: a triple click selects the line
-    assert "root@vm" in until(page, lambda d: panel.get_attribute("value"))
+    # (the double click before the third selects a word first: the line's text replaces it)
+    until(page, lambda d: "root@vm" in (panel.get_attribute("value") or ""))
 
     # The remote screen follows the window (SetDesktopSize; Xvnc resizes its framebuffer).
     # (Headless Chromium keeps its window's size: the viewport is what a resize changes.)
@@ -115,9 +116,11 @@ def test_the_desktop_in_a_browser(demo, node, page, tmp_path):
     demo.ok("vm", "edit", "-f", "id=1", "expiration_soft=2020-01-01T00:00",
             "expiration_hard=2099-01-01T00:00")
     page.refresh()
-    banner = until(page, lambda d: (b := d.find_element(By.ID, "banner")).is_displayed() and b)
-    assert "This desktop has expired" in banner.text and "stopped at" in banner.text
+    def banner(driver) -> str:
+        return driver.find_element(By.ID, "banner").text  # "" while hidden
+    until(page, lambda d: "This desktop has expired" in banner(d))
     until(page, connected)
+    assert "This desktop has expired" in banner(page) and "stopped at" in banner(page)
     page.find_element(By.ID, "disconnect").click()  # the user leaves: no reconnecting
     until(page, lambda d: status(d) == "Disconnected")
     wait_until(lambda: demo.sql("SELECT user_state FROM vm_runtimes WHERE vm_id = 1")[0][0]

@@ -16,6 +16,7 @@ const RETRIES = 8;          // after a network drop, with the same cookie
 let rfb = null;
 let retries = 0;
 let leaving = false;        // the user pressed Disconnect
+let expiryWarning = "";     // shown until the page is left, whatever the connection does
 
 function say(text, kind = "") {
     statusLine.textContent = text;
@@ -59,7 +60,7 @@ function attach(ws) {
     rfb.addEventListener("connect", () => {
         retries = 0;
         say("Connected", "connected");
-        alertBanner("");
+        alertBanner(expiryWarning);
         rfb.focus();
     });
     rfb.addEventListener("clipboard", (event) => {
@@ -104,7 +105,8 @@ async function watchExpiration() {
             const hard = desktop.expiration_hard
                 ? ` It will be stopped at ${new Date(desktop.expiration_hard * 1000).toLocaleTimeString()}.`
                 : "";
-            alertBanner(`This desktop has expired: save your work and log out.${hard}`);
+            expiryWarning = `This desktop has expired: save your work and log out.${hard}`;
+            alertBanner(expiryWarning);
         }
     } catch (error) {
         // offline for a moment: the next round tells
