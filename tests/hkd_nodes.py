@@ -136,17 +136,22 @@ def vma_processes(env, vm_id: int) -> list[int]:
     return found
 
 
-class DuplicateWatch:
-    """Samples, in the background, how many VMA processes of a VM are alive at once."""
+class PeakWatch:
+    """Takes a reading in the background every `interval` seconds (sample() keeps the most
+    it saw) from `with` to its end."""
+    interval = 0.05
 
-    def __init__(self, env, vm_id: int):
-        self.env, self.vm_id, self.most, self._stop = env, vm_id, 0, threading.Event()
+    def __init__(self):
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
 
     def _run(self):
         while not self._stop.is_set():
-            self.most = max(self.most, len(vma_processes(self.env, self.vm_id)))
-            time.sleep(0.05)
+            self.sample()
+            time.sleep(self.interval)
 
     def __enter__(self):
         self._thread.start()
@@ -155,6 +160,17 @@ class DuplicateWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class DuplicateWatch(PeakWatch):
+    """The most VMA processes of a VM alive at once."""
+
+    def __init__(self, env, vm_id: int):
+        super().__init__()
+        self.env, self.vm_id, self.most = env, vm_id, 0
+
+    def sample(self) -> None:
+        self.most = max(self.most, len(vma_processes(self.env, self.vm_id)))
 
 
 def l7r_node(env, directory, name: str = "node1", extra_conf: str = "") -> HkdNode:

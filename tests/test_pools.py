@@ -6,9 +6,8 @@ import json
 import os
 import signal
 import threading
-import time
 
-from hkd_nodes import l7r_node, wait_for
+from hkd_nodes import PeakWatch, l7r_node, wait_for
 from qvd.db.passwords import hash_password
 from test_l7r import connect, open_desktop
 
@@ -75,31 +74,21 @@ def _spares_on(demo, node: str) -> int:
                     n=node)[0][0]
 
 
-class Sampler:
-    """Samples, in the background, the most VMs the pool had and the most starting at once."""
+class Sampler(PeakWatch):
+    """The most VMs the pool had and the most starting at once."""
+    interval = 0.02
 
     def __init__(self, demo):
+        super().__init__()
         self.demo, self.most_vms, self.most_preparing = demo, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.is_set():
-            (vms, preparing), = self.demo.sql(
-                "SELECT count(*), count(*) FILTER (WHERE r.vm_state = 'starting' "
-                "OR r.vm_cmd = 'start') FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
-                "WHERE v.pool_id IS NOT NULL")
-            self.most_vms = max(self.most_vms, vms)
-            self.most_preparing = max(self.most_preparing, preparing)
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        (vms, preparing), = self.demo.sql(
+            "SELECT count(*), count(*) FILTER (WHERE r.vm_state = 'starting' "
+            "OR r.vm_cmd = 'start') FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
+            "WHERE v.pool_id IS NOT NULL")
+        self.most_vms = max(self.most_vms, vms)
+        self.most_preparing = max(self.most_preparing, preparing)
 
 
 def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_max(demo,
@@ -128,7 +117,7 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
             demo.ok(*POOL_ADD, "min=3", "spare=2", "max=4")
             demo.ok("pool", "members", "-t", "acme", "-f", "name=lab", "add=" + ",".join(logins))
             wait_for(lambda: _spares_on(demo, "node2") == 2, 30, "two spares on node2")
-            wait_for(lambda: (row := _pool_row(demo))["last_reason"].startswith("settled"),
+            wait_for(lambda: _pool_row(demo)["last_reason"].startswith("settled"),
                      15, "the pool to settle")
             row = _pool_row(demo)
             assert (row["vms"], row["spare_running"], row["stopped"], row["assigned"]) == \
