@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from qvd.vma import secret
 
 from .rfb_input import ViewerError, ViewerFilter
-from .web import LoginNeeded, PageError, acting, allowed, page, run
+from .web import LoginNeeded, PageError, acting, allowed, page, run, same_origin
 
 router = APIRouter()
 log = logging.getLogger("qvd.wat.spy")
@@ -44,9 +44,8 @@ def spy_page(request: Request, vm_id: int, interactive: int = 0):
 
 
 def _same_origin(websocket: WebSocket) -> bool:
-    """A browser always names the page's origin on a WebSocket: it must be ours."""
-    origin, host = websocket.headers.get("origin"), websocket.headers.get("host", "")
-    return origin in (f"https://{host}", f"http://{host}")
+    """A browser always names the page's origin on a WebSocket: it must be there, and ours."""
+    return websocket.headers.get("origin") is not None and same_origin(websocket)
 
 
 async def _refuse(websocket: WebSocket, status: int, message: str) -> None:
