@@ -188,6 +188,16 @@ KEYS: list[Key] = [
        "Most users auto-created per tenant in any hour; past it first logins get 401."),
     _k("auth.ldap.attr.login", "uid", "str",
        "LDAP attribute whose value, read from the entry bound, is the user's login."),
+    _k("auth.ldap.attr.groups", "memberOf", "str",
+       "LDAP attribute of the user's entry naming their groups (DNs, as memberOf, or names): "
+       "read at each password login, for pools given to groups (`pool members add_group=`); "
+       "empty: not read."),
+    _k("auth.ldap.group.filter", "", "str",
+       "Search for the user's groups under auth.ldap.group.base (their cn is the name), as "
+       "directories without memberOf need: %u is the login, %d the user's DN, e.g. "
+       "(&(objectClass=posixGroup)(memberUid=%u)); empty: no search."),
+    _k("auth.ldap.group.base", "", "str",
+       "Base of the auth.ldap.group.filter search (empty: auth.ldap.base)."),
     _k("l7r.auth.login.case_insensitive", 1, "bool",
        "Logins differing only in case are one user (an exact match wins over a folded one)."),
     # --- desktop pools (db/ops/pools.py, hkd/pool_keeper.py, l7r/pools.py) ------------------

@@ -27,14 +27,13 @@ log = logging.getLogger(__name__)
 # The entries list_of_vm adds (the columns of its VM rows).
 ENTRIES = """
 SELECT -p.id AS id, p.name, 'stopped' AS state, p.blocked::int AS blocked
-FROM pools p JOIN pool_members m ON m.pool_id = p.id AND m.user_id = %(user)s
-JOIN osfs o ON o.id = p.osf_id
-WHERE NOT o.is_application
+FROM pools p JOIN osfs o ON o.id = p.osf_id
+WHERE p.id IN (""" + sql.ENTITLED_POOLS + """) AND NOT o.is_application
   AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.pool_id = p.id AND v.user_id = %(user)s)"""
 
 ENTITLED = """
 SELECT p.id, p.name, p.tenant_id, p.max, p.blocked FROM pools p
-JOIN pool_members m ON m.pool_id = p.id AND m.user_id = %(user)s WHERE p.id = %(pool)s"""
+WHERE p.id = %(pool)s AND p.id IN (""" + sql.ENTITLED_POOLS + ")"
 ASSIGNED = "SELECT id FROM vms WHERE pool_id = %(pool)s AND user_id = %(user)s"
 
 # A running spare first, then one on its way, then a stopped one; none asked to stop.
@@ -160,7 +159,6 @@ def start_in_turn(connect, vm: dict) -> vm_commands.Start | None:
 PORTAL_ENTRIES = """
 SELECT -p.id AS id, p.name, 'stopped' AS state, p.blocked, 'disconnected' AS user_state,
        NULL::float8 AS expiration_soft, NULL::float8 AS expiration_hard
-FROM pools p JOIN pool_members m ON m.pool_id = p.id AND m.user_id = %(user)s
-JOIN osfs o ON o.id = p.osf_id
-WHERE NOT o.is_application
+FROM pools p JOIN osfs o ON o.id = p.osf_id
+WHERE p.id IN (""" + sql.ENTITLED_POOLS + """) AND NOT o.is_application
   AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.pool_id = p.id AND v.user_id = %(user)s)"""

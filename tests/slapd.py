@@ -2,7 +2,9 @@
 
 Its own slapd.conf and mdb database in a temporary directory, suffix dc=qvd,dc=test, listening
 on 127.0.0.1 (ldap:// and ldaps://, StartTLS too) with a certificate signed by a test CA, and
-ou=people holding the users of PEOPLE. Run in the foreground (-d) so the fixture owns its PID
+ou=people holding the users of PEOPLE, ou=groups their groups (GROUPS: groupOfNames, which
+the memberof overlay shows on each member's entry as memberOf, and posixGroup, found by a
+search on memberUid). Run in the foreground (-d) so the fixture owns its PID
 and stops exactly that process.
 """
 from __future__ import annotations
@@ -33,12 +35,15 @@ BASE = "dc=qvd,dc=test"
 ROOTDN, ROOTPW = f"cn=admin,{BASE}", "rootsecret"
 # login: (uidNumber, password); gidNumber = uidNumber, home /home/<login>
 PEOPLE = {"bob": (2001, "bobpw"), "carol": (2002, "carolpw"), "dave": (2003, "davepw")}
+# cn: (objectClass, members)
+GROUPS = {"Designers": ("groupOfNames", ["bob"]), "devs": ("posixGroup", ["carol", "dave"])}
 
 CONF = """\
 {includes}
 pidfile {dir}/slapd.pid
 modulepath /usr/lib/ldap
 moduleload back_mdb
+moduleload memberof
 TLSCACertificateFile {dir}/ca.pem
 TLSCertificateFile {dir}/server.pem
 TLSCertificateKeyFile {dir}/server.key
@@ -51,6 +56,7 @@ suffix "{base}"
 rootdn "{rootdn}"
 rootpw {rootpw}
 directory {dir}/db
+overlay memberof
 # Like a real directory: passwords are only usable to bind, never readable.
 access to attrs=userPassword by anonymous auth by * none
 access to * by * read
@@ -112,6 +118,14 @@ def people_ldif() -> str:
             f"objectClass: posixAccount\nuid: {login}\ncn: {login.title()}\nsn: {login}\n"
             f"uidNumber: {number}\ngidNumber: {number}\nhomeDirectory: /home/{login}\n"
             f"userPassword: {ssha(password)}")
+    entries.append(f"dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups")
+    for number, (name, (kind, members)) in enumerate(GROUPS.items(), 3001):
+        if kind == "groupOfNames":
+            listed = "\n".join(f"member: uid={m},ou=people,{BASE}" for m in members)
+        else:
+            listed = f"gidNumber: {number}\n" + "\n".join(f"memberUid: {m}" for m in members)
+        entries.append(f"dn: cn={name},ou=groups,{BASE}\nobjectClass: {kind}\ncn: {name}\n"
+                       + listed)
     return "\n\n".join(entries) + "\n"
 
 

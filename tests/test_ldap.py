@@ -1,7 +1,10 @@
 """The `ldap` auth plugin against a real slapd (tests/slapd.py): through the real L7R, and the
 plugin function itself for what a client cannot see (uid/gid/home, TLS, timeouts)."""
+import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -11,7 +14,9 @@ from qvd.hkd.backends.process import free_port
 from qvd.l7r.auth import ldap as ldap_plugin
 from qvd.l7r.auth.base import AuthFailed, Credentials
 from qvd.l7r.db import L7rDb
-from test_l7r import connect, l7r  # noqa: F401  (l7r: the fixture, a real node's L7R)
+from hkd_nodes import wait_for
+from test_l7r import connect, l7r, open_desktop  # noqa: F401  (l7r: the fixture, a real node's L7R)
+from test_pools import POOL_ADD
 
 MODES = ["pattern", "search"]
 
@@ -226,3 +231,70 @@ def test_autocreate_with_an_unknown_osf_creates_nothing(demo, slapd):
     with pytest.raises(AuthFailed, match="no OSF 'nope'"):
         plugin_login(demo, settings, "dave", "davepw")
     assert demo.sql("SELECT count(*) FROM users WHERE login = 'dave'") == [(0,)]
+
+
+def _directory(slapd, ldif: str) -> None:
+    """A change to the directory, as its administrator makes it (ldapmodify as the root DN)."""
+    done = subprocess.run([shutil.which("ldapmodify") or "/usr/bin/ldapmodify", "-x", "-H",
+                           slapd.uri, "-D", slapd.rootdn, "-w", slapd.rootpw],
+                          input=ldif, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pools_given_to_directory_groups_follow_the_directory(l7r, demo, slapd, bob):
+    """Bob is in Designers (memberOf on his entry), carol and dave in devs (a posixGroup found
+    by a search): a pool given to a group is theirs at their next login, and no longer when
+    the directory takes them out."""
+    demo.ok("user", "add", "-t", "acme", "login=carol")
+    use_ldap(demo, slapd, "pattern", **{
+        "group.filter": "(&(objectClass=posixGroup)(memberUid=%u))",
+        "group.base": f"ou=groups,{slapd.base}"})
+    demo.ok(*POOL_ADD, "min=0", "max=2")
+    demo.ok(*POOL_ADD[:4], "name=build", "osf=desktop", "max=1")
+    demo.ok("pool", "members", "-t", "acme", "-f", "name=lab", "add_group=designers")
+    demo.ok("pool", "members", "-t", "acme", "-f", "name=build", "add_group=DEVS")
+    lab, build = (demo.sql("SELECT id FROM pools WHERE name = :n", n=n)[0][0]
+                  for n in ("lab", "build"))
+
+    def desktops(login, password):
+        with connect(l7r, f"{login}@acme", password) as conn:
+            reply = conn.list_of_vm()
+            assert reply.status == 200, reply
+            return [(vm["id"], vm["name"]) for vm in reply.json()]
+    assert desktops("bob", "bobpw") == [(-lab, "lab")]
+    assert desktops("carol", "carolpw") == [(-build, "build")]
+    assert demo.sql("SELECT login, directory_groups FROM users WHERE login IN ('bob', 'carol') "
+                    "ORDER BY login") == [("bob", ["designers"]), ("carol", ["devs"])]
+    # dave is in devs but no user of acme: nothing is made for him, and carol's pool is hers
+    assert "unknown user dave@acme" in refusal(l7r, demo, "dave@acme", "davepw")
+    conn, reply, _ = open_desktop(l7r, "carol@acme", "carolpw", vm_id=-lab)
+    conn.close()
+    assert reply.status == 404  # not her group's pool: as if it did not exist
+    conn, reply, banner = open_desktop(l7r, "bob@acme", "bobpw", vm_id=-lab)
+    with conn:
+        assert (reply.status, banner) == (101, b"RFB 003.008\n")
+    members = json.loads(demo.ok("pool", "members", "-t", "acme", "-f", "name=lab", "--json"))
+    assert [(m["login"], m["via"], m["vm"]) for m in members] == [
+        ("bob", "group designers", "lab-1")]
+    assert json.loads(demo.ok("pool", "list", "-t", "acme", "-f", "name=build", "--json"))[0][
+        "groups"] == "devs"
+
+    # The directory takes bob out of Designers: at his next login the pool is not his any more
+    # (the VM he was given stays his until `vm del`, as for a member taken off).
+    designers = f"cn=Designers,ou=groups,{slapd.base}"
+    _directory(slapd, f"dn: {designers}\nchangetype: modify\nadd: member\n"
+                      f"member: uid=carol,ou=people,{slapd.base}\n-\ndelete: member\n"
+                      f"member: uid=bob,ou=people,{slapd.base}\n")
+    try:
+        assert sorted(desktops("carol", "carolpw")) == [(-build, "build"), (-lab, "lab")]
+        demo.ok("vm", "stop", "-t", "acme", "-f", "name=lab-1")
+        wait_for(lambda: demo.sql("SELECT vm_state FROM vm_runtimes r JOIN vms v "
+                                  "ON v.id = r.vm_id WHERE v.name = 'lab-1'") == [("stopped",)],
+                 30, "lab-1 to stop")
+        demo.ok("vm", "del", "-t", "acme", "-f", "name=lab-1")
+        assert desktops("bob", "bobpw") == []
+        assert demo.sql("SELECT directory_groups FROM users WHERE login = 'bob'") == [([],)]
+    finally:
+        _directory(slapd, f"dn: {designers}\nchangetype: modify\nadd: member\n"
+                          f"member: uid=bob,ou=people,{slapd.base}\n-\ndelete: member\n"
+                          f"member: uid=carol,ou=people,{slapd.base}\n")

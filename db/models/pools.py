@@ -48,3 +48,13 @@ class PoolMember(Base):
                                          primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
                                          primary_key=True, index=True)
+
+
+class PoolGroup(Base):
+    """A directory group entitled to the pool: its users (as the LDAP plugin last saw them,
+    users.directory_groups) may use it. Names are kept lower-case: LDAP compares them so."""
+    __tablename__ = "pool_groups"
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    __table_args__ = (CheckConstraint("name <> '' AND name = lower(name)", name="name_lower"),)

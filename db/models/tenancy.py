@@ -3,7 +3,7 @@ from datetime import datetime
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer,
                         Text, UniqueConstraint)
-from sqlalchemy.dialects.postgresql import INET
+from sqlalchemy.dialects.postgresql import ARRAY, INET
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import FALSE, NOW, TRUE, ZERO, Base
@@ -30,6 +30,9 @@ class User(Base):
     # Argon2id PHC string, or QVD's legacy base64(sha256(salt+password)); NULL: external auth only.
     password: Mapped[str | None] = mapped_column(Text)
     blocked: Mapped[bool] = mapped_column(Boolean, server_default=FALSE)
+    # The groups the directory named at the user's last LDAP password login (lower-case; see
+    # auth.ldap.attr.groups): what entitles them to pools by group, tokens included.
+    directory_groups: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=NOW)
     __table_args__ = (UniqueConstraint("tenant_id", "login"),
                       CheckConstraint("login <> ''", name="login_not_empty"))

@@ -5,7 +5,7 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from qvd.db.images import DEFAULT
-from qvd.db.models import Osf, Pool, PoolMember, Tenant, User, Vm, VmRuntime
+from qvd.db.models import Osf, Pool, PoolGroup, PoolMember, Tenant, User, Vm, VmRuntime
 from qvd.db.models.pools import ASSIGNMENTS
 from qvd.db.runtime.pools import vm_name
 
@@ -37,6 +37,8 @@ VIEW = ObjectView("pool", {
     "preparing": _count(_preparing),
     "stopped": _count(VmRuntime.vm_state == "stopped", VmRuntime.vm_cmd.is_(None)),
     "members": select(func.count()).where(PoolMember.pool_id == Pool.id).scalar_subquery(),
+    "groups": select(func.string_agg(PoolGroup.name, ",")).where(PoolGroup.pool_id == Pool.id)
+    .scalar_subquery(),
     "blocked": Pool.blocked, "vm_names": Pool.vm_names, "last_reason": Pool.last_reason,
     "last_reason_at": Pool.last_reason_at,
     # why its VMs fail (a start refused, a DI missing): the newest of their last_error
@@ -136,42 +138,81 @@ def _refuse_active_vms(admin, s, ids) -> None:
     _refuse_active(admin, s, list(s.scalars(select(Vm.id).where(Vm.pool_id.in_(ids)))))
 
 
-MEMBER_FIELDS = ["pool", "login", "tenant", "vm"]
+MEMBER_FIELDS = ["pool", "login", "tenant", "via", "vm"]
+CHANGES = ("add", "del", "add_group", "del_group")
+
+
+def _listed(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _change_members(admin, s, pool: Pool, changes: dict) -> None:
+    tenant = s.get(Tenant, pool.tenant_id).name
+    users = {key: [find_user(admin, s, login, tenant).id for login in changes[key]]
+             for key in ("add", "del") if key in changes}
+    if users.get("add"):
+        s.execute(insert(PoolMember).values([{"pool_id": pool.id, "user_id": user}
+                                             for user in users["add"]])
+                  .on_conflict_do_nothing())
+    if users.get("del"):
+        s.execute(delete(PoolMember).where(PoolMember.pool_id == pool.id,
+                                           PoolMember.user_id.in_(users["del"])))
+    groups = {key: sorted({name.lower() for name in changes.get(key, [])})
+              for key in ("add_group", "del_group")}
+    for name in groups["add_group"]:
+        parse_name("group name", name)
+    if groups["add_group"]:
+        s.execute(insert(PoolGroup).values([{"pool_id": pool.id, "name": name}
+                                            for name in groups["add_group"]])
+                  .on_conflict_do_nothing())
+    if groups["del_group"]:
+        s.execute(delete(PoolGroup).where(PoolGroup.pool_id == pool.id,
+                                          PoolGroup.name.in_(groups["del_group"])))
+
+
+def _member_rows(s, ids: list[int]) -> list[dict]:
+    """Members one by one, then each group with the users the directory last put in it
+    (a group nobody of it has logged in since: one row without a login)."""
+    vm = select(Vm.name).where(Vm.pool_id == Pool.id, Vm.user_id == User.id) \
+        .scalar_subquery()
+    rows = [dict(row, via="user") for row in s.execute(
+        select(Pool.name.label("pool"), User.login.label("login"),
+               Tenant.name.label("tenant"), vm.label("vm"))
+        .select_from(PoolMember).join(Pool, Pool.id == PoolMember.pool_id)
+        .join(User, User.id == PoolMember.user_id).join(Tenant, Tenant.id == User.tenant_id)
+        .where(Pool.id.in_(ids))).mappings()]
+    for row in s.execute(
+            select(Pool.name.label("pool"), PoolGroup.name.label("group"),
+                   User.login.label("login"), Tenant.name.label("tenant"), vm.label("vm"))
+            .select_from(PoolGroup).join(Pool, Pool.id == PoolGroup.pool_id)
+            .join(Tenant, Tenant.id == Pool.tenant_id)
+            .outerjoin(User, and_(User.tenant_id == Pool.tenant_id,
+                                  User.directory_groups.any(PoolGroup.name)))
+            .where(Pool.id.in_(ids))).mappings():
+        row = dict(row)
+        rows.append(dict(row, via=f"group {row.pop('group')}"))
+    return sorted(rows, key=lambda r: (r["pool"], r["login"] or "", r["via"]))
 
 
 @verb(group, "members", "Show who may use the pools chosen by -f, and their VMs; "
-                        "[add=LOGIN,LOGIN...] [del=LOGIN,...] change it first (logins of the "
-                        "pool's tenant). Users taken off keep a VM they were given; `vm del` "
-                        "takes it.", lists=True)
+                        "[add=LOGIN,LOGIN...] [del=LOGIN,...] [add_group=GROUP,...] "
+                        "[del_group=GROUP,...] change it first (logins of the pool's tenant; "
+                        "directory groups, as the LDAP plugin reads them at each login: "
+                        "auth.ldap.attr.groups, auth.ldap.group.filter). Users taken off keep a "
+                        "VM they were given; `vm del` takes it.", lists=True)
 def members(admin, call):
-    check_keys(call.args, ("add", "del"))
-    changes = {key: [login.strip() for login in call.args[key].split(",") if login.strip()]
-               for key in ("add", "del") if key in call.args}
+    check_keys(call.args, CHANGES)
+    changes = {key: _listed(call.args[key]) for key in CHANGES if key in call.args}
     with admin.session() as s:
         ids = VIEW.ids(s, call)
         if changes:
             if len(ids) != 1:
-                raise DomainError(f"the filter matches {len(ids)} pools; add= and del= "
+                raise DomainError(f"the filter matches {len(ids)} pools; {', '.join(changes)} "
                                   "change one")
             pool = s.get(Pool, ids[0])
-            tenant = s.get(Tenant, pool.tenant_id).name
-            users = {key: [find_user(admin, s, login, tenant).id for login in logins]
-                     for key, logins in changes.items()}
-            if users.get("add"):
-                s.execute(insert(PoolMember).values([{"pool_id": pool.id, "user_id": user}
-                                                     for user in users["add"]])
-                          .on_conflict_do_nothing())
-            if users.get("del"):
-                s.execute(delete(PoolMember).where(PoolMember.pool_id == pool.id,
-                                                   PoolMember.user_id.in_(users["del"])))
+            _change_members(admin, s, pool, changes)
             admin.audit(s, "pool", "members", call, ids, pool.tenant_id)
-        rows = [dict(row) for row in s.execute(
-            select(Pool.name.label("pool"), User.login.label("login"),
-                   Tenant.name.label("tenant"), Vm.name.label("vm"))
-            .select_from(PoolMember).join(Pool, Pool.id == PoolMember.pool_id)
-            .join(User, User.id == PoolMember.user_id).join(Tenant, Tenant.id == User.tenant_id)
-            .outerjoin(Vm, and_(Vm.pool_id == Pool.id, Vm.user_id == User.id))
-            .where(Pool.id.in_(ids)).order_by(Pool.name, User.login)).mappings()]
+        rows = _member_rows(s, ids)
     show_page(admin, call, MEMBER_FIELDS, rows)
 
 

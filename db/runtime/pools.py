@@ -9,6 +9,14 @@ TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('qvd: pool'), %(pool)s) AS
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('qvd: pool'), %(pool)s)"
 CHANNEL = "qvd_pools"  # payload: the pool's id (migration 0012's triggers)
 
+# The pools %(user)s may use: as a member, or through a directory group the LDAP plugin saw
+# them in at their last password login (users.directory_groups).
+ENTITLED_POOLS = """
+SELECT m.pool_id FROM pool_members m WHERE m.user_id = %(user)s
+UNION
+SELECT g.pool_id FROM pool_groups g JOIN users u ON g.name = ANY(u.directory_groups)
+WHERE u.id = %(user)s"""
+
 POOL = """
 SELECT p.id, p.tenant_id, p.name, p.osf_id, p.di_tag, p.min, p.max, p.spare, p.blocked,
        p.assignment, p.last_reason, o.memory

@@ -2,13 +2,16 @@
 
 Either bind directly as auth.ldap.dn_pattern (%u: the login), or search auth.ldap.base with
 auth.ldap.filter (as auth.ldap.binddn, or anonymously) and bind as the one entry found.
-uid, gid and home from the entry are exported in Identity.extra. A user unknown to the
-tenant is refused unless auth.ldap.autocreate is on (see autocreate.py).
+uid, gid and home from the entry are exported in Identity.extra. The user's groups
+(auth.ldap.attr.groups of the entry, and/or the auth.ldap.group.filter search) are kept in
+users.directory_groups at each login: pools given to a group go by them. A user unknown to
+the tenant is refused unless auth.ldap.autocreate is on (see autocreate.py).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass, field
 
 import ldap
 import ldap.dn
@@ -23,6 +26,17 @@ TENANT = "SELECT id, name, blocked FROM tenants WHERE name = %(tenant)s AND id >
 
 SCOPES = {"base": ldap.SCOPE_BASE, "one": ldap.SCOPE_ONELEVEL, "sub": ldap.SCOPE_SUBTREE}
 EXTRA = {"uid": "auth.ldap.attr.uid", "gid": "auth.ldap.attr.gid", "home": "auth.ldap.attr.home"}
+# Written only when they changed: each write is a change the WAT is told of.
+GROUPS = """
+UPDATE users SET directory_groups = %(groups)s
+WHERE id = %(user)s AND directory_groups IS DISTINCT FROM %(groups)s"""
+
+
+@dataclass
+class DirectoryUser:
+    login: str                      # the directory's own spelling (auth.ldap.attr.login)
+    extra: dict[str, str] = field(default_factory=dict)
+    groups: list[str] | None = None  # lower-case names, sorted; None: could not be read
 
 
 def authenticate(db, cfg, creds: Credentials) -> Identity:
@@ -37,7 +51,8 @@ def authenticate(db, cfg, creds: Credentials) -> Identity:
     tenant = db.fetchone(TENANT, {"tenant": creds.tenant})
     if tenant is None:
         raise AuthFailed(f"unknown tenant {creds.tenant}")
-    login, extra = check_password(cfg, creds.login, creds.password)  # raises AuthFailed
+    found = check_password(cfg, creds.login, creds.password)  # raises AuthFailed
+    login = found.login
     who = f"{login}@{creds.tenant}"
     row = database.find_user(db, cfg, login, creds.tenant)
     if row is None and not cfg.get_bool("auth.ldap.autocreate"):
@@ -48,7 +63,9 @@ def authenticate(db, cfg, creds: Credentials) -> Identity:
         user_id = autocreate.create_user(db, cfg, tenant["id"], login)
     else:
         user_id, login = row["id"], row["login"]
-    return Identity(user_id, login, tenant["id"], tenant["name"], extra)
+    if found.groups is not None:
+        db.execute(GROUPS, {"user": user_id, "groups": found.groups})
+    return Identity(user_id, login, tenant["id"], tenant["name"], found.extra)
 
 
 def server_uris(value: str) -> str:
@@ -57,20 +74,23 @@ def server_uris(value: str) -> str:
     return " ".join(uris)
 
 
-def check_password(cfg, login: str, password: str) -> tuple[str, dict[str, str]]:
+def check_password(cfg, login: str, password: str) -> DirectoryUser:
     """Bind as the user; return their canonical login (the entry's own auth.ldap.attr.login,
-    or the login as given when the entry does not show it) and the extra attributes of
-    their entry. AuthFailed says why."""
+    or the login as given when the entry does not show it), the extra attributes of their
+    entry and their groups. AuthFailed says why."""
     uris = server_uris(cfg.get("auth.ldap.host") or "")
     if not uris:
         raise AuthFailed("auth.ldap.host is not set")
     login_attr = cfg.get("auth.ldap.attr.login") or "uid"
-    wanted = [cfg.get(name) for name in EXTRA.values()] + [login_attr]
+    groups_attr = cfg.get("auth.ldap.attr.groups") or ""
+    wanted = [cfg.get(name) for name in EXTRA.values()] + [login_attr] + \
+        ([groups_attr] if groups_attr else [])
     conn = None
     try:
         conn = ldap.initialize(uris)  # checks the URIs; no traffic yet
         _configure(conn, cfg, uris)
         dn, attrs = _bind_user(conn, cfg, login, password, wanted)
+        groups = _groups(conn, cfg, dn, login, _values(attrs, groups_attr))
     except ldap.INVALID_CREDENTIALS:
         raise AuthFailed(f"LDAP refused the password of {login}") from None
     except ldap.SERVER_DOWN:
@@ -84,15 +104,52 @@ def check_password(cfg, login: str, password: str) -> tuple[str, dict[str, str]]
             with contextlib.suppress(ldap.LDAPError):
                 conn.unbind_s()
     log.debug("LDAP bind as %s succeeded", dn)
-    return _canonical(attrs, login_attr, login), _extra(cfg, attrs)
+    return DirectoryUser(_canonical(attrs, login_attr, login), _extra(cfg, attrs), groups)
+
+
+def _values(attrs: dict, name: str) -> list[str]:
+    """The values of one attribute of an entry (names compare without case), decoded."""
+    values = next((v for k, v in attrs.items() if k.lower() == name.lower()), []) if name \
+        else []
+    return [v.decode("utf-8", "replace").strip() for v in values]
+
+
+def _group_name(value: str) -> str:
+    """A group DN's first RDN value (cn=Devs,ou=groups,... is `devs`), or a bare name."""
+    try:
+        rdns = ldap.dn.str2dn(value)
+    except ldap.DECODING_ERROR:
+        rdns = []
+    name = rdns[0][0][1] if rdns and "=" in value else value
+    return name.strip().lower()
+
+
+def _groups(conn, cfg, dn: str, login: str, named: list[str]) -> list[str] | None:
+    """The user's groups: those their entry names, and those auth.ldap.group.filter finds
+    (searched as the user, who is bound now). None when the search failed: the groups of
+    their last login stay (the password was right; the login goes on)."""
+    found = list(named)
+    query = cfg.get("auth.ldap.group.filter") or ""
+    if query:
+        query = query.replace("%u", ldap.filter.escape_filter_chars(login)).replace(
+            "%d", ldap.filter.escape_filter_chars(dn))
+        base = cfg.get("auth.ldap.group.base") or cfg.get("auth.ldap.base") or ""
+        try:
+            results = conn.search_s(base, ldap.SCOPE_SUBTREE, query, ["cn"])
+        except ldap.LDAPError as exc:
+            log.warning("LDAP group search %s under '%s' for %s failed: %s; the groups of "
+                        "the last login stay", query, base, login, _describe(exc))
+            return None
+        found += [value for group_dn, attrs in results if group_dn
+                  for value in (_values(attrs, "cn") or [group_dn])]
+    return sorted({name for name in map(_group_name, found) if name})
 
 
 def _canonical(attrs: dict, name: str, given: str) -> str:
     """The entry's value of `name` that matches the login given (case and surrounding
     whitespace aside); a multi-valued uid keeps the one the user typed, in the directory's
     spelling."""
-    values = next((v for k, v in attrs.items() if k.lower() == name.lower()), [])
-    decoded = [v.decode("utf-8", "replace").strip() for v in values]
+    decoded = _values(attrs, name)
     for value in decoded:
         if value.casefold() == given.strip().casefold():
             return value
@@ -153,10 +210,10 @@ def _bind_user(conn, cfg, login: str, password: str, wanted: list[str]):
 def _extra(cfg, attrs: dict) -> dict[str, str]:
     by_lower = {name.lower(): values for name, values in attrs.items()}
     extra = {}
-    for field, key in EXTRA.items():
+    for name, key in EXTRA.items():
         values = by_lower.get((cfg.get(key) or "").lower())
         if values:
-            extra[field] = values[0].decode("utf-8", "replace")
+            extra[name] = values[0].decode("utf-8", "replace")
     return extra
 
 
