@@ -93,16 +93,18 @@ class Sampler(PeakWatch):
 
 def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_max(demo,
                                                                                  tmp_path):
-    """min 3, spare 2, max 4, at most 2 starting: the spares come up (on node2, node1 being
-    blocked); node2 is killed and node1 replaces its spares; six users connect at once:
-    four get a desktop each (no VM twice), two hear the pool is full; nothing ever exceeds
-    max or pool.max_preparing."""
-    # six logins at once from one address are not an attack
+    """min 5, spare 3, max 8, at most 2 starting: the spares come up spread over both nodes;
+    node2 is killed and node1 replaces its spares; twenty users connect at once: eight get a
+    desktop each (no VM twice), twelve hear the pool is full; nothing ever exceeds max or
+    pool.max_preparing."""
+    # twenty logins at once from one address are not an attack, and they may queue for the
+    # password checks (two at a time) as long as they need on a loaded machine
     # no poll: notifications alone drive the keepers (until the throw-away part below)
-    demo.ok("config", "set", "pool.max_preparing=2", "l7r.auth.backoff.max_failures=20",
+    demo.ok("config", "set", "pool.max_preparing=2", "l7r.auth.backoff.max_failures=40",
+            "l7r.auth.hash_wait=120",
             "pool.release_after=0.5", "pool.poll.interval=600")
     demo.ok("host", "add", "name=node2", "address=127.0.0.3")
-    logins = [f"u{n}" for n in range(1, 7)]
+    logins = [f"u{n}" for n in range(1, 21)]
     password = hash_password("pw")
     for login in logins:
         demo.sql("INSERT INTO users (tenant_id, login, password) "
@@ -112,20 +114,21 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
     try:
         nodes = [l7r_node(demo, tmp_path, name) for name in ("node1", "node2")]
         node1, node2 = nodes
-        demo.ok("host", "block", "-f", "name=node1")
         with Sampler(demo) as sampler:
-            demo.ok(*POOL_ADD, "min=3", "spare=2", "max=4")
+            demo.ok(*POOL_ADD, "min=5", "spare=3", "max=8")
             demo.ok("pool", "members", "-t", "acme", "-f", "name=lab", "add=" + ",".join(logins))
-            wait_for(lambda: _spares_on(demo, "node2") == 2, 30, "two spares on node2")
+            wait_for(lambda: _spares_on(demo, "node1") + _spares_on(demo, "node2") == 3, 40,
+                     "three spares")
             wait_for(lambda: _pool_row(demo)["last_reason"].startswith("settled"),
                      15, "the pool to settle")
             row = _pool_row(demo)
             assert (row["vms"], row["spare_running"], row["stopped"], row["assigned"]) == \
-                (3, 2, 1, 0), row
+                (5, 3, 2, 0), row
+            on_node2 = _spares_on(demo, "node2")
+            assert 1 <= on_node2 <= 2, on_node2  # placement spreads them
 
-            demo.ok("host", "unblock", "-f", "name=node1")
             node2.signal(signal.SIGKILL)  # its watchdog kills its VMs; node1 declares it lost
-            wait_for(lambda: _spares_on(demo, "node1") == 2, 40,
+            wait_for(lambda: _spares_on(demo, "node1") == 3, 40,
                      "node1 to replace the lost node's spares")
             assert node2.state()[0] == "lost"
 
@@ -138,8 +141,8 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
             wait_for(lambda: demo.sql(
                 "SELECT count(*) FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id "
                 "WHERE v.pool_id IS NOT NULL AND v.user_id IS NULL AND r.vm_state = 'running' "
-                "AND r.vm_cmd IS NULL AND r.current_di_id = :di", di=v2)[0][0] == 2, 40,
-                "both spares running v2")
+                "AND r.vm_cmd IS NULL AND r.current_di_id = :di", di=v2)[0][0] == 3, 60,
+                "the three spares running v2")
 
             with connect((node1.port, node1.cert), "u1@acme", "pw") as conn:
                 entries = conn.list_of_vm().json()
@@ -166,20 +169,20 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
                 full = sorted(login for login, (_, reply, _) in replies.items()
                               if reply.status == 503
                               and b"the pool 'lab' is full" in reply.body)
-                assert (len(got), len(full), sorted(got + full)) == (4, 2, logins), \
+                assert (len(got), len(full), sorted(got + full)) == (8, 12, sorted(logins)), \
                     {login: (r.status, r.body) for login, (_, r, _) in replies.items()}
                 given = demo.sql("SELECT u.login, v.id FROM vms v JOIN users u "
                                  "ON u.id = v.user_id WHERE v.pool_id IS NOT NULL")
                 assert sorted(login for login, _ in given) == got
-                assert len({vm for _, vm in given}) == 4  # no VM given twice
+                assert len({vm for _, vm in given}) == 8  # no VM given twice
                 connected = demo.sql("SELECT login, vm_id FROM sessions WHERE ended_at IS NULL")
                 assert sorted(connected) == sorted((f"{l}@acme", vm) for l, vm in given)
             finally:
                 for conn, _, _ in replies.values():
                     conn.close()
-        assert sampler.most_vms == 4 and sampler.most_preparing <= 2, \
+        assert sampler.most_vms == 8 and sampler.most_preparing <= 2, \
             (sampler.most_vms, sampler.most_preparing)
-        assert "max 4" in _pool_row(demo)["last_reason"]
+        assert "max 8" in _pool_row(demo)["last_reason"]
 
         # A persistent assignment stays: the user's VM is listed as theirs, not the pool.
         vm_of_first = dict(given)[got[0]]
