@@ -49,6 +49,15 @@ def _run_account() -> pwd.struct_passwd | None:
     raise EmbeddedError("running as root but neither 'postgres' nor 'nobody' exists")
 
 
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _free_port() -> int:
     for port in PORT_RANGE:
         with socket.socket() as probe:
@@ -162,15 +171,14 @@ class Cluster:
         self._pg("initdb", "-D", self.data, "-U", SUPERUSER, "--pwfile", pwfile,
                  "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8",
                  "--locale=C.UTF-8")
-        options = {"listen_addresses": "'127.0.0.1'", "port": str(port),
+        options = {"listen_addresses": "'127.0.0.1'",
                    "unix_socket_directories": f"'{self.socket_dir}'",
                    "unix_socket_permissions": "0700", "max_connections": "200",
                    "logging_collector": "off"}
         options.update(settings or {})
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a", encoding="utf-8") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in options.items())
-        with open(os.path.join(self.root, "port"), "w", encoding="ascii") as handle:
-            handle.write(f"{port}\n")
+        self._set_port(port)
 
     def running(self) -> bool:
         pid = self.server_pid()
@@ -191,8 +199,25 @@ class Cluster:
         if not os.path.exists(self.logfile):
             open(self.logfile, "a").close()
             self._chown(self.logfile)
-        self._pg("pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "-t", "60", "start")
-        return True
+        moves = 2
+        while True:
+            try:
+                self._pg("pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "-t", "60",
+                         "start")
+                return True
+            except EmbeddedError:
+                # Another program took our port since it was picked (two clusters created at
+                # once pick the same one): move to a free one. Clients read the port file.
+                if not moves or not _port_taken(self.port):
+                    raise
+                moves -= 1
+                self._set_port(_free_port())
+
+    def _set_port(self, port: int) -> None:
+        with open(os.path.join(self.data, "postgresql.auto.conf"), "a", encoding="utf-8") as conf:
+            conf.write(f"port = {port}\n")  # the last setting of a key wins
+        with open(os.path.join(self.root, "port"), "w", encoding="ascii") as handle:
+            handle.write(f"{port}\n")
 
     def stop(self) -> bool:
         """Stop the server if it runs; True when it was stopped now."""

@@ -60,6 +60,18 @@ def assigned(session, user, pool_id: int) -> int:
     return row["id"]
 
 
+def page_id(session, user, pool_id: int) -> int:
+    """What the portal's desktop page for the pool's entry opens, handing nothing out (a GET
+    must not: a prefetch or a reload would take a VM): the user's VM of the pool, else the
+    entry itself, whose tunnel hands one out when the desktop opens."""
+    key = {"pool": pool_id, "user": user.user_id}
+    if (mine := session.db.fetchone(ASSIGNED, key)) is not None:
+        return mine["id"]
+    if session.db.fetchone(ENTITLED, key) is None:
+        raise HttpError(404, "Virtual machine not found\n")
+    return -pool_id
+
+
 def hand_out(session, user, pool_id: int) -> int:
     """The id of the VM of pool_id that is now the user's; HttpError when there is none."""
     db, key = session.db, {"pool": pool_id, "user": user.user_id}

@@ -92,7 +92,7 @@ def test_the_tunnel_carries_the_desktop(demo, node):
             "Assigning VM to host", "Starting virtual machine",
             "Waiting for VM to reach state 'running'", "Starting X session",
             "Connecting X session", "Connection established"]
-        assert said[-1] == {"ready": True}
+        assert said[-1] == {"ready": True, "vm": 1}
         assert ws.receive_bytes(12) == b"RFB 003.008\n"  # Xvnc in the VM, through the tunnel
         ws.send_bytes(b"RFB 003.008\n")
         assert ws.receive_bytes(1) >= b"\x01"  # its security types: it heard us
@@ -123,7 +123,7 @@ def test_refused_tunnels(demo, node):
 def test_hostile_frames_end_only_their_own_stream(demo, node):
     token = log_in(node)
     with WebSocket(node.port, "/portal/tunnel?id=1", token) as ws:
-        assert ws.messages_until_ready()[-1] == {"ready": True}
+        assert ws.messages_until_ready()[-1] == {"ready": True, "vm": 1}
         ws.receive_bytes(12)
         # A frame no browser sends: unmasked. The L7R closes with 1002 (protocol error).
         ws.sock.sendall(b"\x82\x05hello")
@@ -131,7 +131,7 @@ def test_hostile_frames_end_only_their_own_stream(demo, node):
         assert getattr(closing, "code", None) == 1002
     # A frame that claims 2^40 bytes: passed on as it comes, never gathered in memory.
     with WebSocket(node.port, "/portal/tunnel?id=1", token) as ws:
-        assert ws.messages_until_ready()[-1] == {"ready": True}
+        assert ws.messages_until_ready()[-1] == {"ready": True, "vm": 1}
         ws.receive_bytes(12)
         ws.sock.sendall(b"\x82\xff" + struct.pack("!Q", 1 << 40) + b"\0\0\0\0" + b"x" * 65536)
     # The node still serves: another connection gets its desktop at once.
@@ -148,3 +148,29 @@ def test_static_files_stay_in_their_folders(demo, node):
                  "/portal/novnc/../../../../etc/passwd", "/portal/novnc/%2e%2e/%2e%2e/setup.cfg",
                  "/portal/novnc/package.json", "/portal/static/"):
         assert http(node.port, "GET", path).status == 404, path
+
+
+def test_a_pools_desktop_is_handed_out_by_its_tunnel_not_by_its_page(demo, node):
+    """Opening a pool's entry: its page (a GET a browser may prefetch or reload) takes no VM;
+    the desktop's tunnel does, and names the VM it handed out; the page then opens that VM."""
+    demo.ok("pool", "add", "-t", "acme", "name=lab", "osf=desktop", "max=1")
+    demo.ok("pool", "members", "-t", "acme", "-f", "name=lab", "add=alice")
+    (pool,), = demo.sql("SELECT id FROM pools")
+    cookie = {"Cookie": f"qvd_portal={log_in(node)}"}
+    listing = http(node.port, "GET", "/", headers=cookie)
+    assert f'href="/portal/desktop?id={-pool}"' in listing.text
+    for _ in range(2):
+        page = http(node.port, "GET", f"/portal/desktop?id={-pool}", headers=cookie)
+        assert page.status == 200 and f'data-vm="{-pool}"' in page.text
+    assert demo.sql("SELECT count(*) FROM vms WHERE pool_id IS NOT NULL") == [(0,)]
+    stranger = http(node.port, "GET", f"/portal/desktop?id={-pool - 1}", headers=cookie)
+    assert stranger.status == 404
+
+    with WebSocket(node.port, f"/portal/tunnel?id={-pool}", cookie["Cookie"][11:]) as ws:
+        ready = ws.messages_until_ready()[-1]
+        (given,), = demo.sql("SELECT id FROM vms v WHERE pool_id IS NOT NULL AND user_id = "
+                             "(SELECT id FROM users WHERE login = 'alice')")
+        assert ready == {"ready": True, "vm": given}
+        assert ws.receive_bytes(12) == b"RFB 003.008\n"
+    page = http(node.port, "GET", f"/portal/desktop?id={-pool}", headers=cookie)
+    assert f'data-vm="{given}"' in page.text  # a reload opens the VM now hers

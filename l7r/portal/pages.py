@@ -141,13 +141,15 @@ def desktop(session, req: Request) -> None:
     if user is None:
         return
     try:
-        vm = owned_vm(session, user, vm_id_of(req))
+        vm_id = vm_id_of(req)
+        vm_id = pools.page_id(session, user, -vm_id) if vm_id < 0 else \
+            owned_vm(session, user, vm_id)["id"]
     except HttpError as exc:
         return respond_page(session, exc.status, "message.html", user=user,
                             message=exc.message.strip())
     name = next((d["name"] for d in session.db.fetch(DESKTOPS, {"user": user.user_id})
-                 if d["id"] == vm["id"]), "")
-    respond_page(session, 200, "desktop.html", user=user, vm_id=vm["id"], name=name)
+                 if d["id"] == vm_id), "")
+    respond_page(session, 200, "desktop.html", user=user, vm_id=vm_id, name=name)
 
 
 def desktops_json(session, req: Request) -> None:

@@ -5,7 +5,8 @@ placement, start, the agent's session) and carries the desktop's RFB stream.
 
 On the socket, after the handshake:
 - text messages, JSON, while the desktop comes up: {"progress": "..."} for each step (the same
-  lines a QVD client gets as 102), then {"ready": true};
+  lines a QVD client gets as 102), then {"ready": true, "vm": id} (for a pool's entry, the id
+  of the VM it handed out);
 - after that, binary messages both ways: the RFB stream (noVNC on the page);
 - a failure: {"error": "...", "status": N} (the HTTP status a QVD client would get), then a
   close with code 4000 + N. A takeover (the desktop opened elsewhere) or an administrator's
@@ -148,7 +149,7 @@ class BrowserConnect(Connect):
 
     def switch(self) -> bytes:
         self.progress("Connection established")
-        self.channel.say(ready=True)
+        self.channel.say(ready=True, vm=self.vm_id)  # a pool's entry: the VM handed out
         return b""  # bytes the browser sent early are WebSocket frames: the channel has them
 
     def pump(self, desktop: socket.socket, traffic: Traffic, early: bytes) -> str:

@@ -1,10 +1,10 @@
 // The browser client: the portal's WebSocket tunnel, then noVNC on the same socket.
-// While the desktop comes up the server sends JSON text ({progress}, {error}, {ready});
+// While the desktop comes up the server sends JSON text ({progress}, {error}, {ready, vm});
 // after {ready} the socket carries RFB and is handed to noVNC.
 import RFB from "/portal/novnc/core/rfb.js";
 
 const client = document.getElementById("client");
-const vm = client.dataset.vm;
+let vm = client.dataset.vm;  // a pool's entry (negative) until the tunnel names its VM
 const screen = document.getElementById("screen");
 const statusLine = document.getElementById("status");
 const banner = document.getElementById("banner");
@@ -45,6 +45,7 @@ function connect() {
         if (message.error) failure = message.error;
         if (message.ready) {
             ready = true;
+            vm = String(message.vm);
             attach(ws);
         }
     };
