@@ -26,6 +26,7 @@ from qvd.vma import desktop
 from qvd.vma.desktop_config import BACKGROUND, PANEL_HEIGHT
 from browser import screenshot
 from portal_page import canvas_rgb, open_in_page
+from test_l7r import open_desktop
 from vm_network import clear_network, remove_test_bridge
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("lxc-start"),
@@ -435,3 +436,62 @@ def test_addresses_by_dhcp_static_leases(lxc_node, demo, tmp_path):
 def firewall_table(bridge: str) -> bool:
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     return f"inet qvd_{bridge}" in tables
+
+
+def test_a_throwaway_pool_vm_comes_back_fresh_a_persistent_one_keeps_its_files(lxc_node, demo,
+                                                                                tmp_path):
+    """Issue 17 in real containers, one VM, three starts: alice gets the throw-away pool's VM
+    through the L7R and leaves files in her home and in its (kept: vm.overlay.persistent)
+    overlay, one of them over a file of the image; once she left, the VM is stopped and given
+    back; bob gets the same VM and finds none of her files, the image's own file as the image
+    has it. The pool made persistent, bob's files stay his across a stop and a start."""
+    import tarfile
+    with tarfile.open(str(tmp_path / "host-di.tar")) as tar:
+        image_hosts = tar.extractfile("rootfs/etc/hosts").read().decode()
+    demo.ok("user", "add", "-t", "acme", "login=bob", "password=pw")
+    # (release_after not below 2 s: a VM just claimed, not yet taken, looks left by its user)
+    demo.ok("config", "set", "vm.overlay.persistent=1", "pool.release_after=2",
+            "pool.poll.interval=0.5")
+    demo.ok("pool", "add", "-t", "acme", "name=lab", "osf=lxc", "min=1", "spare=0", "max=1",
+            "assignment=throwaway")
+    demo.ok("pool", "members", "-t", "acme", "-f", "name=lab", "add=alice,bob")
+    (pool, vm), = wait_for(lambda: demo.sql(
+        "SELECT p.id, v.id FROM vms v JOIN pools p ON p.id = v.pool_id"), 30, "the pool's VM")
+    l7r = (lxc_node.port, lxc_node.cert)
+    home = os.path.join(demo.storage, "homefs", str(vm))
+    files = "cat /home/qvd/notes.txt /root/scratch /etc/hosts 2>/dev/null"
+
+    def pool_desktop(login, password):
+        conn, reply, banner = open_desktop(l7r, login, password, vm_id=-pool)
+        assert (reply.status, banner) == (101, b"RFB 003.008\n"), (reply.status, reply.body)
+        assert demo.sql("SELECT vm_id, login FROM sessions ORDER BY id DESC LIMIT 1") == [
+            (vm, login)]  # the pool's one VM
+        return conn
+
+    with pool_desktop("alice@acme", "secret"):
+        wrote = attach(demo, vm, "echo alice > /home/qvd/notes.txt && echo alice > /root/scratch"
+                                 " && echo alice > /etc/hosts")
+        assert wrote.returncode == 0, wrote.stderr
+        assert attach(demo, vm, files).stdout.split() == ["alice"] * 3
+    wait_for(lambda: demo.sql(
+        "SELECT v.user_id, v.discard_home, r.vm_state FROM vms v JOIN vm_runtimes r "
+        "ON r.vm_id = v.id WHERE v.id = :v", v=vm) == [(None, True, "stopped")], 60,
+        "the VM stopped and given back")
+
+    with pool_desktop("bob@acme", "pw"):
+        # bob's desktop runs in a fresh account whose home has none of alice's files; the
+        # image's /etc/hosts is the image's again (the overlay went, the image stayed)
+        assert attach(demo, vm, "ls -A /home").stdout.split() == ["qvd"]
+        assert attach(demo, vm, "cat /home/qvd/notes.txt /root/scratch").stdout == ""
+        assert attach(demo, vm, "cat /etc/hosts").stdout == image_hosts
+        assert not os.path.exists(os.path.join(home, "qvd", "notes.txt"))
+        # done once, at the start
+        assert demo.sql("SELECT discard_home FROM vms WHERE id = :v", v=vm) == [(False,)]
+        attach(demo, vm, "echo bob > /home/qvd/notes.txt && echo bob > /root/scratch")
+        demo.ok("pool", "edit", "-t", "acme", "-f", "name=lab", "assignment=persistent")
+    stop(demo, "lab-1")
+    with pool_desktop("bob@acme", "pw"):
+        assert attach(demo, vm, "cat /home/qvd/notes.txt /root/scratch").stdout.split() == \
+            ["bob", "bob"]
+    assert demo.sql("SELECT u.login FROM vms v JOIN users u ON u.id = v.user_id "
+                    "WHERE v.id = :v", v=vm) == [("bob",)]

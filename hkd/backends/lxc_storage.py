@@ -144,9 +144,16 @@ class Storage:
             shutil.rmtree(self.path("overlayfs", vm_id), ignore_errors=True)
 
     def discard_home(self, vm_id: int) -> None:
-        """The VM's own home and kept overlay (a per-user home is its user's: it stays)."""
-        shutil.rmtree(self.home(vm_id), ignore_errors=True)
-        shutil.rmtree(self.path("overlayfs", vm_id), ignore_errors=True)
+        """The VM's own home and kept overlay (a per-user home is its user's: it stays).
+        Whatever cannot be removed is an error (BackendError), never skipped: the caller then
+        keeps the VM's discard_home flag, and no next user gets a home only half emptied."""
+        for path in (self.path("homefs", vm_id), self.path("overlayfs", vm_id)):
+            try:
+                if os.path.lexists(path):
+                    shutil.rmtree(path)
+            except OSError as exc:
+                raise BackendError(f"VM {vm_id}: the previous user's files cannot be "
+                                   f"discarded: {exc}") from None
 
 
 class Refused(Exception):
