@@ -122,8 +122,11 @@ class PoolKeeper:
                 await self.db.fetch(REQUEST_STOP, {"vm": vm_id})
         for vm_id in plan.delete:
             await self.db.fetch(sql.DELETE_SPARE, {"vm": vm_id})
+        after = cfg.get_float("pool.release_after")
+        for vm_id in plan.stop_left:
+            await self.db.fetch(sql.STOP_LEFT, {"vm": vm_id, "after": after})
         for vm_id in plan.release:
-            await self.db.fetch(sql.RELEASE, {"vm": vm_id})
+            await self.db.fetch(sql.RELEASE, {"vm": vm_id, "after": after})
         try:
             made = await self._make(pool["id"], plan.create, cfg)
         except AddressError as exc:

@@ -37,6 +37,7 @@ class Plan:
     stop: list[int] = field(default_factory=list)    # spares beyond `spare`
     delete: list[int] = field(default_factory=list)  # stopped spares beyond min
     release: list[int] = field(default_factory=list)  # stopped throw-away VMs given back
+    stop_left: list[int] = field(default_factory=list)  # throw-away VMs whose user left
     reason: str = ""
 
 
@@ -52,7 +53,7 @@ def _released(pool: dict, vms: list[dict], release_after: float, plan: Plan) -> 
     left = [vm for vm in vms if vm["user_id"] is not None
             and vm["user_state"] == "disconnected" and vm["user_idle"] >= release_after]
     plan.release = [vm["id"] for vm in left if idle(vm)]
-    plan.stop += [vm["id"] for vm in left if up(vm) and vm["vm_cmd"] is None]
+    plan.stop_left = [vm["id"] for vm in left if up(vm) and vm["vm_cmd"] is None]
     return [f"giving back {len(left)} throw-away VM(s) unused for {release_after:g}s"] \
         if left else []
 

@@ -35,6 +35,6 @@ def test_the_keepers_rules():
     throwaway = dict(POOL, assignment="throwaway")
     left = dict(vm(1, user=7, state="running"), user_idle=10.0)
     assert decide(throwaway, [left, vm(2, state="running"), vm(3, state="running")],
-                  4, 5.0).stop == [1]
+                  4, 5.0).stop_left == [1]
     assert decide(throwaway, [dict(left, vm_state="stopped"), vm(2, state="running"),
                               vm(3, state="running")], 4, 5.0).release == [1]

@@ -9,6 +9,7 @@ import threading
 
 from hkd_nodes import PeakWatch, l7r_node, wait_for
 from qvd.db.passwords import hash_password
+from qvd.l7r.client import accepting
 from test_l7r import connect, open_desktop
 
 POOL_ADD = ["pool", "add", "-t", "acme", "name=lab", "osf=desktop"]
@@ -184,17 +185,31 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
             (sampler.most_vms, sampler.most_preparing)
         assert "max 8" in _pool_row(demo)["last_reason"]
 
-        # A persistent assignment stays: the user's VM is listed as theirs, not the pool.
+        # A persistent assignment stays: the user's VM is listed as theirs, not the pool, and
+        # keeps its files across a stop and a start on the other node (node2, back).
         vm_of_first = dict(given)[got[0]]
         with connect((node1.port, node1.cert), f"{got[0]}@acme", "pw") as conn:
             ids = [entry["id"] for entry in conn.list_of_vm().json()]
         assert ids == [vm_of_first]
-        conn, reply, _ = open_desktop((node1.port, node1.cert), f"{got[0]}@acme", "pw",
+        with open(os.path.join(demo.storage, "homes", str(vm_of_first), "notes.txt"), "w",
+                  encoding="utf-8") as handle:
+            handle.write("mine")
+        demo.ok("vm", "stop", "-t", "acme", "-f", f"id={vm_of_first}")
+        wait_for(lambda: demo.sql("SELECT vm_state FROM vm_runtimes WHERE vm_id = :v",
+                                  v=vm_of_first) == [("stopped",)], 30, "the VM to stop")
+        node2.start()
+        wait_for(lambda: accepting("127.0.0.1", node2.port), 15, "node2's L7R to accept")
+        demo.ok("host", "block", "-f", "name=node1")  # so the VM starts on node2
+        conn, reply, _ = open_desktop((node2.port, node2.cert), f"{got[0]}@acme", "pw",
                                       vm_id=-1)
         with conn:
-            assert reply.status == 101
-        assert demo.sql("SELECT vm_id FROM sessions ORDER BY id DESC LIMIT 1") == [
-            (vm_of_first,)]
+            assert reply.status == 101, reply
+        assert demo.sql("SELECT vm_id, host_name FROM sessions ORDER BY id DESC LIMIT 1") == [
+            (vm_of_first, "node2")]
+        with open(os.path.join(demo.storage, "homes", str(vm_of_first), "notes.txt"),
+                  encoding="utf-8") as handle:
+            assert handle.read() == "mine"
+        demo.ok("host", "unblock", "-f", "name=node1")
 
         # A throw-away VM goes back to the pool once its user left, without their files (a
         # user leaving sends the keepers nothing: they poll for it).

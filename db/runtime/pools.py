@@ -50,11 +50,20 @@ DELETE FROM vms v USING vm_runtimes r
 WHERE v.id = %(vm)s AND r.vm_id = v.id AND v.user_id IS NULL AND NOT v.discard_home
   AND r.vm_state = 'stopped' AND r.vm_cmd IS NULL AND r.host_id IS NULL"""
 
-# A throw-away VM back to the pool, stopped, its user gone: the next start begins fresh.
+# A throw-away VM whose user left release_after ago: stopped, then back to the pool (the next
+# start begins fresh). Both re-check that the user is still away as they write, under the
+# row's lock: the keeper decided on what it read, and the user may have come back since
+# (the L7R's TAKE marks them connecting first).
+STILL_LEFT = """r.user_state = 'disconnected'
+  AND r.user_state_ts <= now() - make_interval(secs => %(after)s)"""
+STOP_LEFT = """
+UPDATE vm_runtimes r SET vm_cmd = 'stop'
+WHERE r.vm_id = %(vm)s AND r.vm_state IN ('starting', 'running') AND r.vm_cmd IS NULL
+  AND """ + STILL_LEFT
 RELEASE = """
 UPDATE vms v SET user_id = NULL, discard_home = true FROM vm_runtimes r
 WHERE v.id = %(vm)s AND r.vm_id = v.id AND r.vm_state = 'stopped' AND r.vm_cmd IS NULL
-  AND r.user_state = 'disconnected'"""
+  AND """ + STILL_LEFT
 # Taken: the user's idle time starts now (a throw-away VM is not released before they come).
 TAKEN = "UPDATE vm_runtimes SET user_state_ts = now() WHERE vm_id = %(vm)s"
 
