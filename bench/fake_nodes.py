@@ -1,8 +1,15 @@
 """The simulated nodes of the benchmarks: the real node code (qvd.hkd.fake_node.FakeNode: fake
-backend, fake VMAs, no watchdog process) without an L7R acceptor."""
+backend, fake VMAs, no watchdog process) without an L7R acceptor; NodeProcesses runs many of
+them in worker processes."""
 from __future__ import annotations
 
-from qvd.hkd.fake_node import FakeNode
+import asyncio
+import logging
+import multiprocessing
+import os
+
+from qvd.hkd.backends.fake import FakeBackend
+from qvd.hkd.fake_node import FakeNode, fake_node_config
 
 
 class NoL7r:
@@ -33,3 +40,65 @@ class BenchFakeNode(FakeNode):
     def queries(self) -> int:
         """Statements this node sent so far (both of its connections)."""
         return self.db.queries + self.monitor_db.queries
+
+
+# --- simulated nodes in worker processes (bench.pool_bench) ----------------------------------
+def _node_worker(params: dict, root: str, names: list[str], conn) -> None:
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(_run_nodes(params, root, names, conn))
+
+
+async def _run_nodes(params: dict, root: str, names: list[str], conn) -> None:
+    nodes = [BenchFakeNode(fake_node_config(params, os.path.join(root, "nodes", name),
+                                            os.path.join(root, "storage"), nodename=name),
+                           FakeBackend()) for name in names]
+    tasks = [asyncio.create_task(node.run()) for node in nodes]
+    loop = asyncio.get_running_loop()
+    while (message := await loop.run_in_executor(None, conn.recv)) != "exit":
+        assert message == "status"
+        conn.send({"queries": sum(node.queries + (node.pools.db.queries if hasattr(
+                       node, "pools") else 0) for node in nodes),
+                   "serving": sum(bool(node.life.serving) for node in nodes),
+                   "machines": sum(len(node.machines) for node in nodes),
+                   "failed": [repr(task.exception()) for task in tasks
+                              if task.done() and not task.cancelled() and task.exception()]})
+    conn.send("bye")
+    os._exit(0)  # no orderly node shutdown: nothing outside this process to stop
+
+
+class NodeProcesses:
+    """Simulated nodes with the given names (a FakeBackend each, nothing running at first;
+    homes under root/nodes/<name>), spread over `processes` worker processes. status(): their
+    statements sent so far (the pool keepers' too), how many serve, their VM machines."""
+
+    def __init__(self, params: dict, root: str, names: list[str], processes: int):
+        context = multiprocessing.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for index in range(min(len(names), processes)):
+            mine, theirs = context.Pipe()
+            proc = context.Process(target=_node_worker, daemon=True,
+                                   args=(params, root, names[index::processes], theirs))
+            proc.start()
+            self.pipes.append(mine)
+            self.procs.append(proc)
+
+    def status(self) -> dict:
+        for pipe in self.pipes:
+            pipe.send("status")
+        replies = [pipe.recv() for pipe in self.pipes]
+        if failed := [f for reply in replies for f in reply["failed"]]:
+            raise RuntimeError(f"simulated nodes failed: {failed[:3]}")
+        return {key: sum(reply[key] for reply in replies)
+                for key in ("queries", "serving", "machines")}
+
+    def stop(self) -> None:
+        for pipe, proc in zip(self.pipes, self.procs):
+            try:
+                pipe.send("exit")
+                pipe.recv()
+            except (OSError, EOFError):
+                pass
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()

@@ -23,13 +23,13 @@ import time
 import traceback
 
 from . import (api_bench, backend_bench, desktop_bench, failover_bench, hkd_bench, l7r_bench,
-               portal_bench, scale_bench, wat_bench)
+               pool_bench, portal_bench, scale_bench, wat_bench)
 from .common import Row, fmt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(os.path.dirname(HERE), "README.md")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-LINEAR = {"storm", "failover"}  # distributions drawn on a linear time axis
+LINEAR = {"storm", "failover", "pool_storm"}  # distributions drawn on a linear time axis
 
 
 def _benches(args) -> list[tuple[str, object, object]]:
@@ -56,6 +56,10 @@ def _benches(args) -> list[tuple[str, object, object]]:
                                                            2 if quick else 5)),
         ("scale", scale_bench, lambda: scale_bench.run(
             (1, 2) if quick else args.sizes, args.processes, 2 if quick else 10)),
+        ("pools", pool_bench, lambda: {  # first login, then the login storm (one result)
+            **pool_bench.run(3 if quick else 10, 2),
+            **pool_bench.run_storm(40 if quick else pool_bench.USERS,
+                                   4 if quick else pool_bench.SPARE)}),
     ]
 
 
@@ -179,6 +183,11 @@ def notes(collected: dict) -> list[str]:
             "before its death: a failover can end sooner after the death than the timeout. "
             "The database outage and the standby promotion run with the shipped timeouts "
             "(they are made to ride a 60 s failover).")
+    for index, result in enumerate(collected.get("pools", []), 1):
+        found += [f"pools run {index}: check FAILED: {what}"
+                  for what, ok in result["checks"].items() if not ok]
+        found += [f"pools run {index}: {count} storm login(s) retried after: "
+                  f"{reason}" for reason, (count, _) in result["retry_reasons"].items()]
     if collected.get("scale"):
         found.append("scale: the simulated nodes (real node code, fake backend and VMAs) run "
                      f"in {collected['scale'][0]['processes']} processes on this machine's "
