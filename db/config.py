@@ -114,6 +114,9 @@ class Config:
     node: dict[str, str] = field(default_factory=dict)
     db_global: dict[str, str] = field(default_factory=dict)
     db_tenant: dict[str, str] = field(default_factory=dict)
+    # qvd-hkd's own address on the VM network, from its host row (hosts.vm_address) at start;
+    # None: vm.network.gateway, else the network's first address (hkd/backends/bridge.py)
+    vm_address: str | None = None
 
     def lookup(self, name: str) -> tuple[str | None, str]:
         """(value, source) where source is tenant, global, node or default."""

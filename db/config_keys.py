@@ -215,7 +215,13 @@ KEYS: list[Key] = [
     _k("vm.network.bridge", "qvdnet", "str", "Bridge the VMs are plugged into."),
     _k("vm.network.ip.start", "10.0.0.100", "ip", "First address given to VMs."),
     _k("vm.network.netmask", "255.255.0.0", "ip", "Netmask of the VM network."),
-    _k("vm.network.gateway", "", "str", "Gateway given to VMs (empty: none)."),
+    _k("vm.network.gateway", "", "str",
+       "The node's address on the VM bridge, the gateway given to its VMs, when its host has "
+       "no vm_address (qvd-admin host edit vm_address=); empty: the network's first address."),
+    _k("vm.network.uplink", "", "str",
+       "An interface the node enslaves to its VM bridge, so that the VM networks of several "
+       "nodes join through a switch (each node with its own host vm_address); VMs' frames "
+       "leave by it only as answers to the nodes' connections. Empty: none (one node)."),
     _k("vm.network.use_dhcp", 0, "bool", "Give VMs their address with dnsmasq static leases."),
     _k("vm.network.firewall.protect_host", 1, "bool", "VMs may not open connections to nodes."),
     _k("vm.network.firewall.protect_vms", 1, "bool", "VMs may not reach each other."),

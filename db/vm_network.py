@@ -1,4 +1,5 @@
-"""VM addresses: from vm.network.ip.start to the top of vm.network.netmask's network."""
+"""VM addresses: from vm.network.ip.start to the top of vm.network.netmask's network, minus
+the addresses the nodes hold on it (hosts.vm_address, issue 20)."""
 from __future__ import annotations
 
 import ipaddress
@@ -6,7 +7,8 @@ import ipaddress
 # Whoever gives addresses (qvd-admin vm add, the L7R's LDAP autocreate) holds this lock until
 # its transaction ends, so two of them never pick the same one.
 ADDRESS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qvd: vm addresses'))"
-USED = "SELECT host(ip) AS address FROM vms UNION SELECT host(address) FROM hosts"
+USED = ("SELECT host(ip) AS address FROM vms UNION SELECT host(address) FROM hosts "
+        "UNION SELECT host(vm_address) FROM hosts")
 
 
 class AddressError(Exception):
@@ -51,4 +53,19 @@ def check_address(value: str, start: str, netmask: str) -> str:
     if not first <= address <= last:
         raise AddressError(f"{address} is outside the VM network {first}-{last} "
                            "(vm.network.ip.start, vm.network.netmask)")
+    return str(address)
+
+
+def check_node_address(value: str, start: str, netmask: str) -> str:
+    """A node's own address on the VM network (host add/edit vm_address=): an IPv4 address of
+    the network, neither its network nor its broadcast address."""
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise AddressError(f"vm_address '{value}' is not an IPv4 address") from None
+    network = ipaddress.IPv4Network(f"{start}/{netmask}", strict=False)
+    if address not in network or address in (network.network_address,
+                                             network.broadcast_address):
+        raise AddressError(f"vm_address {address} is not a node address of the VM network "
+                           f"{network} (vm.network.ip.start, vm.network.netmask)")
     return str(address)

@@ -26,6 +26,19 @@ WHERE host_id = %(host)s AND epoch = %(epoch)s"""
 
 COMMAND = "SELECT cmd FROM host_runtimes WHERE host_id = %(host)s"
 
+VM_ADDRESS = "SELECT host(vm_address) AS vm_address FROM hosts WHERE id = %(host)s"
+
+# Who else holds the address the node is about to put on the VM network (issue 20).
+ADDRESS_HOLDERS = """
+SELECT 'node ' || name AS holder FROM hosts WHERE vm_address = %(address)s AND id <> %(host)s
+UNION ALL SELECT 'VM ' || name FROM vms WHERE ip = %(address)s"""
+
+# Why the node refused to start, before it has a lease (the lock keeps any other qvd-hkd of
+# this node away, so no epoch guards this one).
+REFUSED = """
+UPDATE host_runtimes SET last_error = %(error)s, last_error_at = now()
+WHERE host_id = %(host)s"""
+
 NOTE_ERROR = """
 UPDATE host_runtimes SET last_error = %(error)s, last_error_at = now()
 WHERE host_id = %(host)s AND epoch = %(epoch)s"""
@@ -98,6 +111,17 @@ class HostStore:
     async def clear_error(self, error: str) -> None:
         await self.db.fetch(CLEAR_ERROR, {"host": self.host_id, "epoch": self.epoch,
                                           "error": error})
+
+    async def vm_address(self) -> str | None:
+        row = await self.db.fetchone(VM_ADDRESS, {"host": self.host_id})
+        return row["vm_address"] if row else None
+
+    async def address_holders(self, address: str) -> list[str]:
+        rows = await self.db.fetch(ADDRESS_HOLDERS, {"host": self.host_id, "address": address})
+        return [row["holder"] for row in rows]
+
+    async def refused(self, error: str) -> None:
+        await self.db.fetch(REFUSED, {"host": self.host_id, "error": error})
 
     async def stopped(self) -> None:
         await self.db.fetch(STOPPED, {"host": self.host_id, "epoch": self.epoch})

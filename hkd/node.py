@@ -15,7 +15,7 @@ from qvd.db.notify import CONFIG_CHANNEL, host_cmd_channel, user_cmd_channel
 from qvd.l7r.session_end import journal_dir
 
 from . import adoption, cluster, commands, l7r_killer, metrics_server, session_ends
-from .backends import make_backend
+from .backends import BackendError, make_backend
 from .cluster_metrics import ClusterMetrics
 from .database import Database, DbUnavailable
 from .host_store import HostStore
@@ -123,12 +123,39 @@ class Node:
                             f"'qvd-admin host add name={self.name} address=...'")
         self.host_id = host_id
         self.hosts = HostStore(self.db, host_id)
+        await self.join_vm_network()
         self.store = VmStore(self.db, host_id, self.cfg.get("path.storage.root"))
         self.actions = VmActions(self.cfg, self.store, self.backend,
                                  asyncio.Semaphore(self.cfg.get_int("internal.hkd.max_heavy")))
         self.lease = LeaseKeeper(self, os.path.join(self.run_dir, f"hkd-{self.name}.heartbeat"))
         self.l7r = L7rRunner(self)
         self.pools = PoolKeeper(self)
+
+    async def join_vm_network(self) -> None:
+        """The node's own address on the VM network (its host's vm_address, else
+        vm.network.gateway, else the network's first address), refused when another node or
+        a VM holds it; with vm.network.uplink the bridge is made now. A refusal is the host
+        row's last_error as well as qvd-hkd's exit message."""
+        from .backends import bridge
+        self.cfg.vm_address = await self.hosts.vm_address()
+        if self.cfg.get("vm.hypervisor") not in ("lxc", "kvm"):
+            return  # the process backend puts nothing on the VM network
+        address = bridge.node_address(self.cfg)
+        holders = await self.hosts.address_holders(address)
+        why = None
+        if holders:
+            why = (f"the node's address on the VM network, {address}, is also the address "
+                   f"of {', '.join(holders)}: give each node its own with 'qvd-admin host "
+                   f"edit -f name={self.name} vm_address=...'")
+        else:
+            try:
+                await asyncio.to_thread(bridge.setup_node, self.cfg)
+            except BackendError as exc:
+                why = f"the VM network's uplink: {exc}"
+        if why:
+            log.error("node %s (host %d) not started: %s", self.name, self.host_id, why)
+            await self.hosts.refused(f"not started: {why}")
+            raise NodeError(why)
 
     def ensure_watchdog(self) -> None:
         """The watchdog outlives the HKD on purpose; a new HKD reuses a live one."""

@@ -67,6 +67,7 @@ ACLS: dict[str, str] = {
     "host.delete.": "delete nodes",
     "host.update.block": "block and unblock nodes",
     "host.update.stop-vms": "stop nodes' qvd-hkd and their VMs",
+    "host.update.settings": "change nodes' VM network address and front/back end roles (new)",
     **_properties("host"),
     "config.see-main.": "read the configuration",
     "config.update.": "set configuration keys",

@@ -78,6 +78,7 @@ OPERATIONS: dict[str, Needs | None] = {
                           **{"del": "pool.update.members"}),
     **_standard("host"), **_blocking("host"),
     "host stop": needs("host.update.stop-vms"),
+    "host edit": needs("host.update.settings"),
     **{name: acl for obj in PROPERTY_OBJECTS for name, acl in _properties(obj).items()},
     "config get": needs("config.see-main."), "config list": needs("config.see-main."),
     "config set": needs("config.update."), "config del": needs("config.delete."),

@@ -15,6 +15,9 @@ class Host(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(Text, unique=True)
     address: Mapped[str] = mapped_column(INET, unique=True)
+    # migration 0014: the node's own address on the VM network (its bridge, its VMs' gateway);
+    # NULL: the network's first address (vm.network.gateway when set), as with one node
+    vm_address: Mapped[str | None] = mapped_column(INET, unique=True)
     frontend: Mapped[bool] = mapped_column(Boolean, server_default=TRUE)
     backend: Mapped[bool] = mapped_column(Boolean, server_default=TRUE)
     __table_args__ = (CheckConstraint("name <> ''", name="name_not_empty"),)

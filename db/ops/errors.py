@@ -39,6 +39,8 @@ CONSTRAINT_MESSAGES = {
     "fk_vms_tenant_id": "the tenant still has VMs; delete them first",
     "uq_hosts_name": "a host with that name already exists",
     "uq_hosts_address": "another host already has that address",
+    "uq_hosts_vm_address": "another host already has that vm_address: each node needs its "
+                           "own address on the VM network",
     "fk_users_tenant_id": "the tenant still has users; delete them first",
     "fk_osfs_tenant_id": "the tenant still has OSFs; delete them first",
     "fk_administrators_tenant_id": "the tenant still has administrators",

@@ -1,11 +1,12 @@
-"""host add|del|list|block|unblock|stop|propset|propget|propdel."""
+"""host add|edit|del|list|block|unblock|stop|propset|propget|propdel."""
 import ipaddress
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
-from qvd.db.models import Host, HostCounter, HostRuntime, VmRuntime
+from qvd.db.models import Host, HostCounter, HostRuntime, Vm, VmRuntime
+from qvd.db.vm_network import ADDRESS_LOCK, AddressError, check_node_address
 
-from .errors import DomainError
+from .errors import BadRequest, DomainError
 from .grammar import check_keys, parse_bool, parse_name
 from .selection import ObjectView
 from .registry import object_kind, verb
@@ -19,6 +20,7 @@ _vms = (select(func.count()).select_from(VmRuntime).where(VmRuntime.host_id == H
 # Seconds since the lease was renewed, by the database's clock (the one leases use).
 _lease_age = func.round(func.extract("epoch", func.now() - HostRuntime.ok_ts), 1)
 VIEW = ObjectView("host", {"id": Host.id, "name": Host.name, "address": Host.address,
+                           "vm_address": Host.vm_address,
                            "frontend": Host.frontend, "backend": Host.backend,
                            "state": HostRuntime.state, "blocked": HostRuntime.blocked,
                            "vms": _vms, "pid": HostRuntime.pid,
@@ -28,10 +30,36 @@ VIEW = ObjectView("host", {"id": Host.id, "name": Host.name, "address": Host.add
                   select(Host).join(HostRuntime, HostRuntime.host_id == Host.id))
 
 
-@verb(group, "add", "Add a node: name=NODENAME address=IP [frontend=1] [backend=1].")
+def _vm_address(admin, s, value: str, host_id: int | None = None) -> str | None:
+    """vm_address=: the node's own address on the VM network (none: the network's first
+    address, as with one node); refused when another node or a VM holds it."""
+    if value.strip().lower() in ("", "none"):
+        return None
+    cfg = admin.settings(s)
+    try:
+        address = check_node_address(value, cfg.get("vm.network.ip.start"),
+                                     cfg.get("vm.network.netmask"))
+    except AddressError as exc:
+        raise DomainError(str(exc)) from None
+    other = s.execute(select(Host.name).where(Host.vm_address == address,
+                                              Host.id != (host_id or 0))).scalar()
+    if other is not None:
+        raise DomainError(f"vm_address {address} is already the address of node '{other}' "
+                          "on the VM network: each node needs its own; nothing was changed")
+    vm = s.execute(select(Vm.name).where(Vm.ip == address)).scalar()
+    if vm is not None:
+        raise DomainError(f"vm_address {address} is the address of VM '{vm}'; nothing was "
+                          "changed")
+    return address
+
+
+@verb(group, "add", "Add a node: name=NODENAME address=IP [vm_address=IP] [frontend=1] "
+                    "[backend=1]. vm_address: the node's own address on the VM network "
+                    "(default: the network's first address, for one node).")
 def add(admin, call):
     args = call.args
-    check_keys(args, ("name", "address", "frontend", "backend"), ("name", "address"))
+    check_keys(args, ("name", "address", "vm_address", "frontend", "backend"),
+               ("name", "address"))
     parse_name("host name", args["name"])
     try:
         address = str(ipaddress.ip_address(args["address"]))
@@ -41,11 +69,35 @@ def add(admin, call):
                 frontend=parse_bool(args.get("frontend", "1"), "frontend"),
                 backend=parse_bool(args.get("backend", "1"), "backend"))
     with admin.session() as s:
+        if "vm_address" in args:
+            s.execute(text(ADDRESS_LOCK))  # as VM addresses are given: none is taken meanwhile
+            host.vm_address = _vm_address(admin, s, args["vm_address"])
         s.add(host)
         s.flush()
         s.add_all([HostRuntime(host_id=host.id), HostCounter(host_id=host.id)])
         admin.audit(s, "host", "add", call, [host.id])
     admin.say(f"host {host.id} '{host.name}' added")
+
+
+@verb(group, "edit", "Change the node chosen by -f: [vm_address=IP|none] [frontend=0|1] "
+                     "[backend=0|1]. A node takes a new vm_address at its next start.")
+def edit(admin, call):
+    args = call.args
+    check_keys(args, ("vm_address", "frontend", "backend"))
+    if not args:
+        raise BadRequest("give what to change, e.g. vm_address=10.0.0.3")
+    values = {k: parse_bool(args[k], k) for k in ("frontend", "backend") if k in args}
+    with admin.session() as s:
+        ids = VIEW.ids(s, call)
+        if "vm_address" in args:
+            if len(ids) > 1:
+                raise DomainError(f"the filter matches {len(ids)} hosts; vm_address= changes "
+                                  "one")
+            s.execute(text(ADDRESS_LOCK))  # as VM addresses are given: none is taken meanwhile
+            values["vm_address"] = _vm_address(admin, s, args["vm_address"], ids[0])
+        s.execute(update(Host).where(Host.id.in_(ids)).values(**values))
+        admin.audit(s, "host", "edit", call, ids)
+    admin.say(f"{len(ids)} host(s) changed")
 
 
 @verb(group, "stop", "Ask the qvd-hkd of the nodes chosen by -f to stop their VMs and exit.")

@@ -72,6 +72,11 @@ def add(admin, call):
                    else free_addresses(OnSession(s), start, netmask, len(names)))
         except AddressError as exc:
             raise DomainError(str(exc)) from None
+        if "ip" in args:
+            node = s.execute(select(Host.name).where(Host.vm_address == ips[0])).scalar()
+            if node is not None:
+                raise DomainError(f"{ips[0]} is the address of node '{node}' on the VM "
+                                  "network (its vm_address); nothing was added")
         vms = [Vm(name=name, tenant_id=user.tenant_id, user_id=user.id, osf_id=osf.id,
                   di_tag=tag, ip=ip, description=args.get("description")) for name, ip in zip(names, ips)]
         s.add_all(vms)

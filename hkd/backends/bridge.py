@@ -4,7 +4,14 @@ veth made by LXC, a tap made by libvirt) with a MAC derived from its IP, so a VM
 wherever it runs. Before the VM starts, its port (by name) gets the VM's own policy
 (firewall.port_rules): only the VM's MAC and IP (ARP included) may leave it, so no VM can claim another's address
 and receive its desktop stream. With vm.network.firewall.protect_vms the port is also
-isolated: isolated ports reach the node but not each other."""
+isolated: isolated ports reach the node but not each other.
+
+Across nodes (issue 20): each node puts its own address on its bridge (its host's vm_address,
+Config.vm_address; else vm.network.gateway; else the network's first address) and, with
+vm.network.uplink, enslaves that interface to the bridge so that the nodes' VM networks are
+one segment behind a switch. The bridge then stays up while the node runs (its L7R reaches
+VMs on the other nodes through it) and its frames towards the uplink are filtered
+(firewall.uplink_rules)."""
 from __future__ import annotations
 
 import ipaddress
@@ -26,9 +33,16 @@ def ip_from_mac(mac: str) -> str:
     return ".".join(str(int(part, 16)) for part in mac.split(":")[2:])
 
 
-def ensure_bridge(name: str, address: str, netmask: str) -> bool:
-    """The bridge up with the node's address on it; nothing is routed out by this.
-    True when it had to be made (an admin's own bridge is used as it is, never removed)."""
+def node_mac(ip: str) -> str:
+    """A bridge the node makes for an uplink has this MAC (06:00 + its address), never a VM's
+    (02:00 + theirs): what comes in from the switch with a VM's MAC is another node's VM."""
+    return "06:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+def ensure_bridge(name: str, address: str, netmask: str, uplink: str = "") -> bool:
+    """The bridge up with the node's address on it, and the uplink (if any) enslaved to it;
+    nothing is routed out by this. True when it had to be made (an admin's own bridge is
+    used as it is, never removed)."""
     prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
     try:
         with IPRoute() as ip:
@@ -37,9 +51,12 @@ def ensure_bridge(name: str, address: str, netmask: str) -> bool:
                             ipaddress.IPv4Network(f"{address}/{prefix}", strict=False))
             made = not found
             if made:
-                ip.link("add", ifname=name, kind="bridge")
+                ip.link("add", ifname=name, kind="bridge",
+                        **({"address": node_mac(address)} if uplink else {}))
                 found = ip.link_lookup(ifname=name)
             index = found[0]
+            if uplink:
+                _enslave(ip, name, index, uplink)
             present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
                        for a in ip.get_addr(index=index)}
             if (address, prefix) not in present:
@@ -48,6 +65,18 @@ def ensure_bridge(name: str, address: str, netmask: str) -> bool:
     except NetlinkError as exc:
         raise BackendError(f"bridge {name}: {exc}") from None
     return made
+
+
+def _enslave(ip: IPRoute, name: str, index: int, uplink: str) -> None:
+    found = ip.link_lookup(ifname=uplink)
+    if not found:
+        raise BackendError(f"vm.network.uplink: there is no interface {uplink} on this node")
+    if found[0] == index:
+        raise BackendError(f"vm.network.uplink: {uplink} is the VM bridge itself")
+    link = ip.get_links(found[0])[0]
+    if link.get_attr("IFLA_MASTER") != index:
+        ip.link("set", index=found[0], master=index)
+    ip.link("set", index=found[0], state="up")
 
 
 def _refuse_overlap(ip: IPRoute, name: str, index: int | None,
@@ -82,8 +111,16 @@ def _network(cfg) -> tuple[str, ipaddress.IPv4Network, str]:
     """(bridge, VM network, the node's address on it) from the node's settings."""
     start, netmask = cfg.get("vm.network.ip.start"), cfg.get("vm.network.netmask")
     network = ipaddress.IPv4Network(f"{start}/{netmask}", strict=False)
-    gateway = cfg.get("vm.network.gateway") or str(network.network_address + 1)
-    return cfg.get("vm.network.bridge"), network, gateway
+    return cfg.get("vm.network.bridge"), network, node_address(cfg)
+
+
+def node_address(cfg) -> str:
+    """The node's own address on the VM network (its bridge's, its VMs' gateway): its host's
+    vm_address, else vm.network.gateway, else the network's first address."""
+    start, netmask = cfg.get("vm.network.ip.start"), cfg.get("vm.network.netmask")
+    network = ipaddress.IPv4Network(f"{start}/{netmask}", strict=False)
+    return (getattr(cfg, "vm_address", None) or cfg.get("vm.network.gateway")
+            or str(network.network_address + 1))
 
 
 def plan(cfg) -> tuple[str, int, str]:
@@ -99,21 +136,46 @@ def attach_vm(cfg, vm_id: int, ip: str, port: str) -> None:
     anything is made."""
     from . import dhcp, firewall
     bridge, network, gateway = _network(cfg)
-    allow = firewall.parse_allow(cfg.get("vm.network.allow"))
-    if ensure_bridge(bridge, gateway, str(network.netmask)):
-        os.makedirs(cfg.get("path.run"), exist_ok=True)
-        open(_made_marker(cfg), "w").close()
     use_dhcp = cfg.get_bool("vm.network.use_dhcp")
     # the bridge's tables and, in the same transaction, the port's policy: only the VM's own
     # MAC (mac_for(ip)) and IP may leave its port (and DHCP from 0.0.0.0)
-    firewall.apply(firewall.ruleset(bridge, str(network),
-                                    cfg.get_bool("vm.network.firewall.protect_host"),
-                                    cfg.get_bool("vm.network.firewall.nat"), use_dhcp,
-                                    cfg.get_bool("vm.network.firewall.protect_vms"), allow)
-                   + firewall.port_rules(bridge, port, mac_for(ip), ip, use_dhcp))
+    _bridge_and_tables(cfg, firewall.port_rules(bridge, port, mac_for(ip), ip, use_dhcp))
     if use_dhcp:
         dhcp.ensure_server(cfg.get("path.run"), cfg.get("path.log"), bridge, network, gateway)
         dhcp.add_lease(cfg.get("path.run"), bridge, vm_id, ip)
+
+
+def _bridge_and_tables(cfg, extra: str = "") -> None:
+    """The bridge (made if missing, the uplink enslaved) and its tables as the settings say
+    now; a bad vm.network.allow or uplink name is refused before anything is made."""
+    from . import firewall
+    bridge, network, gateway = _network(cfg)
+    allow = firewall.parse_allow(cfg.get("vm.network.allow"))
+    uplink = (cfg.get("vm.network.uplink") or "").strip()
+    if uplink:
+        firewall.check_port_name(uplink, "vm.network.uplink")
+    if ensure_bridge(bridge, gateway, str(network.netmask), uplink):
+        os.makedirs(cfg.get("path.run"), exist_ok=True)
+        open(_made_marker(cfg), "w").close()
+    text = firewall.ruleset(bridge, str(network),
+                            cfg.get_bool("vm.network.firewall.protect_host"),
+                            cfg.get_bool("vm.network.firewall.nat"),
+                            cfg.get_bool("vm.network.use_dhcp"),
+                            cfg.get_bool("vm.network.firewall.protect_vms"), allow,
+                            bool(uplink))
+    if uplink:
+        text += firewall.uplink_rules(bridge, uplink, (cfg.get_int("internal.vm.port.vma"),
+                                                       cfg.get_int("internal.vm.port.x")))
+    else:  # an uplink taken out of the settings takes its rules with it
+        text += firewall.no_uplink(bridge)
+    firewall.apply(text + extra)
+
+
+def setup_node(cfg) -> None:
+    """At the node's start, with vm.network.uplink: the bridge, its uplink and its tables
+    now, VMs or not, so that the node's L7R reaches the VMs of the other nodes."""
+    if (cfg.get("vm.network.uplink") or "").strip():
+        _bridge_and_tables(cfg)
 
 
 def port_up(cfg, port: str) -> None:
@@ -138,10 +200,13 @@ def detach_vm(cfg, vm_id: int, port: str | None = None) -> None:
 
 def release(cfg) -> None:
     """No VM of the node runs any more (a clean stop): its DHCP server, firewall tables and
-    the bridge, if the node made it, go; the next VM's start makes them again."""
+    the bridge, if the node made it, go; the next VM's start makes them again. With an
+    uplink the bridge and its tables stay: the node's L7R reaches other nodes' VMs by it."""
     from . import dhcp, firewall
     bridge, marker = cfg.get("vm.network.bridge"), _made_marker(cfg)
     dhcp.stop_server(cfg.get("path.run"), bridge)
+    if (cfg.get("vm.network.uplink") or "").strip():
+        return
     firewall.remove(bridge)
     if os.path.exists(marker):
         remove_bridge(bridge)

@@ -22,6 +22,16 @@ A VM's port is added with one element and one chain (port_rules, applied with th
 bridge.attach_vm) and removed the same way (unregister_port); the prepare-time rewrite refreshes the table's own chain only, never the
 ports' entries, so it loses none.
 
+`table bridge qvd_<bridge>_uplink`, with vm.network.uplink only (uplink_rules), replaced whole
+with the first table: the bridge is then one segment with the other nodes' bridges, and
+frames bridged between a VM's port and the uplink are filtered at the bridge's forward hook
+(this kernel's bridge family may have no conntrack, so the rules are stateless). Out towards
+the uplink a VM may send ARP (its own, the port's chain says) and TCP answers from the agent's
+and the desktop's ports (no SYN: it cannot open a connection, to a node, another node's VM or
+the outside); in from the uplink only ARP and TCP to those two ports reach a VM (the L7Rs and
+HKDs of the other nodes), and nothing from a VM's MAC (02:00, another node's VM). What a VM
+sends to the node itself is the inet table's (protect_host), on every node.
+
 protect_vms is otherwise not here: each VM's bridge port is isolated instead
 (bridge.isolate_port), which keeps VMs apart on exactly this bridge.
 """
@@ -123,7 +133,7 @@ def _ports_table_text(bridge: str) -> str:
 
 def ruleset(bridge: str, network: str, protect_host: bool, nat: bool,
             dhcp: bool = False, protect_vms: bool = True,
-            allow: list[Allowed] | tuple = ()) -> str:
+            allow: list[Allowed] | tuple = (), uplink: bool = False) -> str:
     table = f"qvd_{bridge}"
     inet = [f'iifname "{bridge}" ct state established,related accept']
     if dhcp:  # the node's dnsmasq gives the VMs their addresses
@@ -131,6 +141,9 @@ def ruleset(bridge: str, network: str, protect_host: bool, nat: bool,
     if protect_host:
         inet.append(f'iifname "{bridge}" drop')
     forward = [f'iifname "{bridge}" ct state established,related accept']
+    if uplink:  # bridged between a VM and the uplink, and let through by the uplink table
+        forward.append(f'iifname "{bridge}" oifname "{bridge}" '
+                       f'meta mark & {BRIDGED:#x} == {BRIDGED:#x} accept')
     if not protect_vms:  # bridged (br_netfilter) or routed between VMs: theirs to decide
         forward.append(f'iifname "{bridge}" oifname "{bridge}" accept')
     forward += [entry.rule(bridge) for entry in allow]
@@ -149,9 +162,52 @@ def ruleset(bridge: str, network: str, protect_host: bool, nat: bool,
 
 
 def _port_chain(port: str) -> str:
-    if not _PORT_NAME.fullmatch(port):
-        raise BackendError(f"'{port}' is not a network port name this firewall can hold")
+    check_port_name(port)
     return f"port_{port}"
+
+
+def check_port_name(port: str, what: str = "") -> str:
+    if not _PORT_NAME.fullmatch(port):
+        where = f"{what}: " if what else ""
+        raise BackendError(f"{where}'{port}' is not a network port name this firewall can "
+                           "hold (letters, digits, '.', '_', '-'; 15 at most)")
+    return port
+
+
+# The uplink table's mark on the frames it lets cross between a VM's port and the uplink: with
+# br_netfilter (bridge-nf-call-iptables, loaded by Docker, LXC setups...) bridged IPv4 also
+# goes through the inet table's forward chain, whose `iifname <bridge> drop` would drop it.
+BRIDGED = 0x01000000
+
+
+def uplink_table(bridge: str) -> str:
+    return f"qvd_{bridge}_uplink"
+
+
+def uplink_rules(bridge: str, uplink: str, vm_ports: tuple[int, ...]) -> str:
+    """The uplink's table, replaced whole: what may cross between the VMs' ports and the
+    uplink (module docstring)."""
+    table, ports = uplink_table(bridge), ", ".join(str(p) for p in vm_ports)
+    uplink = check_port_name(uplink, "vm.network.uplink")
+    return "\n".join([
+        f"table bridge {table}", f"delete table bridge {table}",
+        f"table bridge {table} {{",
+        # before br_netfilter's own forward hook (-1), which runs the inet table's
+        "  chain forward {", "    type filter hook forward priority -200; policy accept;",
+        f'    iifname != "{uplink}" oifname "{uplink}" jump from_vms',
+        f'    iifname "{uplink}" oifname != "{uplink}" jump to_vms', "  }",
+        "  chain from_vms {",
+        "    ether type arp accept",
+        f"    ether type ip tcp sport {{ {ports} }} tcp flags & (syn | ack) != syn "
+        f"meta mark set meta mark | {BRIDGED:#x} accept",
+        "    drop", "  }",
+        "  chain to_vms {",
+        "    ether saddr & ff:ff:00:00:00:00 == 02:00:00:00:00:00 drop",
+        "    ether type arp accept",
+        f"    ether type ip tcp dport {{ {ports} }} meta mark set meta mark | {BRIDGED:#x} "
+        "accept",
+        "    drop", "  }",
+        "}"]) + "\n"
 
 
 def port_rules(bridge: str, port: str, mac: str, ip: str, dhcp: bool) -> str:
@@ -171,6 +227,11 @@ def port_rules(bridge: str, port: str, mac: str, ip: str, dhcp: bool) -> str:
         f"add chain bridge {table} {chain}", f"flush chain bridge {table} {chain}",
         *(f"add rule bridge {table} {chain} {rule}" for rule in rules),
         f'add element bridge {table} ports {{ "{port}" : jump {chain} }}']) + "\n"
+
+
+def no_uplink(bridge: str) -> str:
+    table = uplink_table(bridge)
+    return f"table bridge {table}\ndelete table bridge {table}\n"
 
 
 def unregister_port(bridge: str, port: str) -> None:
@@ -214,3 +275,4 @@ def apply(text: str) -> None:
 def remove(bridge: str) -> None:
     _nft("delete", "table", "inet", f"qvd_{bridge}")
     _nft("delete", "table", "bridge", ports_table(bridge))
+    _nft("delete", "table", "bridge", uplink_table(bridge))
