@@ -111,9 +111,20 @@ def hand_out(session, user, pool_id: int) -> int:
                          "retry later.\n")
 
 
+class _LostRace(Exception):
+    """The claim found no spare: its savepoint is rolled back."""
+
+
 def _claim(db, key: dict) -> int | None:
-    claimed = db.fetchone(CLAIM, key)
-    if claimed is None:
+    # In a savepoint: a claim whose spare another user took while it looked returns nothing
+    # but keeps that row locked, and waiting for the pool's lock with it would deadlock with
+    # a keeper's pass (which holds the lock and waits for the pool's rows).
+    try:
+        with db.conn.transaction():
+            claimed = db.fetchone(CLAIM, key)
+            if claimed is None:
+                raise _LostRace
+    except _LostRace:
         return None
     db.execute(sql.TAKEN, {"vm": claimed["id"]})
     log.info("pool %d: vm %d given to user %d (a spare)", key["pool"], claimed["id"],
