@@ -5,13 +5,16 @@ isolation). A result like subprocess.run's. It saves the interpreter's start and
 (most of a second a run on a busy machine); the login's password check, the database work and
 the translation of errors into one line and an exit status are the real ones.
 
-`in_process(env)` is a QvdEnv (tests/conftest.py) whose cli() and ok() run that way, so
-make_admin(in_process(demo), ...) gives administrators whose runs do too."""
+QvdEnv.cli (tests/conftest.py) runs qvd-admin this way by default, save where a real process
+is needed (its docstring). `in_process(env)` is kept for the tests written before: the env
+itself, with `.wrapped` the real binary (env.real)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 
 import pytest
@@ -21,43 +24,76 @@ from click.testing import CliRunner
 from qvd.cli.main import run
 from qvd.db import passwords
 
+QVD_ADMIN = os.path.join(os.path.dirname(sys.executable), "qvd-admin")
 
-def run_cli(args, env: dict, input: str | None = None) -> subprocess.CompletedProcess:
+
+class _TimedOut(BaseException):
+    """Raised in the run by SIGALRM: not an Exception, which run() would report as an error."""
+
+
+def _swap_environ(env: dict) -> None:
+    """os.environ becomes `env`, changing only the keys that differ (another thread reading
+    PATH or HOME meanwhile sees no gap)."""
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def _alarm(signum, frame):
+    raise _TimedOut
+
+
+def run_cli(args, env: dict, input: str | None = None,
+            timeout: float | None = None) -> subprocess.CompletedProcess:
     """qvd-admin ARGS with exactly the environment `env` (restored whole afterwards: a command
-    such as `system start` sets variables of its own)."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
+    such as `system start` sets variables of its own). From the main thread only (os.environ,
+    sys.std* and the SIGALRM of `timeout` are the process's): subprocess.TimeoutExpired after
+    `timeout` seconds, as subprocess.run's."""
+    assert threading.current_thread() is threading.main_thread(), "run_cli off the main thread"
+    saved, argv = dict(os.environ), sys.argv
+    sys.argv = [QVD_ADMIN, *args]  # the database's application_name, paths next to it
+    _swap_environ(env)
+    timer = timeout and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
     try:
         with CliRunner().isolation(input=input) as (out, err, _):
             formatting.FORCED_WIDTH = None  # help as wide as the process's would be
+            if timer:
+                signal.signal(signal.SIGALRM, _alarm)
+                signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
                 status = run(list(args))
             except SystemExit as exc:  # what main()'s sys.exit would end the process with
                 status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            except _TimedOut:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                raise subprocess.TimeoutExpired(["qvd-admin", *args], timeout,
+                                                out.getvalue(), err.getvalue()) from None
+            finally:
+                if timer:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    signal.signal(signal.SIGALRM, signal.SIG_DFL)
             sys.stdout.flush()  # print() buffers, as when its output is a pipe
             sys.stderr.flush()
             stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        _swap_environ(saved)
+        sys.argv = argv
     return subprocess.CompletedProcess(["qvd-admin", *args], status, stdout, stderr)
 
 
 class in_process:  # noqa: N801 - used as a function: in_process(demo)
-    """The QvdEnv `env`, but its qvd-admin runs in this process; everything else is env's."""
+    """The QvdEnv `env`, whose qvd-admin runs in this process where it may (QvdEnv.cli's
+    default); `.wrapped` is env.real, the real binary."""
 
     def __init__(self, env) -> None:
-        self.wrapped = env
+        self.env_ = env
+        self.wrapped = env.real
 
     def __getattr__(self, name):
-        return getattr(self.wrapped, name)
-
-    def cli(self, *args: str, input: str | None = None, env: dict | None = None):
-        return run_cli(args, env or self.wrapped.env(), input=input)
-
-    def ok(self, *args: str, input: str | None = None) -> str:
-        return type(self.wrapped).ok(self, *args, input=input)  # QvdEnv.ok, with our cli()
+        return getattr(self.env_, name)
 
 
 @contextmanager

@@ -3,6 +3,21 @@
 The cluster is the embedded one (qvd.db.embedded) in a temporary directory, tuned for speed
 (no fsync). The schema is migrated once into a template database; each test gets a copy
 (CREATE DATABASE ... TEMPLATE), which takes a few milliseconds.
+
+qvd-admin (QvdEnv.cli, .ok) runs in this process by default (tests/cli_inprocess.py: the
+entry the script calls, qvd.cli.main.run, with the subprocess's environment, stdin and
+captured output; no interpreter start and imports, most of a second a run). The real binary
+runs instead:
+- from any thread but the main one (the in-process run swaps os.environ and sys.std*);
+- for the groups in REAL_PROCESS_GROUPS: `system` (starts daemons, waits for the L7R),
+  `db` (starts/stops the embedded PostgreSQL, its own pooled engines) and `doctor` (probes
+  the machine: tools, ports, the clock);
+- when a test asks: `demo.cli(..., real=True)`, or `demo.real` (a view of the QvdEnv whose
+  cli/ok are the binary's, for AdminRun(demo.real, ...)): for what only a process shows
+  (exit status, no traceback, --debug, a terminal);
+- everywhere with QVD_TEST_REAL_CLI=1 in the environment.
+An in-process run that takes longer than CLI_TIMEOUT raises subprocess.TimeoutExpired, as
+the subprocess's timeout does.
 """
 from __future__ import annotations
 
@@ -13,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -34,6 +50,26 @@ TEMPLATE = "qvd_template"
 DEMO_TEMPLATE = "qvd_demo_template"
 L7R_PASSWORD = "l7r-test-password-0123456789"  # every test node logs its L7R in as qvd_l7r
 _numbers = itertools.count(1)
+CLI_TIMEOUT = 60
+REAL_CLI = os.environ.get("QVD_TEST_REAL_CLI") == "1"
+REAL_PROCESS_GROUPS = {"system", "db", "doctor"}
+
+
+def _command_group(args) -> str | None:
+    """The object a qvd-admin command line names (`vm` in `--admin a@b vm list`)."""
+    args = iter(args)
+    for arg in args:
+        if arg == "--admin":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def cli_in_process(args) -> bool:
+    """Whether QvdEnv.cli may run `qvd-admin ARGS` in this process (see the docstring)."""
+    return (not REAL_CLI and threading.current_thread() is threading.main_thread()
+            and _command_group(args) not in REAL_PROCESS_GROUPS)
 
 
 @dataclass
@@ -65,7 +101,8 @@ def pg_server():
 
 
 class QvdEnv:
-    """A fresh database plus a node.conf pointing at it; runs the real qvd-admin."""
+    """A fresh database plus a node.conf pointing at it; runs qvd-admin (in this process when
+    it may: the module's docstring)."""
 
     def __init__(self, server: PgServer, dbname: str, home: str):
         self.server = server
@@ -100,9 +137,18 @@ class QvdEnv:
     def cli_command(self) -> list[str]:
         return [QVD_ADMIN]
 
-    def cli(self, *args: str, input: str | None = None, env: dict | None = None):
+    def cli(self, *args: str, input: str | None = None, env: dict | None = None,
+            real: bool = False):
+        if not real and cli_in_process(args):
+            from cli_inprocess import run_cli
+            return run_cli(args, env or self.env(), input=input, timeout=CLI_TIMEOUT)
         return subprocess.run([QVD_ADMIN, *args], capture_output=True, text=True, input=input,
-                              env=env or self.env(), timeout=60)
+                              env=env or self.env(), timeout=CLI_TIMEOUT)
+
+    @property
+    def real(self) -> "RealBinary":
+        """This environment, its qvd-admin always the real binary."""
+        return RealBinary(self)
 
     def ok(self, *args: str, input: str | None = None) -> str:
         """Run qvd-admin and require success; return its stdout."""
@@ -134,6 +180,22 @@ class QvdEnv:
         return conn
 
 
+class RealBinary:
+    """A QvdEnv whose cli() and ok() run the real qvd-admin; everything else is the env's."""
+
+    def __init__(self, env: QvdEnv) -> None:
+        self.wrapped = env
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def cli(self, *args: str, input: str | None = None, env: dict | None = None, real=True):
+        return self.wrapped.cli(*args, input=input, env=env, real=True)
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        return QvdEnv.ok(self, *args, input=input)
+
+
 def _copy_database(server: PgServer, template: str) -> str:
     dbname = f"test_{next(_numbers)}"
     with server.maintenance() as conn:
@@ -161,7 +223,7 @@ def qvd(pg_server, tmp_path):
 
 @pytest.fixture(scope="session")
 def demo_template(pg_server, tmp_path_factory):
-    """Built once with the real CLI: tenant acme, user alice (password secret), OSF desktop
+    """Built once with the CLI: tenant acme, user alice (password secret), OSF desktop
     (512 MiB) with DI v1, VM desk, node node1. Tests get copies of it."""
     home = str(tmp_path_factory.mktemp("demo"))
     with _environment(pg_server, TEMPLATE, home) as env:

@@ -119,7 +119,8 @@ def test_bad_input_is_refused_cleanly(demo, setup, args, status, message, stdin)
 
 
 def test_debug_adds_the_traceback(demo):
-    result = demo.cli("--debug", "vm", "add", "-t", "acme", "name=x", "user=bob", "osf=desktop")
+    result = demo.cli("--debug", "vm", "add", "-t", "acme", "name=x", "user=bob", "osf=desktop",
+                      real=True)  # the real binary's stderr
     assert result.returncode == 1 and "Traceback" in result.stderr
 
 
