@@ -32,6 +32,7 @@ import time
 
 from qvd.db.passwords import hash_password, verify_password
 from qvd.hkd.backends.process import free_port
+from qvd.l7r import prefork
 from qvd.l7r.client import QvdConnection, tls_context
 from qvd.l7r.proxy import BUFFER
 
@@ -113,8 +114,10 @@ def latencies(node: BenchNode, bare: BareTlsServer, tokens: list[str], count: in
 
 
 def l7r_database_connections(node: BenchNode) -> int:
+    """Those of connection processes (a ready child's warm one is the node's own)."""
     return node.db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
-                           "LIKE 'qvd-l7r%%'").fetchone()[0]
+                           "LIKE 'qvd-l7r%%' AND application_name <> %s",
+                           (prefork.READY_TITLE,)).fetchone()[0]
 
 
 def session_memory(node: BenchNode, tokens: list[str]) -> dict:

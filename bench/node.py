@@ -15,6 +15,7 @@ from sqlalchemy.pool import NullPool
 
 from qvd.db.engine import L7R_ROLE, enable_l7r_role, make_engine
 from qvd.hkd.backends.process import free_port
+from qvd.l7r import prefork
 from qvd.l7r.client import QvdConnection, accepting, tls_context
 
 from .common import private_database, write_certificate
@@ -76,7 +77,8 @@ class BenchNode:
                         fields = handle.read().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
-                if int(fields[1]) == acceptor and fields[0] != "Z":
+                if int(fields[1]) == acceptor and fields[0] != "Z" \
+                        and not prefork.is_ready(entry):  # waiting for a client: no session
                     children.append(int(entry))
         return children
 

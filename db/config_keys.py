@@ -112,6 +112,10 @@ KEYS: list[Key] = [
        "Comma-separated authentication chain: default (database), ldap, token (a chain "
        "without token refuses the tenant's bearer tokens)."),
     _k("l7r.max_connections", 500, "int", "Concurrent client connections per node."),
+    _k("l7r.prefork", 2, "int",
+       "Connection processes the L7R keeps forked ahead, each with its database connection "
+       "open and warm, so a new client waits for neither (0: fork one per client as it comes; "
+       "each ready one holds one of l7r.database.max_connections)."),
     _k("l7r.portal.enabled", 1, "bool",
        "Serve the browser portal (https://node:port/) and its desktop tunnel (a WebSocket) on "
        "the L7R's port; QVD clients' /qvd/ paths are served either way."),

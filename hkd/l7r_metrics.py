@@ -20,7 +20,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 from prometheus_client.utils import floatToGoString
 
-from qvd.l7r import connection_counts, start_status
+from qvd.l7r import connection_counts, prefork, start_status
 from qvd.l7r.session_end import SESSION_BUCKETS
 
 # sum() of bigint is numeric (Decimal in Python): float8 for the exposition.
@@ -42,13 +42,15 @@ PLUGINS = ("default", "ldap", "token")  # qvd.l7r.auth.PLUGINS: zero series befo
 
 
 def open_connections(pid: int) -> int:
-    """The acceptor's live children: connections being served or refused."""
+    """The acceptor's live children but those still waiting for a client (ready):
+    connections being served or refused."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-            return len(handle.read().split())
+            children = handle.read().split()
     except FileNotFoundError:  # gone meanwhile, or a kernel without CONFIG_PROC_CHILDREN
-        return sum(1 for entry in os.scandir("/proc") if entry.name.isdigit()
-                   and _parent(entry.name) == pid)
+        children = [entry.name for entry in os.scandir("/proc") if entry.name.isdigit()
+                    and _parent(entry.name) == pid]
+    return sum(1 for child in children if not prefork.is_ready(child))
 
 
 def _parent(pid: str) -> int | None:

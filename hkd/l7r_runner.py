@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 TLS_FILES = {"l7r.ssl.cert": "l7r-cert.pem", "l7r.ssl.key": "l7r-key.pem"}
 # What the acceptor itself reads; the per-connection processes read the rest afresh.
 ACCEPTOR_KEYS = ("l7r.ssl.", "l7r.address", "l7r.port", "l7r.use_ssl", "l7r.max_connections",
-                 "l7r.limits.", "l7r.timeout.", "l7r.proxy_protocol.", "l7r.database.")
+                 "l7r.prefork", "l7r.limits.", "l7r.timeout.", "l7r.proxy_protocol.", "l7r.database.")
 
 
 class L7rRunner:

@@ -1,6 +1,8 @@
-"""qvd-l7r, the acceptor: listens on l7r.address:l7r.port and forks one process per client
-connection. It has no threads and no database connection (each child opens its own after
-the fork). Started and restarted by qvd-hkd; its children outlive it (live desktops).
+"""qvd-l7r, the acceptor: listens on l7r.address:l7r.port and gives each client connection a
+process of its own: one of the l7r.prefork ready children it keeps forked ahead (prefork.py:
+database connection open and warm), passed the socket, or else a child forked for it. It has
+no threads and no database connection. Started and restarted by qvd-hkd; its serving
+children outlive it (live desktops), ready ones end with it.
 
 It knows its children and their client addresses: a new connection beyond
 `l7r.max_connections`, or beyond `l7r.max_connections.per_address` from one address, is
@@ -24,8 +26,8 @@ import time
 
 from qvd.db import config as qconfig
 
-from . import connection_counts, start_status
-from .connection import refuse_connection, serve_connection, tune_socket
+from . import connection_counts, prefork, start_status
+from .connection import child_db, refuse_connection, serve_connection, tune_socket
 from .endpoints import set_title
 from .proxy_protocol import ProxyHeaderError, client_address, trusted
 from .tls import server_context
@@ -46,11 +48,16 @@ class Acceptor:
         self.children: dict[int, str] = {}   # pid -> client address of the served connections
         self.per_address: dict[str, int] = {}
         self.refusers: set[int] = set()
+        self.ready: dict[int, socket.socket] = {}  # pid -> channel of the ready children
+        self.prefork = cfg.get_int("l7r.prefork")
         self.max_children = cfg.get_int("l7r.max_connections")
         self.max_per_address = cfg.get_int("l7r.max_connections.per_address")
 
     def _forget(self, pid: int) -> None:
         self.refusers.discard(pid)
+        channel = self.ready.pop(pid, None)
+        if channel is not None:
+            channel.close()
         address = self.children.pop(pid, None)
         if address is not None:
             left = self.per_address.get(address, 1) - 1
@@ -96,6 +103,9 @@ class Acceptor:
                 self.children.clear()
                 self.per_address.clear()
                 self.refusers.clear()
+                for channel in self.ready.values():
+                    channel.close()
+                self.ready.clear()
                 break
             if pid == 0:
                 break
@@ -123,6 +133,7 @@ class Acceptor:
         gc.collect()
         gc.freeze()
         while True:
+            self.refill(listener)
             try:
                 conn, address = listener.accept()
             except (InterruptedError, ConnectionAbortedError):
@@ -141,6 +152,8 @@ class Acceptor:
             # recorded, it would be counted forever.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
             try:
+                if reason is None and self.hand_over(conn, peer):
+                    continue
                 try:
                     pid = os.fork()
                 except OSError as exc:  # out of processes or memory: this client is lost
@@ -149,23 +162,91 @@ class Acceptor:
                     conn.close()
                     continue
                 if pid == 0:
-                    self._child(listener, conn, peer, reason)
+                    self._close_inherited(listener)
+                    self._child(conn, peer, reason)
                 if reason is None:
-                    self.children[pid] = peer
-                    self.per_address[peer] = self.per_address.get(peer, 0) + 1
+                    self._serving(pid, peer)
                 else:
                     self.refusers.add(pid)
                     log.info("refused a connection from %s: %s", peer, reason)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-            conn.close()
+                conn.close()
 
-    def _child(self, listener, conn, peer: str, reason: str | None) -> None:
+    def _serving(self, pid: int, peer: str) -> None:
+        self.children[pid] = peer
+        self.per_address[peer] = self.per_address.get(peer, 0) + 1
+
+    def hand_over(self, conn: socket.socket, peer: str) -> bool:
+        """Pass the client to a ready child (SIGCHLD held: one reaped meanwhile would be
+        counted as serving forever); False when none is left."""
+        while self.ready:
+            pid, channel = self.ready.popitem()
+            try:
+                socket.send_fds(channel, [peer.encode("utf-8")], [conn.fileno()])
+            except OSError:  # it ended meanwhile: its exit is reaped as any
+                continue
+            finally:
+                channel.close()
+            self._serving(pid, peer)
+            return True
+        return False
+
+    def refill(self, listener) -> None:
+        """Fork ready children up to l7r.prefork (after a client was handed over, while it is
+        being served; a fork that fails leaves fewer: clients then get a fork of their own)."""
+        while len(self.ready) < self.prefork:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+            try:
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    log.error("cannot fork a ready child: %s", exc)
+                    ours.close()
+                    return
+                if pid == 0:
+                    ours.close()
+                    self._close_inherited(listener)
+                    self._ready_child(theirs)
+                self.ready[pid] = ours
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+                theirs.close()
+
+    def _close_inherited(self, listener) -> None:
+        """In a new child: the listener and the ready children's channels are the acceptor's
+        (held here, a channel would never tell its ready child that the acceptor ended)."""
         listener.close()
+        for channel in self.ready.values():
+            channel.close()
+
+    def _ready_child(self, channel: socket.socket) -> None:
+        self._child_signals()
+        set_title(prefork.READY_TITLE)
+        try:
+            db = child_db(self.cfg, prefork.READY_TITLE)
+            prefork.warm(db)
+            client = prefork.wait_for_client(channel, db)
+        except SystemExit:  # SIGTERM while waiting: never unwind into the acceptor's loop
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - a ready child that fails is one fewer, no more
+            log.exception("ready child failed")
+            os._exit(1)
+        if client is None:  # the acceptor ended
+            os._exit(0)
+        self._child(*client, None, db)
+
+    @staticmethod
+    def _child_signals() -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         # Ended on request (takeover, vm disconnect): unwind so the session row closes.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def _child(self, conn, peer: str, reason: str | None, db=None) -> None:
+        if db is None:
+            self._child_signals()
         status = 0
         try:
             tune_socket(conn)
@@ -176,7 +257,7 @@ class Acceptor:
                     log.info("connection from load balancer %s closed: %s", peer, exc)
                     return
             if reason is None:
-                serve_connection(conn, peer, self.cfg, self.tls)
+                serve_connection(conn, peer, self.cfg, self.tls, db)
             else:
                 refuse_connection(conn, peer, self.cfg, self.tls, reason)
         except Exception:  # noqa: BLE001 - one client's failure is logged, nothing more

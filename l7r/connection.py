@@ -6,7 +6,8 @@ requests a connection may idle for l7r.timeout.idle. TCP_NODELAY is on from the 
 response leaves in one write (http.py), so nothing waits for the client's delayed ACK.
 
 The child's database connection (db.py) opens when a parsed request first needs it and is
-released when the client idles between requests and while its desktop streams."""
+released when the client idles between requests and while its desktop streams. A ready
+child (prefork.py) has it open already: it keeps it only if the first request comes at once."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,7 @@ from qvd.db.engine import l7r_connection_params
 
 from .db import L7rDb
 from .endpoints import Session, set_title
-from .http import HttpConnection, HttpError, Limits
+from .http import IDLE_HOLD, HttpConnection, HttpError, Limits
 from .routes import handler_for
 from .slots import Slots
 from .tls import handshake
@@ -85,17 +86,29 @@ def refuse_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext |
             pass
 
 
-def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | None) -> None:
+def child_db(cfg, name: str) -> L7rDb:
+    """A connection process's database: opened on first use, under the node's slots."""
+    return L7rDb(l7r_connection_params(cfg), name,
+                 Slots(cfg.get("path.run"), "db", cfg.get_int("l7r.database.max_connections")),
+                 cfg.get_float("l7r.database.wait"))
+
+
+def serve_connection(sock: socket.socket, peer: str, cfg, tls: ssl.SSLContext | None,
+                     db: L7rDb | None = None) -> None:
     set_title(f"qvd-l7r {peer} handshake")
     sock = _handshake(sock, peer, cfg, tls)
     if sock is None:
+        if db is not None:
+            db.release()
         return
     set_title(f"qvd-l7r {peer}")
     # No database connection until a request has parsed, none while the client idles.
-    db = L7rDb(l7r_connection_params(cfg), f"qvd-l7r {peer}",
-               Slots(cfg.get("path.run"), "db", cfg.get_int("l7r.database.max_connections")),
-               cfg.get_float("l7r.database.wait"))
+    if db is None:
+        db = child_db(cfg, f"qvd-l7r {peer}")
     http = HttpConnection(sock, limits_from(cfg), on_idle=db.release)
+    if db.holding and not http.readable_within(IDLE_HOLD):
+        db.release()  # a ready child's warm connection: not for a client that sends nothing
+    db.rename(f"qvd-l7r {peer}")  # behind a load balancer: the client's address
     portal = cfg.get_bool("l7r.portal.enabled")
     try:
         session = Session(http, db, cfg.node, cfg.get("nodename"), peer)

@@ -41,6 +41,19 @@ class L7rDb:
                 raise
         return self._conn
 
+    def rename(self, name: str) -> None:
+        """The application_name of this connection and the next ones (a connection the
+        server dropped meanwhile is let go: the next statement opens another)."""
+        if self.params["application_name"] == name:
+            return
+        self.params["application_name"] = name
+        if self.holding:
+            try:
+                self._conn.execute("SELECT set_config('application_name', %(n)s, false)",
+                                   {"n": name})
+            except psycopg.OperationalError:
+                self.release()
+
     def fetch(self, sql: str, params: dict | None = None) -> list[dict]:
         cursor = self.conn.execute(sql, params or {})
         return cursor.fetchall() if cursor.description else []
@@ -51,6 +64,15 @@ class L7rDb:
 
     def execute(self, sql: str, params: dict | None = None) -> None:
         self.conn.execute(sql, params or {})
+
+    def execute_unless_busy(self, sql: str, params: dict | None = None) -> None:
+        """execute, but with no wait for a database slot (DatabaseBusy at once): for writes
+        that may be lost (statistics) rather than hold the client's answer back."""
+        wait, self.wait = self.wait, 0.0
+        try:
+            self.execute(sql, params)
+        finally:
+            self.wait = wait
 
     def settings(self, node: dict) -> Config:
         """Node file < database global, as everywhere (the tenant's layer: with_tenant)."""

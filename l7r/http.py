@@ -91,7 +91,7 @@ class HttpConnection:
             deadline = self.deadline = time.monotonic() + self.limits.head_timeout
         else:
             deadline = None  # idle between requests until a byte comes
-            if self.on_idle is not None and not self._readable_within(IDLE_HOLD):
+            if self.on_idle is not None and not self.readable_within(IDLE_HOLD):
                 self.on_idle()
         while b"\r\n\r\n" not in self.raw:
             if len(self.raw) > self.limits.head_size:
@@ -138,7 +138,7 @@ class HttpConnection:
             lines.insert(1, b"Host: qvd")  # real QVD clients send none
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
-    def _readable_within(self, seconds: float) -> bool:
+    def readable_within(self, seconds: float) -> bool:
         pending = getattr(self.sock, "pending", None)  # TLS bytes decrypted, not yet read
         if pending is not None and pending():
             return True

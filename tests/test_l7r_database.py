@@ -4,10 +4,14 @@ desktop streams. A desktop keeps streaming while PostgreSQL restarts, and the se
 reaches its row afterwards, from the L7R child itself or, when the database was still away
 as the child ended, from the node's qvd-hkd through the child's local journal."""
 import os
+import signal
 
 import pytest
 
 from conftest import L7R_PASSWORD
+from qvd.db.config import Config
+from qvd.hkd.pidfile import PidFile
+from qvd.l7r import prefork
 from hkd_nodes import wait_for
 from test_l7r import connect, open_desktop
 from test_l7r_edge import (acceptor_children, client, l7r_connections, make_node,  # noqa: F401
@@ -36,13 +40,19 @@ def test_600_idle_sockets_hold_no_database_connection_and_others_keep_connecting
     settled(node)
     wait_for(lambda: demo.sql("SELECT 1 FROM pg_stat_activity WHERE application_name = "
                               "'qvd-hkd node1 monitor'"), 15, "the node's monitor connection")
-    before = server_connections(demo)  # the node's own: main, listener, monitor (and ours)
+    ready = Config().get_int("l7r.prefork")
+    wait_for(lambda: demo.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                              "= :r", r=prefork.READY_TITLE) == [(ready,)], 15,
+             "the ready children's warm connections")
+    # the node's own: main, listener, monitor, its L7R's ready children (and ours)
+    before = server_connections(demo)
     idle = []
     try:
         for _ in range(600):  # TLS done, no request: each of these once held a connection
             idle.append(client(node))
         wait_for(lambda: len(acceptor_children(node)) >= 600, 60, "600 served connections")
-        assert l7r_connections(demo) == 0
+        # (the last ones' ready children give their warm connection back once they idle)
+        wait_for(lambda: l7r_connections(demo) == 0, 10, "no connection for idle sockets")
         assert server_connections(demo) <= before  # more than the server's max_connections
         with connect((node.port, node.cert), "alice@acme", "secret") as other:
             assert [vm["name"] for vm in other.list_of_vm().json()] == ["desk"]
@@ -133,9 +143,10 @@ def test_the_l7r_logs_in_as_its_own_role_which_cannot_reach_the_node(make_node, 
         with connect((node.port, node.cert), "alice@acme", "secret") as conn:
             conn.send_raw(b"GET /qvd/stop_vm?id=1 HTTP/1.1\r\nAuthorization: " +
                           conn.authorization.encode() + b"\r\n\r\n")
-            wait_for(lambda: demo.sql("SELECT usename FROM pg_stat_activity WHERE datname = :db "
-                                      "AND application_name LIKE 'qvd-l7r%%'", db=demo.dbname)
-                     == [("qvd_l7r",)], 15, "the L7R's connection")
+            wait_for(lambda: demo.sql("SELECT DISTINCT usename FROM pg_stat_activity WHERE "
+                                      "datname = :db AND application_name LIKE 'qvd-l7r%%'",
+                                      db=demo.dbname) == [("qvd_l7r",)] and
+                     l7r_connections(demo) == 1, 15, "the L7R's connection")
             # and the child that serves it carries no ORM (its compiled parts would be mapped)
             for child in acceptor_children(node):
                 with open(f"/proc/{child}/maps", encoding="utf-8") as maps:
@@ -154,3 +165,35 @@ def test_the_l7r_logs_in_as_its_own_role_which_cannot_reach_the_node(make_node, 
                        "CREATE TABLE planted (x int)"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 db.execute(attack)
+
+
+def _ready_children(node) -> set[int]:
+    acceptor = PidFile(os.path.join(node.run_dir, "l7r-node1.pid")).running()
+    with open(f"/proc/{acceptor}/task/{acceptor}/children", encoding="ascii") as handle:
+        return {int(pid) for pid in handle.read().split() if prefork.is_ready(pid)}
+
+
+def _warm_connections(demo) -> int:
+    return demo.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = :r",
+                    r=prefork.READY_TITLE)[0][0]
+
+
+def test_ready_children_outlive_a_postgres_restart_and_end_with_their_acceptor(node, demo,
+                                                                              pg_server):
+    """The L7R's ready children (l7r.prefork) keep a warm database connection: one the
+    server dropped is opened again, so the first clients after a restart are served; and
+    they never outlive the acceptor that forked them (nothing is left behind)."""
+    ready = Config().get_int("l7r.prefork")
+    wait_for(lambda: _warm_connections(demo) == ready, 15, "the warm connections")
+    pg_server.cluster.stop()
+    pg_server.cluster.start()
+    wait_for(lambda: _warm_connections(demo) == ready, 15, "warm connections again")
+    for _ in range(ready + 1):  # the ready ones, then a child forked for its client
+        with connect((node.port, node.cert), "alice@acme", "secret") as conn:
+            assert [vm["name"] for vm in conn.list_of_vm().json()] == ["desk"]
+    waiting = _ready_children(node)
+    assert len(waiting) == ready
+    acceptor = PidFile(os.path.join(node.run_dir, "l7r-node1.pid")).running()
+    os.kill(acceptor, signal.SIGKILL)  # qvd-hkd starts another, with ready children of its own
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in waiting), 15,
+             "the dead acceptor's ready children to end")

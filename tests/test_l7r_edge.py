@@ -12,6 +12,7 @@ import pytest
 
 from hkd_nodes import l7r_node, wait_for
 from qvd.hkd.pidfile import PidFile
+from qvd.l7r import prefork
 from qvd.l7r.client import QvdConnection, tls_context
 
 
@@ -32,6 +33,7 @@ def client(node, source: str | None = None, login=None, password=None) -> QvdCon
 
 
 def acceptor_children(node) -> set[int]:
+    """The acceptor's connection processes (not its ready children, which wait for one)."""
     acceptor = PidFile(os.path.join(node.run_dir, "l7r-node1.pid")).running()
     children = set()
     for entry in os.listdir("/proc"):
@@ -41,7 +43,7 @@ def acceptor_children(node) -> set[int]:
                     fields = handle.read().rpartition(")")[2].split()
             except OSError:
                 continue
-            if int(fields[1]) == acceptor:
+            if int(fields[1]) == acceptor and not prefork.is_ready(entry):
                 children.add(int(entry))
     return children
 
@@ -153,8 +155,11 @@ def test_per_address_and_per_node_caps_answer_503_and_spare_existing_sessions(ma
 # --- password checks --------------------------------------------------------------------------
 
 def l7r_connections(demo) -> int:
+    """Database connections of the L7R's connection processes (a ready child's warm one is
+    the node's own, as its other connections are)."""
     (count,), = demo.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
-                         "AND application_name LIKE 'qvd-l7r%%'", db=demo.dbname)
+                         "AND application_name LIKE 'qvd-l7r%%' AND application_name <> :ready",
+                         db=demo.dbname, ready=prefork.READY_TITLE)
     return count
 
 
