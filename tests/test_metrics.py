@@ -177,6 +177,8 @@ def test_a_failed_start_is_counted_by_class_and_labels_stay_bounded(demo, node):
     key = ("qvd_vm_start_failures_total",
            frozenset({("backend", "process"), ("reason", "error")}))
     wait_for(lambda: scrape(node.metrics_port).get(key) == 1.0, 10, "the failure counted")
+    renewals = ("qvd_lease_renewal_seconds_count", frozenset())
+    wait_for(lambda: scrape(node.metrics_port).get(renewals, 0) > 0, 10, "a lease renewal")
     samples = scrape(node.metrics_port)
     assert samples[("qvd_vm_start_seconds_count", frozenset({("backend", "process")}))] == 0
     assert samples[("qvd_db_query_seconds_count", frozenset({("connection", "main")}))] > 0
@@ -229,8 +231,9 @@ def test_one_node_at_a_time_exports_the_cluster_gauges(demo):
         reporter.stop()  # its connection goes, and its lock with it: the other takes over
         wait_for(lambda: scrape(other.metrics_port)[("qvd_cluster_reporter", frozenset())]
                  == 1.0, 20, "the other node to take over")
-        samples = scrape(other.metrics_port)
-        assert samples[("qvd_cluster_nodes", frozenset({("state", "running")}))] == 1
+        running = ("qvd_cluster_nodes", frozenset({("state", "running")}))
+        wait_for(lambda: scrape(other.metrics_port).get(running) == 1, 20,
+                 "the new reporter's cluster gauges: one node running")
     finally:
         first.cleanup()
         second.cleanup()
