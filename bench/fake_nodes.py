@@ -42,16 +42,24 @@ class BenchFakeNode(FakeNode):
         return self.db.queries + self.monitor_db.queries
 
 
-# --- simulated nodes in worker processes (bench.pool_bench) ----------------------------------
-def _node_worker(params: dict, root: str, names: list[str], conn) -> None:
+# --- simulated nodes in worker processes (bench.pool_bench, bench.scale_bench) ---------------
+def _node_worker(params: dict, root: str, names: list[str], running: int, conn) -> None:
     logging.basicConfig(level=logging.ERROR)
-    asyncio.run(_run_nodes(params, root, names, conn))
+    asyncio.run(_run_nodes(params, root, names, running, conn))
 
 
-async def _run_nodes(params: dict, root: str, names: list[str], conn) -> None:
+def _backend(name: str, running: int) -> FakeBackend:
+    """node<N>'s backend, running its `running` VMs (ids (N-1)*running+1 on) when it starts."""
+    backend = FakeBackend()
+    first = (int(name.removeprefix("node")) - 1) * running + 1
+    backend.running = {vm: None for vm in range(first, first + running)}
+    return backend
+
+
+async def _run_nodes(params: dict, root: str, names: list[str], running: int, conn) -> None:
     nodes = [BenchFakeNode(fake_node_config(params, os.path.join(root, "nodes", name),
                                             os.path.join(root, "storage"), nodename=name),
-                           FakeBackend()) for name in names]
+                           _backend(name, running)) for name in names]
     tasks = [asyncio.create_task(node.run()) for node in nodes]
     loop = asyncio.get_running_loop()
     while (message := await loop.run_in_executor(None, conn.recv)) != "exit":
@@ -67,17 +75,20 @@ async def _run_nodes(params: dict, root: str, names: list[str], conn) -> None:
 
 
 class NodeProcesses:
-    """Simulated nodes with the given names (a FakeBackend each, nothing running at first;
-    homes under root/nodes/<name>), spread over `processes` worker processes. status(): their
-    statements sent so far (the pool keepers' too), how many serve, their VM machines."""
+    """Simulated nodes with the given names (node<N>: a FakeBackend each, running `running`
+    VMs of its own at first, as a restarted node finds them; homes under root/nodes/<name>),
+    spread over `processes` worker processes. status(): their statements sent so far (the
+    pool keepers' too), how many serve, their VM machines."""
 
-    def __init__(self, params: dict, root: str, names: list[str], processes: int):
+    def __init__(self, params: dict, root: str, names: list[str], processes: int,
+                 running: int = 0):
         context = multiprocessing.get_context("spawn")
         self.pipes, self.procs = [], []
         for index in range(min(len(names), processes)):
             mine, theirs = context.Pipe()
             proc = context.Process(target=_node_worker, daemon=True,
-                                   args=(params, root, names[index::processes], theirs))
+                                   args=(params, root, names[index::processes], running,
+                                         theirs))
             proc.start()
             self.pipes.append(mine)
             self.procs.append(proc)

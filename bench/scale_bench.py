@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import multiprocessing
 import os
 import time
 
@@ -27,11 +25,9 @@ import psycopg
 
 from qvd.db.config import Config
 from qvd.db.placement import CANDIDATES, placement_params
-from qvd.hkd.backends.fake import FakeBackend
-from qvd.hkd.fake_node import fake_node_config
 
 from .common import Row, private_database, table
-from .fake_nodes import BenchFakeNode
+from .fake_nodes import NodeProcesses
 from .node import wait
 
 SIZES = (10, 25, 50)
@@ -63,70 +59,6 @@ UPDATE vm_runtimes SET host_id = %(host)s, vm_cmd = 'start', last_error = NULL,
        last_error_at = NULL
 WHERE vm_id = %(vm)s AND vm_state = 'stopped' AND vm_cmd IS NULL AND NOT blocked
 RETURNING clock_timestamp()"""
-
-
-# --- the worker processes: some of the nodes each ---------------------------------------------
-def worker_main(params: dict, root: str, nodes: list[tuple[int, str]], conn) -> None:
-    logging.basicConfig(level=logging.ERROR)
-    asyncio.run(_worker(params, root, nodes, conn))
-
-
-async def _worker(params, root, assigned, conn) -> None:
-    nodes = []
-    for host_id, name in assigned:
-        backend = FakeBackend()
-        first = (host_id - 1) * VMS_PER_NODE + 1
-        backend.running = {vm: None for vm in range(first, first + VMS_PER_NODE)}
-        home = os.path.join(root, "nodes", name)
-        cfg = fake_node_config(params, home, os.path.join(root, "storage"), nodename=name)
-        nodes.append(BenchFakeNode(cfg, backend))
-    tasks = [asyncio.create_task(node.run()) for node in nodes]
-    loop = asyncio.get_running_loop()
-    while (message := await loop.run_in_executor(None, conn.recv)) != "exit":
-        assert message == "status"
-        conn.send({"queries": sum(node.queries for node in nodes),
-                   "running": sum(node.life.serving for node in nodes),
-                   "machines": sum(len(node.machines) for node in nodes),
-                   "failed": [repr(task.exception()) for task in tasks
-                              if task.done() and not task.cancelled() and task.exception()]})
-    conn.send("bye")
-    os._exit(0)  # no orderly node shutdown: nothing outside this process to stop
-
-
-class Workers:
-    def __init__(self, params: dict, root: str, nodes: int, processes: int):
-        context = multiprocessing.get_context("spawn")
-        self.pipes, self.procs = [], []
-        names = [(host, f"node{host}") for host in range(1, nodes + 1)]
-        for index in range(min(nodes, processes)):
-            mine, theirs = context.Pipe()
-            proc = context.Process(target=worker_main, daemon=True,
-                                   args=(params, root, names[index::processes], theirs))
-            proc.start()
-            self.pipes.append(mine)
-            self.procs.append(proc)
-
-    def status(self) -> dict:
-        for pipe in self.pipes:
-            pipe.send("status")
-        replies = [pipe.recv() for pipe in self.pipes]
-        failed = [f for reply in replies for f in reply["failed"]]
-        if failed:
-            raise RuntimeError(f"simulated nodes failed: {failed[:3]}")
-        return {key: sum(reply[key] for reply in replies)
-                for key in ("queries", "running", "machines")}
-
-    def stop(self) -> None:
-        for pipe, proc in zip(self.pipes, self.procs):
-            try:
-                pipe.send("exit")
-                pipe.recv()
-            except (OSError, EOFError):
-                pass
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
 
 
 # --- the measurements ---------------------------------------------------------------------
@@ -163,10 +95,11 @@ def measure_size(params: dict, root: str, nodes: int, processes: int, idle_secon
         for statement in filter(str.strip, SEED.split(";\n")):
             db.execute(statement, values)
         db.execute("VACUUM ANALYZE")  # as a database in service is: planner statistics known
-        workers = Workers(params, root, nodes, processes)
+        workers = NodeProcesses(params, root, [f"node{n}" for n in range(1, nodes + 1)],
+                                processes, running=VMS_PER_NODE)
         try:
             began = time.monotonic()
-            wait(lambda: (s := workers.status())["running"] == nodes
+            wait(lambda: (s := workers.status())["serving"] == nodes
                  and s["machines"] == running_vms, 300)
             ready_s = time.monotonic() - began
             time.sleep(settle)
