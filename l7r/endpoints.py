@@ -123,7 +123,8 @@ class Session:
         self.count("auth_attempts")
         login = claimed_login(header)
         watched = backoff.keys(login, self.peer)
-        if backoff.throttled(self.db, self.cfg, watched):
+        bearer = header.lstrip()[:7].lower() == "bearer "  # counted only if it fails
+        if (backoff.blocked if bearer else backoff.throttled)(self.db, self.cfg, watched):
             log.info("login of %s from %s refused: too many failures", login, self.peer)
             self.count("auth_throttled")
             raise HttpError(401, "Too many failed attempts, retry later\n", UNAUTHORIZED)
@@ -135,9 +136,12 @@ class Session:
         except AuthFailed as exc:
             log.info("authentication failed from %s: %s", self.peer, exc)
             self.count("auth_failed")  # counted for back-off already, before the check
+            if bearer:
+                backoff.throttled(self.db, self.cfg, watched)  # the count, now
             self._login = (self.plugin_label(header, None), 1)
             raise HttpError(401, "Authentication failed\n", UNAUTHORIZED) from None
-        backoff.succeeded(self.db, watched, watched[0] if login else None)
+        if not bearer:
+            backoff.succeeded(self.db, watched, watched[0] if login else None)
         self._auth_header = header
         self.count("auth_ok")
         self._login = (self.plugin_label(header, tenant_cfg), 0)

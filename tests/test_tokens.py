@@ -128,3 +128,21 @@ def test_a_tenant_whose_chain_leaves_out_token_refuses_tokens(l7r, demo):
         assert conn.list_of_vm().status == 200
     demo.ok("config", "set", "-t", "acme", "l7r.auth.plugins=token,default")
     assert token_status(l7r, token) == 200
+
+
+def test_bad_tokens_count_against_their_address_good_ones_write_nothing(l7r, demo):
+    """A token is not rationed like a password (nothing costly to check, nothing to guess):
+    a good one leaves no back-off row; bad ones count, and at the limit their address is
+    refused, good token or not."""
+    demo.ok("config", "set", "l7r.auth.backoff.max_failures=3")
+    token = password_token(l7r)
+    demo.sql("DELETE FROM auth_failures")  # the password login's own row is gone already
+    assert token_status(l7r, token) == 200
+    assert demo.sql("SELECT key, failures FROM auth_failures") == []
+    for _ in range(3):
+        assert token_status(l7r, "not-a-token") == 401
+    assert demo.sql("SELECT key, failures FROM auth_failures") == [("address:127.0.0.1", 3)]
+    with connect(l7r) as conn:
+        conn.use_token(token)
+        reply = conn.list_of_vm()
+    assert reply.status == 401 and b"Too many failed attempts" in reply.body

@@ -11,7 +11,12 @@ count loses this attempt), as does an attempt that could not be checked at all (
 no free password check slot); a failure has nothing left to do. The window runs from the
 last counted attempt below the limit, so hammering a locked login does not extend its lock.
 Rows whose window has passed are pruned by the same statement (a few at a time, skipping
-rows other attempts hold)."""
+rows other attempts hold).
+
+A bearer token is not counted first: checking it costs a digest and one lookup, nothing to
+ration, and guessing one is hopeless. A token login only reads whether its address is over
+the limit (`blocked`), and counts when it fails; a good token writes nothing (token logins
+from one address, a busy load balancer's say, do not queue on that address's row)."""
 from __future__ import annotations
 
 # Keys are taken in sorted order, so that racing statements lock their rows in one order.
@@ -31,6 +36,11 @@ ON CONFLICT (key) DO UPDATE SET
                    THEN f.last_at ELSE now() END
 RETURNING key, failures"""
 
+BLOCKED = """
+SELECT 1 AS over FROM auth_failures
+WHERE key = ANY(%(keys)s) AND failures >= %(max)s
+  AND last_at > now() - make_interval(secs => %(window)s) LIMIT 1"""
+
 UNCOUNT = """
 UPDATE auth_failures SET failures = greatest(failures - 1, 0) WHERE key = ANY(%(keys)s)"""
 
@@ -49,6 +59,16 @@ def throttled(db, cfg, keys_: list[str]) -> bool:
                             "window": cfg.get_float("l7r.auth.backoff.seconds")})
     limit = cfg.get_int("l7r.auth.backoff.max_failures")
     return any(row["failures"] > limit for row in rows)
+
+
+def blocked(db, cfg, keys_: list[str]) -> bool:
+    """Whether any key is at its limit now, counting nothing (token logins)."""
+    if not keys_:
+        return False
+    return db.fetchone(BLOCKED, {"keys": keys_,
+                                 "max": cfg.get_int("l7r.auth.backoff.max_failures"),
+                                 "window": cfg.get_float("l7r.auth.backoff.seconds")}) \
+        is not None
 
 
 def uncount(db, keys_: list[str]) -> None:
