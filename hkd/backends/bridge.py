@@ -11,7 +11,9 @@ Config.vm_address; else vm.network.gateway; else the network's first address) an
 vm.network.uplink, enslaves that interface to the bridge so that the nodes' VM networks are
 one segment behind a switch. The bridge then stays up while the node runs (its L7R reaches
 VMs on the other nodes through it) and its frames towards the uplink are filtered
-(firewall.uplink_rules)."""
+(firewall.uplink_rules). A VM that starts on a node keeps the MAC it had on another: the
+node's bridge may have learned it on its uplink, and port_up makes it forget that
+(forget_elsewhere)."""
 from __future__ import annotations
 
 import ipaddress
@@ -19,6 +21,7 @@ import os
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ndmsg import NTF_MASTER
 
 from .base import BackendError
 
@@ -178,10 +181,33 @@ def setup_node(cfg) -> None:
         _bridge_and_tables(cfg)
 
 
-def port_up(cfg, port: str) -> None:
-    """Once the VM's port exists: isolated when VMs must not reach each other."""
+def port_up(cfg, port: str, ip: str | None = None) -> None:
+    """Once the VM's port exists: isolated when VMs must not reach each other; with an
+    uplink, the VM at `ip` no longer taken for one of another node (forget_elsewhere)."""
     if cfg.get_bool("vm.network.firewall.protect_vms"):
         isolate_port(port)
+    uplink = (cfg.get("vm.network.uplink") or "").strip()
+    if ip and uplink:
+        forget_elsewhere(uplink, ip)
+
+
+def forget_elsewhere(uplink: str, ip: str) -> None:
+    """The VM at `ip` now runs behind this node, with the MAC it had wherever it ran before
+    (mac_for(ip)): this node's bridge may have learned that MAC on its uplink (its L7R
+    talked to the VM on another node) and would send the VM's frames out there until the
+    entry ages out, minutes later, so that this node could not reach its own VM. The entry
+    goes; the bridge learns the VM on its port from its first frame. The switch and the other
+    nodes' bridges learn it from the VM's first broadcast (its ARP for its gateway, which
+    crosses the uplink, firewall.uplink_rules) before the VM answers its node: before it
+    runs."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=uplink)
+        if not found:
+            raise BackendError(f"no uplink {uplink} (vm.network.uplink)")
+        try:
+            ipr.fdb("del", ifindex=found[0], lladdr=mac_for(ip), flags=NTF_MASTER)
+        except NetlinkError:
+            pass  # nothing learned there
 
 
 def port_down(cfg, port: str) -> None:

@@ -134,7 +134,7 @@ class KvmBackend(Backend):
             except libvirt.libvirtError as exc:
                 raise BackendError(f"libvirt: {exc.get_error_message()}") from None
         await asyncio.to_thread(create)
-        network.port_up(self.cfg, tap_name(vm.vm_id))
+        network.port_up(self.cfg, tap_name(vm.vm_id), vm.ip)
         return _qemu_pid(domain_name(vm.vm_id))
 
     def _domain_call(self, vm_id: int, action: str) -> bool:

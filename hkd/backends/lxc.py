@@ -196,7 +196,7 @@ class LxcBackend(Backend):
         if refused:
             await self.kill(vm.vm_id)
             raise BackendError(f"container {name} not started: {refused}")
-        network.port_up(self.cfg, veth_name(vm.vm_id))
+        network.port_up(self.cfg, veth_name(vm.vm_id), vm.ip)
         pid = await self._lxc("lxc-info", "-n", name, "-p", "-H", check=False)
         return int(pid) if pid.isdigit() else None
 
