@@ -3,12 +3,17 @@ network namespace (tests/netns_cluster.py), the database reached over the switch
 its node's LAN address, the VM networks of the two joined by their uplinks. A desktop placed
 on one node is opened through the other node's L7R: its L7R reaches the container at its VM
 address across the VM switch."""
+import hashlib
 import os
 import shutil
+import ssl
+import subprocess
+import sys
 
 import pytest
 
 from hkd_nodes import wait_for
+from qvd.client.png import read_png
 from netns_cluster import BRIDGE, ROOT_ADDRESS, VM_NETWORK, NetnsCluster
 from netns_lab import ip, need, root_only
 from qvd.hkd.backends import host_di
@@ -101,6 +106,24 @@ def test_a_desktop_on_one_node_opened_through_the_other_nodes_l7r(lxc_cluster, d
     node1, node2 = lxc_cluster.nodes
     (vm_id,), = demo.sql("SELECT id FROM vms WHERE name = 'box'")
     through(lxc_cluster, demo, node1, node2, vm_id)
+    # qvd-client, on the tests' side of the switch, takes a screenshot through node 1
+    with open(lxc_cluster.cert, encoding="ascii") as handle:
+        fingerprint = hashlib.sha256(ssl.PEM_cert_to_DER_cert(handle.read())).hexdigest()
+    shot = os.path.join(demo.home, "through-node1.png")
+
+    def painted() -> bool:  # a fresh desktop may show its first frame black: again then
+        done = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "qvd-client"), "connect", "--host",
+             node1.address, "--port", str(node1.port), "--fingerprint", f"sha256:{fingerprint}",
+             "--login", "alice@acme", "--screenshot", shot, "--geometry", "800x600",
+             "--settle", "1"], env=dict(os.environ, QVD_PASSWORD="secret"),
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        width, height, rgb = read_png(shot)
+        assert (width, height) == (800, 600)
+        return len({rgb[i:i + 3] for i in range(0, len(rgb), 291)}) > 1
+    wait_for(painted, 60, "a painted desktop through node 1")
+    assert [tuple(r[:2]) for r in where(demo)] == [("node2", "running")]
     # the other way round: stopped, then placed on node 1 and opened through node 2. Node 1's
     # bridge learned the VM's MAC on its uplink (its L7R reached the VM on node 2): unless it
     # forgets that when the VM's port comes up (bridge.forget_elsewhere), node 1 sends its own
