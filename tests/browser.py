@@ -73,9 +73,22 @@ def page(browser):
 
 
 def wait_for(driver, condition, timeout: float = 30):
-    """Waits until condition(driver) is truthy and returns it (TimeoutException otherwise)."""
+    """Waits until condition(driver) is truthy and returns it (TimeoutException otherwise).
+    A condition that read an element the page replaced meanwhile (an htmx swap, a live
+    update) is asked again: what it was looking at is gone, not wrong."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(driver, timeout).until(condition)
+
+    def asked_again_if_replaced(d):
+        try:
+            return condition(d)
+        except StaleElementReferenceException:
+            return False
+        except WebDriverException as exc:
+            if "does not belong to the document" in (exc.msg or ""):
+                return False  # chromedriver's word for the same, from the inspector
+            raise
+    return WebDriverWait(driver, timeout).until(asked_again_if_replaced)
 
 
 def screenshot(driver, path) -> Path:
