@@ -98,7 +98,7 @@ class Session:
             if login is not None:
                 update = AUTH_COUNT + update
                 params.update(plugin=login[0], failed=login[1])
-            self.db.execute_unless_busy(update, params)  # no second wait after a 503 for it
+            self.db.execute(update, params)
         except psycopg.Error as exc:
             log.warning("request counters not written: %s", exc)
 
