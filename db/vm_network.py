@@ -9,6 +9,11 @@ import ipaddress
 ADDRESS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qvd: vm addresses'))"
 USED = ("SELECT host(ip) AS address FROM vms UNION SELECT host(address) FROM hosts "
         "UNION SELECT host(vm_address) FROM hosts")
+# Who else holds an address a node means to take on the VM network (host add/edit
+# vm_address=, and qvd-hkd at its start): other nodes (kind 'node') and VMs (kind 'VM').
+ADDRESS_HOLDERS = """
+SELECT 'node' AS kind, name FROM hosts WHERE vm_address = %(address)s AND id <> %(host)s
+UNION ALL SELECT 'VM', name FROM vms WHERE ip = %(address)s"""
 
 
 class AddressError(Exception):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from qvd.db.runtime.vm_release import DISCONNECTED, RELEASE_NODE
+from qvd.db.vm_network import ADDRESS_HOLDERS
 
 from .database import Database
 
@@ -27,11 +28,6 @@ WHERE host_id = %(host)s AND epoch = %(epoch)s"""
 COMMAND = "SELECT cmd FROM host_runtimes WHERE host_id = %(host)s"
 
 VM_ADDRESS = "SELECT host(vm_address) AS vm_address FROM hosts WHERE id = %(host)s"
-
-# Who else holds the address the node is about to put on the VM network (issue 20).
-ADDRESS_HOLDERS = """
-SELECT 'node ' || name AS holder FROM hosts WHERE vm_address = %(address)s AND id <> %(host)s
-UNION ALL SELECT 'VM ' || name FROM vms WHERE ip = %(address)s"""
 
 # Why the node refused to start, before it has a lease (the lock keeps any other qvd-hkd of
 # this node away, so no epoch guards this one).
@@ -118,7 +114,7 @@ class HostStore:
 
     async def address_holders(self, address: str) -> list[str]:
         rows = await self.db.fetch(ADDRESS_HOLDERS, {"host": self.host_id, "address": address})
-        return [row["holder"] for row in rows]
+        return [f"{row['kind']} {row['name']}" for row in rows]
 
     async def refused(self, error: str) -> None:
         await self.db.fetch(REFUSED, {"host": self.host_id, "error": error})

@@ -3,8 +3,8 @@ import ipaddress
 
 from sqlalchemy import func, select, text, update
 
-from qvd.db.models import Host, HostCounter, HostRuntime, Vm, VmRuntime
-from qvd.db.vm_network import ADDRESS_LOCK, AddressError, check_node_address
+from qvd.db.models import Host, HostCounter, HostRuntime, VmRuntime
+from qvd.db.vm_network import ADDRESS_HOLDERS, ADDRESS_LOCK, AddressError, check_node_address
 
 from .errors import BadRequest, DomainError
 from .grammar import check_keys, parse_bool, parse_name
@@ -41,15 +41,15 @@ def _vm_address(admin, s, value: str, host_id: int | None = None) -> str | None:
                                      cfg.get("vm.network.netmask"))
     except AddressError as exc:
         raise DomainError(str(exc)) from None
-    other = s.execute(select(Host.name).where(Host.vm_address == address,
-                                              Host.id != (host_id or 0))).scalar()
-    if other is not None:
-        raise DomainError(f"vm_address {address} is already the address of node '{other}' "
-                          "on the VM network: each node needs its own; nothing was changed")
-    vm = s.execute(select(Vm.name).where(Vm.ip == address)).scalar()
-    if vm is not None:
-        raise DomainError(f"vm_address {address} is the address of VM '{vm}'; nothing was "
-                          "changed")
+    holders = dict(s.connection().exec_driver_sql(
+        ADDRESS_HOLDERS, {"address": address, "host": host_id or 0}).all())
+    if "node" in holders:
+        raise DomainError(f"vm_address {address} is already the address of node "
+                          f"'{holders['node']}' on the VM network: each node needs its own; "
+                          "nothing was changed")
+    if "VM" in holders:
+        raise DomainError(f"vm_address {address} is the address of VM '{holders['VM']}'; "
+                          "nothing was changed")
     return address
 
 
