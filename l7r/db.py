@@ -66,8 +66,8 @@ class L7rDb:
         self.conn.execute(sql, params or {})
 
     def execute_unless_busy(self, sql: str, params: dict | None = None) -> None:
-        """execute, but with no wait for a database slot (DatabaseBusy at once): for writes
-        that may be lost (statistics) rather than hold the client's answer back."""
+        """execute, but with no wait for a database slot (DatabaseBusy at once): a ready
+        child's warm-up, which is worth nothing if it has to queue for one."""
         wait, self.wait = self.wait, 0.0
         try:
             self.execute(sql, params)

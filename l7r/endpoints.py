@@ -11,6 +11,7 @@ from qvd.db.runtime import vm_commands
 
 from .auth import PLUGINS, AuthFailed, ChecksBusy, Identity, authenticate, backoff, chain
 from .auth import parse_authorization
+from .auth.base import scheme_of
 from .auth import token as tokens
 from . import pools
 from .connect import Connect
@@ -123,7 +124,7 @@ class Session:
         self.count("auth_attempts")
         login = claimed_login(header)
         watched = backoff.keys(login, self.peer)
-        bearer = header.lstrip()[:7].lower() == "bearer "  # counted only if it fails
+        bearer = scheme_of(header) == "bearer"  # counted only if it fails
         if (backoff.blocked if bearer else backoff.throttled)(self.db, self.cfg, watched):
             log.info("login of %s from %s refused: too many failures", login, self.peer)
             self.count("auth_throttled")
@@ -135,9 +136,9 @@ class Session:
             raise
         except AuthFailed as exc:
             log.info("authentication failed from %s: %s", self.peer, exc)
-            self.count("auth_failed")  # counted for back-off already, before the check
-            if bearer:
-                backoff.throttled(self.db, self.cfg, watched)  # the count, now
+            self.count("auth_failed")
+            if bearer:  # a password was counted for back-off already, before the check
+                backoff.throttled(self.db, self.cfg, watched)
             self._login = (self.plugin_label(header, None), 1)
             raise HttpError(401, "Authentication failed\n", UNAUTHORIZED) from None
         if not bearer:

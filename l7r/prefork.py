@@ -91,8 +91,7 @@ def wait_for_client(channel: socket.socket, db) -> tuple[socket.socket, str] | N
             return socket.socket(fileno=fds[0]), peer
         if readable:  # the server spoke unasked: it closed the connection (or will)
             log.info("warm database connection closed by the server; opening another soon")
-            db.release()
-            retry_at = time.monotonic() + RECONNECT_PAUSE
+            db.release()  # the next round sets when
         elif retry_at is not None and time.monotonic() >= retry_at:
             retry_at = None
             warm(db)

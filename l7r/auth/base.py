@@ -38,9 +38,13 @@ def split_login(login: str) -> tuple[str, str]:
     return login, "default"
 
 
+def scheme_of(header: str) -> str:
+    """An Authorization header's scheme, lower-case: basic, bearer, or whatever it says."""
+    return header.strip().partition(" ")[0].lower()
+
+
 def parse_authorization(header: str) -> Credentials:
-    scheme, _, value = header.strip().partition(" ")
-    scheme = scheme.lower()
+    scheme, value = scheme_of(header), header.strip().partition(" ")[2]
     if scheme == "basic":
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
