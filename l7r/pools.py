@@ -24,12 +24,15 @@ from .http import HttpError
 
 log = logging.getLogger(__name__)
 
-# The entries list_of_vm adds (the columns of its VM rows).
-ENTRIES = """
-SELECT -p.id AS id, p.name, 'stopped' AS state, p.blocked::int AS blocked
+# The pools shown as one desktop each: the user may use them, they are desktops (not
+# applications), and the user holds none of their VMs yet (that VM is listed instead).
+ENTRY_POOLS = """
 FROM pools p JOIN osfs o ON o.id = p.osf_id
 WHERE p.id IN (""" + sql.ENTITLED_POOLS + """) AND NOT o.is_application
   AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.pool_id = p.id AND v.user_id = %(user)s)"""
+# The entries list_of_vm adds (the columns of its VM rows).
+ENTRIES = "SELECT -p.id AS id, p.name, 'stopped' AS state, p.blocked::int AS blocked" + \
+    ENTRY_POOLS
 
 ENTITLED = """
 SELECT p.id, p.name, p.tenant_id, p.max, p.blocked FROM pools p
@@ -181,7 +184,4 @@ def start_in_turn(connect, vm: dict) -> vm_commands.Start | None:
 # The same entries in the portal's desktop list (l7r/portal/pages.py's columns).
 PORTAL_ENTRIES = """
 SELECT -p.id AS id, p.name, 'stopped' AS state, p.blocked, 'disconnected' AS user_state,
-       NULL::float8 AS expiration_soft, NULL::float8 AS expiration_hard
-FROM pools p JOIN osfs o ON o.id = p.osf_id
-WHERE p.id IN (""" + sql.ENTITLED_POOLS + """) AND NOT o.is_application
-  AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.pool_id = p.id AND v.user_id = %(user)s)"""
+       NULL::float8 AS expiration_soft, NULL::float8 AS expiration_hard""" + ENTRY_POOLS
