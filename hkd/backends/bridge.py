@@ -117,6 +117,12 @@ def _network(cfg) -> tuple[str, ipaddress.IPv4Network, str]:
     return cfg.get("vm.network.bridge"), network, node_address(cfg)
 
 
+def uplink_of(cfg) -> str:
+    """vm.network.uplink, the interface that joins this node's VM network to the others' ('':
+    none)."""
+    return (cfg.get("vm.network.uplink") or "").strip()
+
+
 def node_address(cfg) -> str:
     """The node's own address on the VM network (its bridge's, its VMs' gateway): its host's
     vm_address, else vm.network.gateway, else the network's first address."""
@@ -154,7 +160,7 @@ def _bridge_and_tables(cfg, extra: str = "") -> None:
     from . import firewall
     bridge, network, gateway = _network(cfg)
     allow = firewall.parse_allow(cfg.get("vm.network.allow"))
-    uplink = (cfg.get("vm.network.uplink") or "").strip()
+    uplink = uplink_of(cfg)
     if uplink:
         firewall.check_port_name(uplink, "vm.network.uplink")
     if ensure_bridge(bridge, gateway, str(network.netmask), uplink):
@@ -177,7 +183,7 @@ def _bridge_and_tables(cfg, extra: str = "") -> None:
 def setup_node(cfg) -> None:
     """At the node's start, with vm.network.uplink: the bridge, its uplink and its tables
     now, VMs or not, so that the node's L7R reaches the VMs of the other nodes."""
-    if (cfg.get("vm.network.uplink") or "").strip():
+    if uplink_of(cfg):
         _bridge_and_tables(cfg)
 
 
@@ -186,7 +192,7 @@ def port_up(cfg, port: str, ip: str | None = None) -> None:
     uplink, the VM at `ip` no longer taken for one of another node (forget_elsewhere)."""
     if cfg.get_bool("vm.network.firewall.protect_vms"):
         isolate_port(port)
-    uplink = (cfg.get("vm.network.uplink") or "").strip()
+    uplink = uplink_of(cfg)
     if ip and uplink:
         forget_elsewhere(uplink, ip)
 
@@ -231,7 +237,7 @@ def release(cfg) -> None:
     from . import dhcp, firewall
     bridge, marker = cfg.get("vm.network.bridge"), _made_marker(cfg)
     dhcp.stop_server(cfg.get("path.run"), bridge)
-    if (cfg.get("vm.network.uplink") or "").strip():
+    if uplink_of(cfg):
         return
     firewall.remove(bridge)
     if os.path.exists(marker):
