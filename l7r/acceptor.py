@@ -163,6 +163,7 @@ class Acceptor:
                     continue
                 if pid == 0:
                     self._close_inherited(listener)
+                    self._child_signals()
                     self._child(conn, peer, reason)
                 if reason is None:
                     self._serving(pid, peer)
@@ -245,8 +246,7 @@ class Acceptor:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     def _child(self, conn, peer: str, reason: str | None, db=None) -> None:
-        if db is None:
-            self._child_signals()
+        """Serve (or refuse) one client, then exit; db: a ready child's warm database."""
         status = 0
         try:
             tune_socket(conn)
