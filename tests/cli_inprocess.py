@@ -6,8 +6,7 @@ isolation). A result like subprocess.run's. It saves the interpreter's start and
 the translation of errors into one line and an exit status are the real ones.
 
 QvdEnv.cli (tests/conftest.py) runs qvd-admin this way by default, save where a real process
-is needed (its docstring). `in_process(env)` is kept for the tests written before: the env
-itself, with `.wrapped` the real binary (env.real)."""
+is needed (its docstring)."""
 from __future__ import annotations
 
 import os
@@ -82,18 +81,6 @@ def run_cli(args, env: dict, input: str | None = None,
         _swap_environ(saved)
         sys.argv = argv
     return subprocess.CompletedProcess(["qvd-admin", *args], status, stdout, stderr)
-
-
-class in_process:  # noqa: N801 - used as a function: in_process(demo)
-    """The QvdEnv `env`, whose qvd-admin runs in this process where it may (QvdEnv.cli's
-    default); `.wrapped` is env.real, the real binary."""
-
-    def __init__(self, env) -> None:
-        self.env_ = env
-        self.wrapped = env.real
-
-    def __getattr__(self, name):
-        return getattr(self.env_, name)
 
 
 @contextmanager

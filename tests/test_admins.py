@@ -5,22 +5,15 @@ administrator and holds no secret.
 
 qvd-admin runs in this process (tests/cli_inprocess.py: the same entry, environment, stdin
 and output, without an interpreter's start and imports each time), save a few runs of the real
-binary (demo.wrapped): a login refused, a password read from stdin, SSH_CONNECTION."""
+binary (demo.real): a login refused, a password read from stdin, SSH_CONNECTION."""
 import json
 import os
 import pwd
 import time
 
 import pyotp
-import pytest
 
 from admins import PASSWORD, AdminRun, make_admin
-from cli_inprocess import in_process
-
-
-@pytest.fixture
-def demo(demo):
-    return in_process(demo)
 
 
 def listed(run, obj, *args):
@@ -128,13 +121,13 @@ def _wrong_code(secret: str) -> str:
 
 def test_wrong_passwords_totp_codes_and_blocked_administrators_are_refused(demo):
     ops = make_admin(demo, "ops@acme", "Operator L1")
-    for wrong in (AdminRun(demo.wrapped, "ops@acme", "not-it"), AdminRun(demo, "ghost@acme")):
+    for wrong in (AdminRun(demo.real, "ops@acme", "not-it"), AdminRun(demo, "ghost@acme")):
         assert "name, password or TOTP code is wrong" in wrong.refused("vm", "list")
     demo.ok("admin", "block", "-f", "name=ops")
     assert "ops@acme is blocked" in ops.refused("vm", "list")
     demo.ok("admin", "unblock", "-f", "name=ops")
     ops.ok("vm", "list")
-    out = demo.wrapped.ok("admin", "passwd", "-f", "name=ops", "totp=1", input=PASSWORD + "\n")
+    out = demo.real.ok("admin", "passwd", "-f", "name=ops", "totp=1", input=PASSWORD + "\n")
     (secret,), = demo.sql("SELECT totp_secret FROM administrators WHERE name = 'ops'")
     assert secret in out and "otpauth://totp/" in out
     assert "QVD_ADMIN_TOTP" in ops.refused("vm", "list")  # no code, no terminal to ask on
@@ -204,7 +197,7 @@ def test_changing_several_objects_at_once_needs_the_massive_acl(demo):
 
 
 def test_an_administrator_over_ssh_is_logged_with_the_address_it_came_from(demo):
-    demo = demo.wrapped  # the real qvd-admin, given the environment sshd gives it
+    demo = demo.real  # the real qvd-admin, given the environment sshd gives it
     over_ssh = demo.env(SSH_CONNECTION="192.0.2.44 50022 10.1.1.1 22")
     assert demo.cli("vm", "block", "-f", "name=desk", env=over_ssh).returncode == 0
     console = {k: v for k, v in demo.env().items() if k != "SSH_CONNECTION"}
