@@ -24,6 +24,7 @@ async def listen(node) -> None:
             async with conn:
                 for channel in channels:
                     await conn.execute(f"LISTEN {channel}")
+                await node.reload_config()  # what changed before this LISTEN
                 while True:
                     await node.poll_commands()
                     async for note in conn.notifies(timeout=poll):

@@ -96,11 +96,13 @@ class Node:
             raise NodeError(f"the database schema is at revision {found}, this qvd-hkd needs "
                             f"{wanted}: run 'qvd-admin db upgrade'")
 
-    async def load_global_config(self) -> None:
-        """The database's global layer over the node file; reloaded on qvd_config_changed.
-        Every part of the node holds this same Config object, so they all see the change."""
+    async def load_global_config(self) -> set[str]:
+        """The database's global layer over the node file; the keys it changed. Every part
+        of the node holds this same Config object, so they all see the change."""
         rows = await self.db.fetch("SELECT key, value FROM configs WHERE tenant_id = -1")
-        self.cfg.db_global = {row["key"]: row["value"] for row in rows}
+        before, self.cfg.db_global = self.cfg.db_global, {row["key"]: row["value"] for row in rows}
+        return {key for key in before.keys() | self.cfg.db_global.keys()
+                if before.get(key) != self.cfg.db_global.get(key)}
 
     def check_timeouts(self) -> None:
         """The fencing argument (README) needs a node to have killed its VMs before anyone
@@ -256,7 +258,7 @@ class Node:
     def on_notification(self, channel: str, payload: str) -> None:
         if channel == CONFIG_CHANNEL:
             if payload.startswith("-1:"):
-                self._background(self._reload_config(payload[3:]))
+                self._background(self.reload_config(payload[3:]))
             return
         if channel == host_cmd_channel(self.host_id):
             if payload == "stop":
@@ -275,14 +277,18 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reload_config(self, key: str) -> None:
+    async def reload_config(self, announced: str | None = None) -> None:
+        """On qvd_config_changed (`announced`: its key), and each time the listener starts
+        listening (None): a change made while it was not has no notification of its own."""
         try:
-            await self.load_global_config()
-            log.info("configuration reloaded (%s changed)", key)
-            if self.l7r.affected_by(key):
-                await self.l7r.restart()
+            keys = await self.load_global_config() | ({announced} if announced else set())
         except DbUnavailable as exc:
             log.warning("configuration reload postponed: %s", exc)
+            return
+        if keys:
+            log.info("configuration reloaded (%s changed)", ", ".join(sorted(keys)))
+        if any(self.l7r.affected_by(key) for key in keys):
+            await self.l7r.restart()
 
     async def poll_commands(self) -> None:
         if await self.hosts.command() == "stop":

@@ -290,6 +290,20 @@ def test_database_configuration_applies_while_running(demo, nodes):
     assert "blocked after 1 failed starts" in row["last_error"]
 
 
+def test_a_change_made_while_the_listener_reconnects_still_applies(demo, nodes):
+    """The notification of a change made while the node is not listening reaches nobody:
+    the node reads the configuration again each time it starts listening."""
+    node = nodes("node1")
+    wait_for(lambda: demo.sql("SELECT count(*) FROM pg_stat_activity "
+                              "WHERE application_name = 'qvd-hkd node1 listener'") == [(1,)],
+             10, "the node to listen")
+    demo.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             "WHERE application_name = 'qvd-hkd node1 listener'")
+    demo.ok("config", "set", "hkd.vm.max_failed_starts=1")  # before the listener is back
+    wait_for(lambda: "configuration reloaded (hkd.vm.max_failed_starts changed)" in node.log(),
+             15, "the change read on reconnecting")
+
+
 def test_hkd_refuses_an_old_schema(demo):
     demo.sql("UPDATE alembic_version SET version_num = '0001'")
     node = HkdNode(demo, "node1")

@@ -286,8 +286,10 @@ def test_prometheus_counts_the_l7r_logins_sessions_bytes_and_takeover(demo, tmp_
         prometheus = prometheus_for(f"127.0.0.1:{metrics_port}")
         opened = ("qvd_l7r_open_connections", frozenset())
         served = ("qvd_l7r_connections_total", frozenset({("result", "served")}))
-        wait_for(lambda: scrape(metrics_port)[opened] == 0, 10, "the start's probe to end")
-        served_before = scrape(metrics_port)[served]  # the start's probe ("accepting") is one
+        # l7r_node's probe ("accepting") is one connection served, counted once the acceptor
+        # accepted and reaped it: gone from the open connections is not yet counted.
+        wait_for(lambda: (now := scrape(metrics_port))[opened] == 0 and now[served] == 1, 10,
+                 "the start's probe to be counted")
 
         for _ in range(2):
             with l7r_client(node) as conn:
@@ -337,8 +339,8 @@ def test_prometheus_counts_the_l7r_logins_sessions_bytes_and_takeover(demo, tmp_
 
         def connections():
             return by("qvd_l7r_connections_total", "result")
-        wait_for(lambda: connections()["served"] == served_before + 4, 15,
-                 "four connections served")
+        wait_for(lambda: connections()["served"] == 1 + 4, 15,
+                 "the probe and the four clients served")
         assert {k: v for k, v in connections().items() if k != "served"} == {
             "failed": 0, "killed": 0, "refused": 0, "dropped": 0}
         assert value("qvd_l7r_open_connections") == 0
