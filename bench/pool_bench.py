@@ -3,7 +3,8 @@
 First login (the default mode): one node (process backend), a pool with `spare` spares and
 room for every user. Each sample is a user with no VM of the pool: new TLS connection,
 password login, list_of_vm, connect_to_vm?id=-<pool>, 101, the first desktop byte; the spares
-are refilled (not timed) before the next sample. Peers in the same run: a warm connect (the
+are refilled, and their display servers prepared (not timed), before the next sample: a spare
+waits minutes for its user, not milliseconds. Peers in the same run: a warm connect (the
 same steps to the user's own running VM; goal: the pool's first login within 1.2x of it) and a
 cold connect (to a stopped VM of one's own: the start is in it; the gain the spares buy).
 
@@ -15,18 +16,30 @@ import argparse
 import json
 import sys
 import time
+import urllib.request
+
+from qvd.vma import secret
 
 from .common import Row, ms, summary, table
 from .node import BenchNode, bench_node, wait
 from .pool_storm import SPARE, USERS, run_storm, storm_details, storm_rows
 
-SPARES = "SELECT count(*) FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id WHERE v.pool_id = 1 " \
-         "AND v.user_id IS NULL AND r.vm_state = 'running' AND r.vm_cmd IS NULL"
+SPARES = "SELECT host(r.vm_address), r.vm_vma_port, r.vma_secret FROM vms v " \
+         "JOIN vm_runtimes r ON r.vm_id = v.id WHERE v.pool_id = 1 AND v.user_id IS NULL " \
+         "AND r.vm_state = 'running' AND r.vm_cmd IS NULL"
 
 
 # --- first login ----------------------------------------------------------------------------
-def _spares(node: BenchNode) -> int:
-    return node.db.execute(SPARES).fetchone()[0]
+def _x_state(address: str, port: int, key: str) -> str | None:
+    request = urllib.request.Request(f"http://{address}:{port}/vma/x_state",
+                                     headers=secret.bearer(key))
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return json.load(reply).get("x_state")
+
+
+def _prepared_spares(node: BenchNode) -> int:
+    """Running spares whose agent has the display server prepared (qvd-hkd's x_prepare)."""
+    return sum(_x_state(*row) == "prepared" for row in node.db.execute(SPARES).fetchall())
 
 
 def _disconnected(node: BenchNode, vm_id: int) -> bool:
@@ -57,7 +70,7 @@ def run(count: int, spare: int) -> dict:
             wait(lambda: _disconnected(node, 1))
             warm.append(_connect(node, 0, 1))
         for user in range(1, users):
-            wait(lambda: _spares(node) >= spare, 120)
+            wait(lambda: _prepared_spares(node) >= spare, 120)
             first.append(_connect(node, user, -1))
     return {"first": summary(ms(first)), "warm": summary(ms(warm)),
             "cold": summary(ms(cold))}

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from qvd.l7r.session_params import node_settings
 from qvd.vma import secret
 
 from . import metrics, vma_client
@@ -28,6 +29,7 @@ class VmActions:
         self.addresses: dict[int, VmAddress] = {}
         self.last_ok: dict[int, float] = {}          # VMA last seen alive (epoch seconds)
         self.expirations: dict[int, tuple] = {}      # vm -> (soft, hard) epoch seconds
+        self.spares: dict[int, dict] = {}  # started with no user (a pool's): its properties
         self.backend_name = cfg.get("vm.hypervisor") or "unknown"  # the metrics' label
         metrics.prepare_backend(self.backend_name)
         self._since: dict[tuple[int, str], float] = {}  # (vm, starting|stopping) -> monotonic
@@ -40,6 +42,9 @@ class VmActions:
         except LookupError as exc:  # the DI is blocked or missing: an admin's decision
             return Event("refused", str(exc))
         spec.vma_secret = secret.new_secret()  # new at every start: an old one dies with its run
+        self.spares.pop(vm_id, None)
+        if spec.user_id is None:
+            self.spares[vm_id] = spec.properties
         async with self.heavy:
             if spec.discard_home:  # its previous user's files go before anything runs
                 await self.backend.discard_home(vm_id)
@@ -73,6 +78,8 @@ class VmActions:
         dead_after = cfg.get_float("internal.hkd.vma.dead_after.running")
         failures, soft_announced = 0, None
         self.last_ok.setdefault(vm_id, time.time())
+        if vm_id in self.spares:
+            await self.prepare_session(vm_id, self.spares.pop(vm_id))
         while True:
             await asyncio.sleep(cfg.get_float("internal.hkd.vma.ping.interval_after_failure"
                                               if failures else "internal.hkd.vma.ping.interval"))
@@ -97,6 +104,22 @@ class VmActions:
                     soft_announced = soft
                 except self.vma.VmaError:
                     pass  # told at the next round
+
+    async def prepare_session(self, vm_id: int, properties: dict) -> None:
+        """A spare's display server starts now rather than at its first login (the agent's
+        x_prepare; an NX session cannot be, and stays stopped). A failure costs the first
+        login that start, no more: noted on the VM for the admin."""
+        try:
+            answer = await self.vma.call(self.addresses[vm_id], "x_prepare", timeout=10,
+                                         **{**node_settings(self.cfg), **properties})
+        except self.vma.VmaError as exc:
+            answer = {"error": str(exc)}
+        if answer.get("error"):
+            reason = f"its desktop session could not be prepared ({answer['error']})"
+            log.warning("vm %d: %s", vm_id, reason)
+            await self.store.note_error(vm_id, reason + ": the first login starts it")
+        else:
+            log.info("vm %d: desktop session %s", vm_id, answer.get("x_state"))
 
     async def gone(self, vm_id: int) -> Event:
         """Used on re-adoption: the database says the VM runs here, the backend says not."""

@@ -164,6 +164,12 @@ class VmStore:
             self._p(vm_id, a=address.address, v=address.vma_port, x=address.x_port,
                     n=address.vnc_port, di=di_id, s=address.secret or None))
 
+    async def note_error(self, vm_id: int, reason: str) -> None:
+        """A reason for the admin on a VM that carries on (its state does not change)."""
+        await self.db.fetch("UPDATE vm_runtimes SET last_error = %(reason)s, last_error_at = now()"
+                            " WHERE vm_id = %(vm)s AND host_id = %(host)s",
+                            self._p(vm_id, reason=reason))
+
     async def set_pid(self, vm_id: int, pid: int | None) -> None:
         await self.db.fetch("UPDATE vm_runtimes SET vm_pid = %(pid)s WHERE vm_id = %(vm)s"
                             " AND host_id = %(host)s", self._p(vm_id, pid=pid))

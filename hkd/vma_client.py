@@ -50,9 +50,14 @@ async def _call(target: VmAddress, method: str, timeout: float, params: dict) ->
         raise VmaError(f"VMA at {address}:{port} unreachable: {exc or 'timeout'}") from None
     head, _, body = raw.partition(b"\r\n\r\n")
     status = head.split(b" ", 2)[1:2]
-    if status != [b"200"]:
-        raise VmaError(f"VMA {method}: {head.splitlines()[0].decode(errors='replace') if head else 'no answer'}")
     try:
-        return json.loads(body)
+        answer = json.loads(body)
     except ValueError:
-        raise VmaError(f"VMA {method}: answer is not JSON") from None
+        answer = None
+    if status != [b"200"]:  # the agent's error says why (400: bad parameters)
+        why = answer.get("error") if isinstance(answer, dict) else None
+        raise VmaError(f"VMA {method}: " + (why or (head.splitlines()[0].decode(
+            errors="replace") if head else "no answer")))
+    if answer is None:
+        raise VmaError(f"VMA {method}: answer is not JSON")
+    return answer

@@ -33,10 +33,14 @@ IDENTITY_KEYS = {"uid": "qvd.vm.user.uid", "gid": "qvd.vm.user.gid", "home": "qv
 CLIENT_PREFIXES = ("qvd.client.", "custom.")
 
 
+def node_settings(cfg) -> dict[str, str]:
+    """The node's vma.* and qvd.vm.user.* settings that are set."""
+    return {name: str(cfg.get(name)) for name in SETTINGS if cfg.get(name) not in (None, "")}
+
+
 def x_start_params(db, cfg, vm_id: int, identity, client: list[tuple[str, str]]) -> dict:
     params = {key: value for key, value in client if key.startswith(CLIENT_PREFIXES)}
-    params.update((name, str(cfg.get(name))) for name in SETTINGS
-                  if cfg.get(name) not in (None, ""))
+    params.update(node_settings(cfg))
     params.update((row["key"], row["value"]) for row in db.fetch(MERGED_PROPERTIES, {"vm": vm_id}))
     extra = getattr(identity, "extra", None) or {}
     params.update((IDENTITY_KEYS[k], str(v)) for k, v in extra.items() if k in IDENTITY_KEYS and v)

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 DEBS=(postgresql ca-certificates tigervnc-standalone-server)
 # slapd and ldap-utils: the LDAP tests' server; the rest builds python-ldap from source.
 DEBS+=(slapd ldap-utils libldap2-dev libsasl2-dev pkg-config gcc python3-dev)
-# Desktops: xterm, the process backend's session; nxagent for NX sessions; nxproxy, Xvfb and
+# Desktops: xterm, the process backend's session; nxagent for NX sessions; xrandr, which fits
+# a pool spare's prepared Xvnc to its first client (vma/vnc_session.py); nxproxy, Xvfb and
 # xwininfo for the client side of the NX tests.
-DEBS+=(xterm nxagent nxproxy xvfb x11-utils)
+DEBS+=(xterm nxagent x11-xserver-utils nxproxy xvfb x11-utils)
 # QVD's desktop session in VMs (vma/desktop.py): window manager, panel, file manager, terminal
 # (78 MiB installed, two thirds of it Ghostscript and its fonts, which Openbox's imlib2 pulls
 # in; 15 s to download and install).

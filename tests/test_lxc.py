@@ -12,6 +12,8 @@ from collections import Counter
 
 import pytest
 
+from test_pools import prepared_display
+from test_vma import size_after_banner
 from vma_agent import call_as_node
 from hkd_nodes import l7r_node, wait_for
 from qvd.client import rfb
@@ -495,3 +497,26 @@ def test_a_throwaway_pool_vm_comes_back_fresh_a_persistent_one_keeps_its_files(l
             ["bob", "bob"]
     assert demo.sql("SELECT u.login FROM vms v JOIN users u ON u.id = v.user_id "
                     "WHERE v.id = :v", v=vm) == [("bob",)]
+
+
+def test_a_spare_containers_display_waits_ready_as_the_account_its_user_gets(lxc_node, demo):
+    """A pool's spare container has its Xvnc started ahead by the node (x_prepare), as the
+    account the desktop runs as, with no desktop yet; the first user's connect takes it over
+    at their geometry and their desktop starts as that account."""
+    demo.ok("pool", "add", "-t", "acme", "name=lab", "osf=lxc", "min=1", "spare=1", "max=1")
+    demo.ok("pool", "members", "-t", "acme", "-f", "name=lab", "add=alice")
+    (pool, vm), = wait_for(lambda: demo.sql(
+        "SELECT p.id, v.id FROM vms v JOIN pools p ON p.id = v.pool_id "
+        "JOIN vm_runtimes r ON r.vm_id = v.id WHERE r.vm_state = 'running'"), 60, "the spare")
+    display = wait_for(lambda: prepared_display(demo, vm), 30, "its display started ahead")
+    owners = "for p in /proc/[0-9]*; do case $(cat $p/comm) in Xvnc|openbox|lxpanel) " \
+             "echo $(cat $p/comm):$(stat -c %u $p);; esac; done"
+    assert attach(demo, vm, owners).stdout.split() == ["Xvnc:1000"]  # no desktop for nobody
+    conn, reply, banner = open_desktop((lxc_node.port, lxc_node.cert), vm_id=-pool)
+    with conn:
+        assert (reply.status, banner) == (101, b"RFB 003.008\n"), (reply.status, reply.body)
+        assert size_after_banner(conn.sock) == (800, 600)  # the client's, not the default
+        assert call_as_node(demo, "x_state", vm_id=vm)[1] == {
+            "x_state": "connected", "session": "vnc", "display": display}
+        wait_for(lambda: sorted(attach(demo, vm, owners).stdout.split()) == [
+            "Xvnc:1000", "lxpanel:1000", "openbox:1000"], 30, "the desktop, as the account")

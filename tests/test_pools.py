@@ -7,10 +7,12 @@ import os
 import signal
 import threading
 
-from hkd_nodes import PeakWatch, l7r_node, wait_for
+from hkd_nodes import HkdNode, PeakWatch, l7r_node, wait_for
 from qvd.db.passwords import hash_password
 from qvd.l7r.client import accepting
 from test_l7r import connect, open_desktop
+from test_vma import size_after_banner
+from vma_agent import call_as_node
 
 POOL_ADD = ["pool", "add", "-t", "acme", "name=lab", "osf=desktop"]
 
@@ -73,6 +75,12 @@ def _spares_on(demo, node: str) -> int:
                     "JOIN hosts h ON h.id = r.host_id WHERE v.pool_id IS NOT NULL "
                     "AND v.user_id IS NULL AND r.vm_state = 'running' AND h.name = :n",
                     n=node)[0][0]
+
+
+def prepared_display(demo, vm: int) -> int | None:
+    """The display a spare's agent holds ready for its first user (qvd-hkd's x_prepare)."""
+    answer = call_as_node(demo, "x_state", vm)[1]
+    return answer["display"] if answer.get("x_state") == "prepared" else None
 
 
 class Sampler(PeakWatch):
@@ -144,6 +152,11 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
                 "WHERE v.pool_id IS NOT NULL AND v.user_id IS NULL AND r.vm_state = 'running' "
                 "AND r.vm_cmd IS NULL AND r.current_di_id = :di", di=v2)[0][0] == 3, 60,
                 "the three spares running v2")
+            spares = [vm for vm, in demo.sql(
+                "SELECT v.id FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id WHERE v.pool_id "
+                "IS NOT NULL AND v.user_id IS NULL AND r.vm_state = 'running'")]
+            prepared = {vm: wait_for(lambda vm=vm: prepared_display(demo, vm), 15,
+                                     "the spares' display servers started ahead") for vm in spares}
 
             with connect((node1.port, node1.cert), "u1@acme", "pw") as conn:
                 entries = conn.list_of_vm().json()
@@ -178,6 +191,12 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
                 assert len({vm for _, vm in given}) == 8  # no VM given twice
                 connected = demo.sql("SELECT login, vm_id FROM sessions WHERE ended_at IS NULL")
                 assert sorted(connected) == sorted((f"{l}@acme", vm) for l, vm in given)
+                # the spares' users got the displays started ahead, at their clients' geometry
+                for vm, display in prepared.items():
+                    assert call_as_node(demo, "x_state", vm)[1] == {
+                        "x_state": "connected", "session": "vnc", "display": display}
+                login = next(login for login, vm in given if vm in prepared)
+                assert size_after_banner(replies[login][0].sock) == (800, 600)
             finally:
                 for conn, _, _ in replies.values():
                     conn.close()
@@ -246,3 +265,26 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
     finally:
         for node in nodes:
             node.cleanup()
+
+
+def test_a_spare_whose_session_cannot_be_prepared_says_why_in_the_pool_list(demo, tmp_path):
+    """The spare runs (a first login would get the agent's own answer); the admin reads
+    the reason on the VM and in `pool list`, not in a node's log."""
+    demo.ok("osf", "add", "-t", "acme", "name=odd")
+    demo.ok("osf", "propset", "-t", "acme", "-f", "name=odd", "vma.session.type=rdp")
+    image = tmp_path / "odd.tar"
+    image.write_bytes(b"an image")
+    demo.ok("di", "add", "-t", "acme", f"path={image}", "osf=odd")
+    demo.ok("pool", "add", "-t", "acme", "name=odd", "osf=odd", "min=1", "spare=1", "max=1")
+    node = HkdNode(demo, "node1")
+    try:
+        node.start()
+        row = wait_for(lambda: (row := _pool_row(demo))["last_vm_error"] and row, 30,
+                       "the reason in the pool list")
+        assert row["last_vm_error"] == (
+            "its desktop session could not be prepared (VMA x_prepare: unknown "
+            "vma.session.type 'rdp' (nx or vnc)): the first login starts it"), row
+        assert demo.sql("SELECT r.vm_state FROM vm_runtimes r JOIN vms v ON v.id = r.vm_id "
+                        "WHERE v.pool_id IS NOT NULL") == [("running",)]
+    finally:
+        node.cleanup()

@@ -89,6 +89,41 @@ def test_viewers_that_leave_during_the_handshake_do_not_lock_the_desktop(agent):
         assert viewer.recv(2) == b"\x01\x01"  # one security type: None (the relay checked)
 
 
+def framebuffer_size(viewer: socket.socket) -> tuple[int, int]:
+    """The desktop's size in Xvnc's ServerInit, past the RFB handshake (security None)."""
+    assert viewer.recv(12) == b"RFB 003.008\n"
+    return size_after_banner(viewer)
+
+
+def size_after_banner(viewer: socket.socket) -> tuple[int, int]:
+    viewer.sendall(b"RFB 003.008\n")
+    assert viewer.recv(2) == b"\x01\x01"
+    viewer.sendall(b"\x01")
+    assert viewer.recv(4) == b"\0\0\0\0"
+    viewer.sendall(b"\x01")  # shared
+    init = viewer.recv(4)
+    return int.from_bytes(init[:2], "big"), int.from_bytes(init[2:4], "big")
+
+
+def test_a_prepared_display_is_taken_over_by_the_first_client_at_its_geometry(agent):
+    """A pool's spare: Xvnc alone, no desktop and no timeout, until the first x_start."""
+    vma = agent()
+    status, body = vma.call("x_prepare", **{"vma.timeout.listening": "1"})
+    assert status == 200 and body == {"x_state": "prepared", "session": "vnc"}
+    display = vma.call("x_state")[1]["display"]
+    assert len(vma.children()) == 1  # Xvnc: the desktop command runs only for the user
+    assert vma.call("x_prepare")[1]["x_state"] == "prepared"  # once is enough
+    status, body = vma.call("x_start", **{"qvd.client.geometry": "1280x720"})
+    assert status == 200 and body["x_state"] == "listening"
+    assert vma.call("x_state")[1]["display"] == display  # the same Xvnc, taken over
+    wait_for(lambda: len(vma.children()) == 2, 10, "the desktop command to start")
+    with vma.desktop() as viewer:
+        assert framebuffer_size(viewer) == (1280, 720)
+        vma.wait_state("connected", 5)
+    vma.wait_state("suspended", 5)
+    assert vma.call("x_prepare")[1]["x_state"] == "suspended"  # a user's session stays
+
+
 def test_a_new_session_nobody_connects_to_is_stopped(agent):
     vma = agent()
     vma.call("x_start", **{"vma.timeout.listening": "1"})

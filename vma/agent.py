@@ -3,6 +3,10 @@
 The L7R's x_start carries everything the session needs: the VM's merged properties (OSF < DI
 < user < VM), the node's vma.* settings and the client's qvd.client.* options. The agent keeps
 the last ones for the hooks of later actions (stop, poweroff, expire).
+
+x_prepare (from qvd-hkd, for a pool's spare VM that has no user yet) starts the display server
+alone with what is known before the user (the VM's properties, the node's settings); the
+first x_start takes it over.
 """
 from __future__ import annotations
 
@@ -73,39 +77,64 @@ class Agent:
         return {"x_state": self.session.state, "session": self.session.kind,
                 "display": self.session.display if self.session.state != "stopped" else None}
 
-    def x_start(self, params):
+    def _session_of(self, params) -> DesktopSession:
+        """The session (a new one of the kind asked for, when none is live)."""
         kind = params.get("vma.session.type") or "vnc"
         if kind not in SESSION_TYPES:
             raise BadRequest(f"unknown vma.session.type {kind!r} (nx or vnc)")
         with self.session.lock:
             self.session.tick()
-            if self.session.state == "stopped" and self.session.kind != kind:
+            if self.session.kind != kind and self.session.state in ("stopped", "prepared"):
+                self.session.kill()  # a prepared display of the other kind is of no use
                 self.session = SESSION_TYPES[kind](self._state_changed)
-            session = self.session
+            return self.session
+
+    def x_start(self, params):
+        session = self._session_of(params)
         with session.lock:
             self.props = dict(params)
             try:
                 hooks.on_action(self.props, "pre-connect", session.state)
-                if self.provision and session.state == "stopped":
-                    session.account = ensure_account(self.props)
-                state = self._settled(session, session.start(self.props,
-                                                              self._command(self.props)))
+                state = "preparing"
+                while state in ("preparing", "prepared"):  # being prepared: wait, take it
+                    if self.provision and session.state in ("stopped", "prepared"):
+                        self._provide_account(session, self.props)
+                    state = self._settled(session, session.start(self.props,
+                                                                  self._command(self.props)))
                 hooks.on_action(self.props, "connect", state)
             except (SessionError, hooks.HookFailed, OSError) as exc:
                 return {"error": str(exc), "x_state": session.state, "session": session.kind}
             return {"x_state": state, "session": session.kind}
 
     @staticmethod
-    def _settled(session: DesktopSession, state: str, within: float = 5.0) -> str:
-        """Answer once a starting session listens (saves the caller a round of polling);
-        the log reader moves it, so the lock is let go while waiting."""
-        deadline = time.monotonic() + within
-        while state == "starting" and time.monotonic() < deadline:
-            session.lock.release()
+    def _provide_account(session: DesktopSession, props: dict[str, str]) -> None:
+        """The account the session runs as (made when missing). A display prepared as another
+        (the user's LDAP uid differs from the settings') cannot be theirs: it goes."""
+        account = ensure_account(props)
+        if session.state == "prepared" and account != session.account:
+            log.info("%s session: prepared as %s, wanted as %s: starting anew", session.kind,
+                     session.account.name if session.account else "the agent", account.name)
+            session.kill()
+        session.account = account
+
+    def x_prepare(self, params):
+        session = self._session_of(params)
+        with session.lock:
             try:
-                time.sleep(0.01)
-            finally:
-                session.lock.acquire()
+                if self.provision and session.preparable and session.state == "stopped":
+                    session.account = ensure_account(params)  # Xvnc runs as the user will
+                state = self._settled(session, session.prepare(params))
+            except (SessionError, OSError) as exc:
+                return {"error": str(exc), "x_state": session.state, "session": session.kind}
+            return {"x_state": state, "session": session.kind}
+
+    @staticmethod
+    def _settled(session: DesktopSession, state: str, within: float = 5.0) -> str:
+        """Answer once a starting session listens, or a preparing one is prepared (saves
+        the caller a round of polling); the log reader moves it, so the lock is let go."""
+        deadline = time.monotonic() + within
+        while state in ("starting", "preparing") and time.monotonic() < deadline:
+            session.moved.wait(deadline - time.monotonic())
             state = session.state
         return state
 

@@ -1,8 +1,8 @@
 """qvd-vma, the agent inside each VM: `GET /vma/<method>?k=v` answers JSON.
 
-Methods: ping, x_state, x_start, x_suspend, x_stop, poweroff, expire (agent.py). Sessions are
-VNC (Xvnc) or NX (nxagent), chosen by the property vma.session.type. It must not import qvd.db:
-it runs inside the image.
+Methods: ping, x_state, x_start, x_prepare, x_suspend, x_stop, poweroff, expire (agent.py).
+Sessions are VNC (Xvnc) or NX (nxagent), chosen by the property vma.session.type. It must
+not import qvd.db: it runs inside the image.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from .relay import DesktopRelay
 from .session import SessionError
 
 log = logging.getLogger("qvd.vma")
-METHODS = ("ping", "x_state", "x_start", "x_suspend", "x_stop", "poweroff", "expire")
+METHODS = ("ping", "x_state", "x_start", "x_prepare", "x_suspend", "x_stop", "poweroff",
+           "expire")
 
 
 def default_session(in_vm: bool) -> list[str] | None:

@@ -5,6 +5,10 @@ those lines into transitions. The table below is the whole life of a session; a 
 not in it is a bug and raises. Timeouts: a new session nobody connects to is stopped; a
 resumed one that nobody takes goes back to `suspended` (the desktop never vanishes for that);
 starting, suspending and stopping are bounded.
+
+A pool's spare VM has no user yet: its display server is started ahead (`prepared`, with no
+desktop and no timeout), and the first user's x_start takes it over (the geometry set to the
+client's, the desktop command started as the user), saving the display server's start.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ from typing import Callable
 log = logging.getLogger("qvd.vma.session")
 
 TRANSITIONS: dict[str, set[str]] = {
-    "stopped": {"starting"},
+    "stopped": {"starting", "preparing"},
+    "preparing": {"prepared", "stopping", "stopped"},
+    "prepared": {"listening", "stopping", "stopped"},
     "starting": {"listening", "stopping", "stopped"},
     "listening": {"connected", "suspended", "stopping", "stopped"},
     "connected": {"suspending", "suspended", "listening", "stopping", "stopped"},
@@ -30,7 +36,8 @@ TRANSITIONS: dict[str, set[str]] = {
     "stopping": {"stopped"},
 }
 
-LIVE = ("starting", "listening", "connected", "suspending", "suspended")
+LIVE = ("preparing", "prepared", "starting", "listening", "connected", "suspending",
+        "suspended")
 
 
 def free_display(first: int = 100) -> int:
@@ -75,6 +82,7 @@ class SessionError(Exception):
 class DesktopSession:
     """What Xvnc and nxagent sessions share: the state table, timeouts, the session command."""
     kind = "?"
+    preparable = False  # whether the display server can start before its client is known
 
     def __init__(self, on_state: Callable[[str, dict], None]):
         self.on_state = on_state
@@ -88,6 +96,7 @@ class DesktopSession:
         self.account = None  # provision.Account: the session runs as it (None: as the agent)
         self.endpoint: tuple[int, object] | None = None  # where the relay reaches the server
         self.lock = threading.RLock()
+        self.moved = threading.Condition(self.lock)  # notified at each transition
 
     # --- the state machine ------------------------------------------------------------------
     def move(self, new: str) -> None:
@@ -100,6 +109,7 @@ class DesktopSession:
             self.state, self.since = new, time.monotonic()
             if new == "listening" and self.desktop is None and self.command:
                 self._start_desktop()  # only now does the display accept X clients
+            self.moved.notify_all()
         self.on_state(new, self.props)
 
     def private_dir(self) -> str:
@@ -149,7 +159,7 @@ class DesktopSession:
                 else:
                     log.info("%s session: nobody connected in time", self.kind)
                     self.stop()
-            elif self.state == "starting" and not self.resumed and \
+            elif self.state in ("starting", "preparing") and not self.resumed and \
                     waited > self.timeout("starting"):
                 log.info("%s session: the display server did not come up, killing it",
                          self.kind)
@@ -160,24 +170,44 @@ class DesktopSession:
 
     # --- actions ----------------------------------------------------------------------------
     def start(self, props: dict[str, str], command: list[str] | None) -> str:
+        """The session for a client: a new one, the prepared one taken over, or the live one
+        made ready again. While it is being prepared, nothing yet: the caller waits."""
         with self.lock:
+            if self.state == "prepared" and not self.take_over(props):
+                log.info("%s session: the prepared display does not fit, starting anew",
+                         self.kind)
+                self.kill()
             if self.state == "stopped":
-                self.props = dict(props)
-                self.resumed = False
-                self.move("starting")
-                try:
-                    x_socket_dirs()
-                    self.display = free_display()
-                    self.server = self.launch(props)
-                except (OSError, SessionError):
-                    self._release()
-                    raise
-                self.command = command
-                threading.Thread(target=self._read_log, args=(self.server,), daemon=True).start()
-            else:
+                self._launch("starting", props, command)
+            elif self.state == "prepared":
+                self.props, self.command = dict(props), command
+                self.move("listening")  # which starts the desktop, as the user
+            elif self.state != "preparing":
                 self.props.update(props)
                 self.reattach()
             return self.state
+
+    def prepare(self, props: dict[str, str]) -> str:
+        """The display server alone, for a client not known yet (a pool's spare); a kind
+        that starts with its client (NX) stays stopped."""
+        with self.lock:
+            if self.preparable and self.state == "stopped":
+                self._launch("preparing", props, None)
+            return self.state
+
+    def _launch(self, first_state: str, props: dict[str, str], command: list[str] | None):
+        self.props = dict(props)
+        self.resumed = False
+        self.move(first_state)
+        try:
+            x_socket_dirs()
+            self.display = free_display()
+            self.server = self.launch(props)
+        except (OSError, SessionError):
+            self._release()
+            raise
+        self.command = command
+        threading.Thread(target=self._read_log, args=(self.server,), daemon=True).start()
 
     def _read_log(self, server: subprocess.Popen) -> None:
         for raw in server.stdout:
@@ -219,7 +249,7 @@ class DesktopSession:
             shutil.rmtree(os.path.dirname(self.endpoint[1]), ignore_errors=True)
         self.server = self.desktop = self.endpoint = None
         if self.state != "stopped":
-            if self.state not in ("stopping", "starting"):
+            if self.state not in ("stopping", "starting", "preparing"):
                 self.move("stopping")
             self.move("stopped")
 
@@ -233,6 +263,10 @@ class DesktopSession:
     def reattach(self) -> None:
         """x_start on a live session: make it ready for a new client."""
         raise NotImplementedError
+
+    def take_over(self, props: dict[str, str]) -> bool:
+        """Fit the prepared display to the client's options; False when it cannot be."""
+        return False
 
     def suspend(self) -> str:
         raise NotImplementedError

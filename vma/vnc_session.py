@@ -4,6 +4,9 @@ tunnel. Xvnc outlives its viewers: when the last one leaves the session is `susp
 next x_start makes it `listening` again for the new client (the desktop is the same).
 
 Xvnc says on its log when it listens and when viewers come and go; that drives the states.
+
+A prepared Xvnc (a pool's spare) is taken over at the client's geometry through RandR
+(xrandr, from x11-xserver-utils): a new mode of that size on Xvnc's one output.
 """
 from __future__ import annotations
 
@@ -12,25 +15,35 @@ import shutil
 import socket
 import subprocess
 
-from .session import DesktopSession, SessionError
+from .session import DesktopSession, SessionError, log
 
 GEOMETRY_CHARS = set("0123456789x")
+DEFAULT_GEOMETRY = "1024x768"
+OUTPUT = "VNC-0"  # Xvnc's RandR output
+
+
+def geometry_of(props: dict[str, str]) -> str:
+    geometry = props.get("qvd.client.geometry") or DEFAULT_GEOMETRY
+    if not set(geometry) <= GEOMETRY_CHARS or geometry.count("x") != 1 or \
+            not all(part.isdigit() for part in geometry.split("x")):
+        raise SessionError(f"bad geometry {geometry!r} (expected WIDTHxHEIGHT)")
+    return geometry
 
 
 class VncSession(DesktopSession):
     kind = "vnc"
+    preparable = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.viewers = 0
+        self.geometry = DEFAULT_GEOMETRY
 
     def launch(self, props: dict[str, str]) -> subprocess.Popen:
         xvnc = shutil.which("Xvnc")
         if xvnc is None:
             raise SessionError("Xvnc is not installed in this image")
-        geometry = props.get("qvd.client.geometry") or "1024x768"
-        if not set(geometry) <= GEOMETRY_CHARS or geometry.count("x") != 1:
-            raise SessionError(f"bad geometry {geometry!r} (expected WIDTHxHEIGHT)")
+        geometry = self.geometry = geometry_of(props)
         self.viewers = 0
         path = os.path.join(self.private_dir(), "rfb")
         self.endpoint = (socket.AF_UNIX, path)
@@ -47,8 +60,8 @@ class VncSession(DesktopSession):
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **self.spawn_args())
 
     def on_log_line(self, line: str) -> None:
-        if "created VNC server for screen" in line and self.state == "starting":
-            self.move("listening")
+        if "created VNC server for screen" in line and self.state in ("starting", "preparing"):
+            self.move("listening" if self.state == "starting" else "prepared")
         elif "Connections: accepted:" in line:
             self.viewers += 1
             if self.state == "listening":
@@ -64,6 +77,30 @@ class VncSession(DesktopSession):
         if self.state in ("suspended", "connected"):
             self.resumed = True
             self.move("listening")
+
+    def take_over(self, props: dict[str, str]) -> bool:
+        try:
+            geometry = geometry_of(props)
+        except SessionError:
+            return False  # started anew, the launch says why
+        if geometry == self.geometry:
+            return True
+        width, height = geometry.split("x")
+        mode = f"qvd-{geometry}"
+        xrandr = shutil.which("xrandr")
+        if xrandr is None:
+            log.info("vnc session: no xrandr in this image to resize the prepared display")
+            return False
+        for step in (["--newmode", mode, "0", width, "0", "0", width, height, "0", "0", height],
+                     ["--addmode", OUTPUT, mode],
+                     ["--fb", geometry, "--output", OUTPUT, "--mode", mode]):
+            done = subprocess.run([xrandr, "-display", f":{self.display}", *step],
+                                  capture_output=True, text=True, timeout=5, **self.spawn_args())
+            if done.returncode != 0:
+                log.info("vnc session: xrandr %s: %s", step[0], done.stderr.strip())
+                return False
+        self.geometry = geometry
+        return True
 
     def suspend(self) -> str:
         return self.state  # Xvnc has nothing to suspend: viewers come and go
