@@ -4,6 +4,7 @@ its node's LAN address, the VM networks of the two joined by their uplinks. A de
 on one node is opened through the other node's L7R: its L7R reaches the container at its VM
 address across the VM switch."""
 import hashlib
+import json
 import os
 import shutil
 import ssl
@@ -14,7 +15,8 @@ import pytest
 
 from hkd_nodes import wait_for
 from qvd.client.png import read_png
-from netns_cluster import BRIDGE, ROOT_ADDRESS, VM_NETWORK, NetnsCluster
+from netns_cluster import (BRIDGE, LAN_LINK, ROOT_ADDRESS, UPLINK, VM_NETWORK, NetnsCluster,
+                           in_node, on_node)
 from netns_lab import ip, need, root_only
 from qvd.hkd.backends import host_di
 from qvd.hkd.backends.bridge import veth_name
@@ -132,3 +134,118 @@ def test_a_desktop_on_one_node_opened_through_the_other_nodes_l7r(lxc_cluster, d
     wait_for(lambda: [tuple(r[:2]) for r in where(demo)] == [(None, "stopped")], 60,
              "the container to stop")
     through(lxc_cluster, demo, node2, node1, vm_id)
+
+
+RFB = b"RFB 003.008\n"
+
+
+def vm_host(demo) -> list[tuple]:
+    return [tuple(r[:2]) for r in where(demo)]
+
+
+def container_state(demo, node, vm_id: int) -> str | None:
+    """RUNNING, STOPPED... as LXC on that node says (None: no such container there)."""
+    shown = in_node(node, "lxc-info", "-n", f"qvd-{vm_id}", "-P",
+                    os.path.join(demo.storage, "lxc"), "-s")
+    return shown.stdout.split()[-1] if shown.returncode == 0 and shown.stdout.split() else None
+
+
+@root_only
+@pytest.mark.parametrize("cut", [(LAN_LINK, UPLINK), (LAN_LINK,)],
+                         ids=["every-link", "the-database-link"])
+def test_a_node_cut_off_fences_before_its_desktop_runs_elsewhere_then_rejoins(lxc_cluster,
+                                                                                demo, cut):
+    """Node 2 holds the desktop, opened through its own L7R and taken over through node 1's.
+    Node 2's links go down (all of them, or only its LAN, the database's way, while the VM
+    network stays up): its container stops (it fences) before node 1 declares it lost and
+    releases the VM, so the VM never runs twice with its one address; the user's next connect
+    starts it on node 1; node 2, back, rejoins and runs nothing."""
+    node1, node2 = lxc_cluster.nodes
+    (vm_id,), = demo.sql("SELECT id FROM vms WHERE name = 'box'")
+    demo.ok("host", "edit", "-f", "name=node1", "backend=0")
+    first, reply, banner = open_desktop(lxc_cluster, node2, vm_id)
+    with first:
+        assert (reply.status, banner) == (101, RFB), (reply.status, reply.body)
+        second, reply, banner = open_desktop(lxc_cluster, node1, vm_id)  # a takeover
+        with second:
+            assert (reply.status, banner) == (101, RFB), (reply.status, reply.body)
+            first.sock.settimeout(10)
+            while first.sock.recv(4096):  # node 2's L7R ends the first client's stream
+                pass
+            wait_for(lambda: demo.sql("SELECT host_name FROM sessions WHERE ended_at IS NULL")
+                     == [("node1",)], 20, "only node 1's session left")
+            assert vm_host(demo) == [("node2", "running")]
+            demo.ok("host", "edit", "-f", "name=node1", "backend=1")
+            for link in cut:
+                ip("-n", node2.ns, "link", "set", link, "down")
+            wait_for(lambda: vm_host(demo) == [(None, "stopped")], 60,
+                     "node 1 to release the lost node's VM")
+            assert container_state(demo, node2, vm_id) == "STOPPED"  # fenced before
+            assert node2.state()[0] == "lost"
+    third, reply, banner = open_desktop(lxc_cluster, node1, vm_id)
+    with third:
+        assert (reply.status, banner) == (101, RFB), (reply.status, reply.body)
+        assert vm_host(demo) == [("node1", "running")]
+    for link in cut:
+        ip("-n", node2.ns, "link", "set", link, "up")
+    wait_for(lambda: node2.state()[0] == "running", 60, "node 2 to rejoin")
+    (row,) = [h for h in json.loads(demo.ok("host", "list", "--json")) if h["name"] == "node2"]
+    assert "fenced itself" in row["last_error"], row
+    assert vm_host(demo) == [("node1", "running")]
+    assert container_state(demo, node2, vm_id) == "STOPPED"
+
+
+PROBE = """
+import socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def reach(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return "open"
+    except ConnectionRefusedError:
+        return "answered"
+    except OSError:
+        return "blocked"
+with ThreadPoolExecutor(8) as pool:
+    print(" ".join(pool.map(reach, sys.argv[1:])))
+"""
+
+
+def reaches(command: list[str], *targets: str) -> list[str]:
+    """What each host:port gives a TCP connect from where command runs python3."""
+    done = subprocess.run([*command, "python3", "-c", PROBE, *targets], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+@root_only
+def test_a_vm_reaches_no_node_no_other_nodes_vm_and_not_the_database(lxc_cluster, demo):
+    """A container on node 1, with node 1 routing as a machine may (ip_forward on): nothing
+    of node 2 (its L7R, its address on the VM network, its container's agent), nor its own
+    node's L7R, nor the database. Node 1 itself reaches node 2's container (what its L7R
+    does): the VM network is up, the firewall is what stops the VM."""
+    node1, node2 = lxc_cluster.nodes
+    demo.ok("vm", "add", "-t", "acme", "name=box2", "user=alice", "osf=lxc")
+    ids = {}
+    for name, host in (("box", node1), ("box2", node2)):
+        for node in lxc_cluster.nodes:
+            demo.ok("host", "edit", "-f", f"name={node.name}", f"backend={int(node is host)}")
+        demo.ok("vm", "start", "-f", f"name={name}")
+        (ids[name],), = demo.sql("SELECT id FROM vms WHERE name = :n", n=name)
+        wait_for(lambda: demo.sql("SELECT h.name, r.vm_state FROM vm_runtimes r JOIN hosts h "
+                                  "ON h.id = r.host_id WHERE r.vm_id = :v", v=ids[name])
+                 == [(host.name, "running")], 60, f"{name} running on {host.name}")
+    (other_vm,), = demo.sql("SELECT host(ip) FROM vms WHERE name = 'box2'")
+    vma_port = demo.sql("SELECT vm_vma_port FROM vm_runtimes WHERE vm_id = :v",
+                        v=ids["box2"])[0][0]
+    in_node(node1, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    database = "%s:%d" % lxc_cluster.forwarder.address
+    targets = [f"{node2.address}:{node2.port}", f"{node2.vm_address}:{node2.port}",
+               f"{other_vm}:{vma_port}", f"{node1.address}:{node1.port}",
+               f"{node1.vm_address}:{node1.port}", database]
+    attach = ["lxc-attach", "-n", f"qvd-{ids['box']}", "-P", os.path.join(demo.storage, "lxc"),
+              "--clear-env", "--"]
+    assert reaches(on_node(node1.ns, node1.staging, attach), *targets) == ["blocked"] * 6
+    assert reaches(on_node(node1.ns, node1.staging, []), f"{other_vm}:{vma_port}") == ["open"]
