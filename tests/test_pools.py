@@ -213,6 +213,20 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
         with open(os.path.join(demo.storage, "homes", str(vm_of_first), "notes.txt"), "w",
                   encoding="utf-8") as handle:
             handle.write("mine")
+        # A rollout while they are given: the VMs in use keep v2 until they stop.
+        image = tmp_path / "v3.tar"
+        image.write_bytes(b"image v3")
+        demo.ok("di", "add", "-t", "acme", f"path={image}", "osf=desktop", "version=v3")
+        demo.ok("di", "tag", "-f", "version=v3", "tag=default")
+        (v3,), = demo.sql("SELECT id FROM dis WHERE version = 'v3'")
+
+        def running_on(di: int) -> list[int]:
+            return sorted(vm for vm, in demo.sql(
+                "SELECT vm_id FROM vm_runtimes WHERE vm_state = 'running' AND current_di_id = :d",
+                d=di))
+        assert running_on(v2) == sorted(vm for _, vm in given)
+        (rollout,) = json.loads(demo.ok("vm", "rollout", "-t", "acme", "--json"))
+        assert (rollout["version"], rollout["running"], rollout["behind"]) == ("v3", 8, 8)
         demo.ok("vm", "stop", "-t", "acme", "-f", f"id={vm_of_first}")
         wait_for(lambda: demo.sql("SELECT vm_state FROM vm_runtimes WHERE vm_id = :v",
                                   v=vm_of_first) == [("stopped",)], 30, "the VM to stop")
@@ -225,6 +239,8 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
             assert reply.status == 101, reply
         assert demo.sql("SELECT vm_id, host_name FROM sessions ORDER BY id DESC LIMIT 1") == [
             (vm_of_first, "node2")]
+        assert running_on(v3) == [vm_of_first]  # v3 at its start, the others still on v2
+        assert running_on(v2) == sorted(vm for _, vm in given if vm != vm_of_first)
         with open(os.path.join(demo.storage, "homes", str(vm_of_first), "notes.txt"),
                   encoding="utf-8") as handle:
             assert handle.read() == "mine"
