@@ -122,6 +122,13 @@ def test_a_prepared_display_is_taken_over_by_the_first_client_at_its_geometry(ag
         vma.wait_state("connected", 5)
     vma.wait_state("suspended", 5)
     assert vma.call("x_prepare")[1]["x_state"] == "suspended"  # a user's session stays
+    vma.call("x_stop")
+    vma.wait_state("stopped", 10)
+    assert vma.call("x_prepare")[1]["x_state"] == "prepared"
+    assert vma.call("x_start", **{"qvd.client.geometry": "1366x700"})[1]["x_state"] == \
+        "listening"  # not one of Xvnc's modes: made for it
+    with vma.desktop() as viewer:
+        assert framebuffer_size(viewer) == (1366, 700)
 
 
 def test_a_new_session_nobody_connects_to_is_stopped(agent):

@@ -85,22 +85,30 @@ class VncSession(DesktopSession):
             return False  # started anew, the launch says why
         if geometry == self.geometry:
             return True
-        width, height = geometry.split("x")
-        mode = f"qvd-{geometry}"
         xrandr = shutil.which("xrandr")
         if xrandr is None:
             log.info("vnc session: no xrandr in this image to resize the prepared display")
             return False
-        for step in (["--newmode", mode, "0", width, "0", "0", width, height, "0", "0", height],
-                     ["--addmode", OUTPUT, mode],
-                     ["--fb", geometry, "--output", OUTPUT, "--mode", mode]):
-            done = subprocess.run([xrandr, "-display", f":{self.display}", *step],
-                                  capture_output=True, text=True, timeout=5, **self.spawn_args())
-            if done.returncode != 0:
-                log.info("vnc session: xrandr %s: %s", step[0], done.stderr.strip())
-                return False
+        width, height = geometry.split("x")
+        mode = f"qvd-{geometry}"
+        # one of Xvnc's own modes (the common sizes) in one call; any other made first
+        if self._xrandr(xrandr, ["--fb", geometry, "--output", OUTPUT, "--mode", geometry]):
+            for step in (["--newmode", mode, "0", width, "0", "0", width, height, "0", "0",
+                          height],
+                         ["--addmode", OUTPUT, mode],
+                         ["--fb", geometry, "--output", OUTPUT, "--mode", mode]):
+                error = self._xrandr(xrandr, step)
+                if error is not None:
+                    log.info("vnc session: xrandr %s: %s", step[0], error)
+                    return False
         self.geometry = geometry
         return True
+
+    def _xrandr(self, xrandr: str, args: list[str]) -> str | None:
+        """None when done, else what xrandr said (never empty)."""
+        done = subprocess.run([xrandr, "-display", f":{self.display}", *args],
+                              capture_output=True, text=True, timeout=5, **self.spawn_args())
+        return None if done.returncode == 0 else done.stderr.strip() or f"exit {done.returncode}"
 
     def suspend(self) -> str:
         return self.state  # Xvnc has nothing to suspend: viewers come and go
