@@ -5,8 +5,10 @@ room for every user. Each sample is a user with no VM of the pool: new TLS conne
 password login, list_of_vm, connect_to_vm?id=-<pool>, 101, the first desktop byte; the spares
 are refilled, and their display servers prepared (not timed), before the next sample: a spare
 waits minutes for its user, not milliseconds. Peers in the same run: a warm connect (the
-same steps to the user's own running VM; goal: the pool's first login within 1.2x of it) and a
-cold connect (to a stopped VM of one's own: the start is in it; the gain the spares buy).
+same steps to the user's own running VM; goal: the pool's first login within 1.2x of it),
+taken in turns with the first logins, each once the refill is over (a keeper starting a spare
+meanwhile would slow whichever ran then), and a cold connect (to a stopped VM of one's own:
+the start is in it; the gain the spares buy).
 
 Login storm (--storm): bench/pool_storm.py.
 """
@@ -66,12 +68,11 @@ def run(count: int, spare: int) -> dict:
         for user in range(1, users):  # cold: each user's own VM (desk<user>), stopped
             cold.append(_connect(node, user, user + 1))
         _connect(node, 0, 1)  # bench0's VM now runs: the warm peer
-        for _ in range(count):
-            wait(lambda: _disconnected(node, 1))
-            warm.append(_connect(node, 0, 1))
-        for user in range(1, users):
+        for user in range(1, users):  # taken in turns, each once the spares are refilled
             wait(lambda: _prepared_spares(node) >= spare, 120)
             first.append(_connect(node, user, -1))
+            wait(lambda: _prepared_spares(node) >= spare and _disconnected(node, 1), 120)
+            warm.append(_connect(node, 0, 1))
     return {"first": summary(ms(first)), "warm": summary(ms(warm)),
             "cold": summary(ms(cold))}
 
