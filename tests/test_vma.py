@@ -131,6 +131,22 @@ def test_a_prepared_display_is_taken_over_by_the_first_client_at_its_geometry(ag
         assert framebuffer_size(viewer) == (1366, 700)
 
 
+def test_agents_sharing_a_machine_preparing_at_once_each_get_a_display(agent):
+    """The process backend's agents share /tmp: each must reserve its display number, or two
+    Xvnc race for one and a spare is left with none."""
+    import threading
+    agents = [agent() for _ in range(4)]
+    answers = {}
+    calls = [threading.Thread(target=lambda one=one: answers.update({one: one.call("x_prepare")}))
+             for one in agents]
+    for call in calls:
+        call.start()
+    for call in calls:
+        call.join(30)
+    assert [answers[one][1]["x_state"] for one in agents] == ["prepared"] * 4, answers
+    assert len({one.call("x_state")[1]["display"] for one in agents}) == 4
+
+
 def test_a_new_session_nobody_connects_to_is_stopped(agent):
     vma = agent()
     vma.call("x_start", **{"vma.timeout.listening": "1"})

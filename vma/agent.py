@@ -124,6 +124,9 @@ class Agent:
                 if self.provision and session.preparable and session.state == "stopped":
                     session.account = ensure_account(params)  # Xvnc runs as the user will
                 state = self._settled(session, session.prepare(params))
+                if session.preparable and state == "stopped":
+                    raise SessionError(f"the display server ended as it started: "
+                                       f"{session.last_failure}")
             except (SessionError, OSError) as exc:
                 return {"error": str(exc), "x_state": session.state, "session": session.kind}
             return {"x_state": state, "session": session.kind}

@@ -12,6 +12,7 @@ client's, the desktop command started as the user), saving the display server's 
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -40,12 +41,35 @@ LIVE = ("preparing", "prepared", "starting", "listening", "connected", "suspendi
         "suspended")
 
 
+def _display_used(number: int) -> bool:
+    return os.path.exists(f"/tmp/.X{number}-lock") or os.path.exists(f"/tmp/.X11-unix/X{number}")
+
+
 def free_display(first: int = 100) -> int:
+    """A display number no X server holds now (one-off servers of tests and benches)."""
+    return next(n for n in range(first, first + 1000) if not _display_used(n))
+
+
+def reserve_display(first: int = 100) -> tuple[int, int]:
+    """A free display number and the descriptor that holds it (flock) until closed: two
+    agents sharing /tmp (the process backend) starting at once never pick the same one,
+    which the X server's own lock file only says once it runs."""
     for number in range(first, first + 1000):
-        if not os.path.exists(f"/tmp/.X{number}-lock") and \
-                not os.path.exists(f"/tmp/.X11-unix/X{number}"):
-            return number
-    raise RuntimeError("no free X display")
+        if _display_used(number):
+            continue
+        try:
+            fd = os.open(f"/tmp/.qvd-display-{number}", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError:  # another account's reservation
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        if not _display_used(number):  # no server came up between the look and the lock
+            return number, fd
+        os.close(fd)
+    raise SessionError("no free X display")
 
 
 def x_socket_dirs() -> None:
@@ -95,6 +119,8 @@ class DesktopSession:
         self.command: list[str] | None = None
         self.account = None  # provision.Account: the session runs as it (None: as the agent)
         self.endpoint: tuple[int, object] | None = None  # where the relay reaches the server
+        self.display_hold: int | None = None  # reserve_display's descriptor
+        self.last_failure = "it gave no reason"  # the display server's last fatal error
         self.lock = threading.RLock()
         self.moved = threading.Condition(self.lock)  # notified at each transition
 
@@ -201,7 +227,7 @@ class DesktopSession:
         self.move(first_state)
         try:
             x_socket_dirs()
-            self.display = free_display()
+            self.display, self.display_hold = reserve_display()
             self.server = self.launch(props)
         except (OSError, SessionError):
             self._release()
@@ -210,6 +236,7 @@ class DesktopSession:
         threading.Thread(target=self._read_log, args=(self.server,), daemon=True).start()
 
     def _read_log(self, server: subprocess.Popen) -> None:
+        fatal = False
         for raw in server.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
             # the display server's own account of sessions and errors goes to the agent's log
@@ -217,6 +244,9 @@ class DesktopSession:
                 else logging.DEBUG
             log.log(level, "%s: %s", self.kind, line)
             with self.lock:
+                if fatal:  # X servers say why on the line after this one
+                    self.last_failure = line.removeprefix("(EE)").strip() or self.last_failure
+                fatal = line.startswith("Fatal server error")
                 if self.server is server:
                     self.on_log_line(line)
 
@@ -248,6 +278,9 @@ class DesktopSession:
         if self.endpoint is not None:  # the session's private directory, its socket in it
             shutil.rmtree(os.path.dirname(self.endpoint[1]), ignore_errors=True)
         self.server = self.desktop = self.endpoint = None
+        if self.display_hold is not None:
+            os.close(self.display_hold)
+            self.display_hold = None
         if self.state != "stopped":
             if self.state not in ("stopping", "starting", "preparing"):
                 self.move("stopping")
