@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from qvd.db import migrate
 from qvd.db.embedded import Cluster
-from qvd.db.engine import make_engine
+from qvd.db.engine import L7R_ROLE, make_engine
 
 SPEED = {"fsync": "off", "synchronous_commit": "off"}
 
@@ -49,6 +49,14 @@ def private_database(name: str = "bench", settings: dict | None = None):
     """(root dir, libpq params) of a throwaway cluster with a migrated database."""
     with private_cluster(name, settings) as (root, params, _):
         yield root, params
+
+
+def database_conf(params: dict, l7r_password: str) -> str:
+    """The node-file lines for this database (libpq params), the L7R logging in as its role."""
+    return (f"database.host = {params['host']}\ndatabase.port = {params['port']}\n"
+            f"database.user = {params['user']}\ndatabase.password = {params['password']}\n"
+            f"database.name = {params['dbname']}\ndatabase.l7r.user = {L7R_ROLE}\n"
+            f"database.l7r.password = {l7r_password}\n")
 
 
 def write_certificate(directory: str) -> None:

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 import psycopg
 from sqlalchemy.pool import NullPool
 
-from qvd.db.engine import L7R_ROLE, enable_l7r_role, make_engine
+from qvd.db.engine import enable_l7r_role, make_engine
 from qvd.hkd.backends.process import free_port
 from qvd.l7r import prefork
 from qvd.l7r.client import QvdConnection, accepting, tls_context
 
-from .common import private_database, write_certificate
+from .common import database_conf, private_database, write_certificate
 
 BIN = os.path.dirname(sys.executable)
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "QVD/1.0"}
@@ -107,12 +107,7 @@ def bench_node(users: int = 1, hypervisor: str = "process", node_conf: str = "",
             handle.write(f"nodename = bench\npath.home = {home}\npath.run = {home}/run\n"
                          f"path.log = {home}/log\npath.storage.root = {home}/storage\n"
                          f"vm.hypervisor = {hypervisor}\nl7r.address = 127.0.0.1\nl7r.port = {port}\n"
-                         f"database.host = {params['host']}\ndatabase.port = {params['port']}\n"
-                         f"database.user = {params['user']}\n"
-                         f"database.password = {params['password']}\n"
-                         f"database.name = {params['dbname']}\n"
-                         f"database.l7r.user = {L7R_ROLE}\n"
-                         f"database.l7r.password = {l7r_password}\n{node_conf}")
+                         f"{database_conf(params, l7r_password)}{node_conf}")
         write_certificate(home)
         open(os.path.join(home, "image.tar"), "w", encoding="ascii").close()
         node = BenchNode(home, params, port)

@@ -140,6 +140,29 @@ def test_properties_through_the_api(demo, api):
     assert api.call("POST", "/api/v1/vms/1/propget", {}, token=token).json()["rows"] == []
 
 
+def test_pools_through_the_api(demo, api):
+    make_admin(demo, ROOT, "Root")
+    token = api.login(ROOT, PASSWORD)
+    made = api.call("POST", "/api/v1/pools?tenant=acme",
+                    {"name": "lab", "osf": "desktop", "min": 0, "spare": 0, "max": 3,
+                     "assignment": "throwaway"}, token=token)
+    assert made.status == 201, made.body
+    (pool,) = api.call("GET", "/api/v1/pools?name=lab", token=token).json()["rows"]
+    assert (pool["max"], pool["assignment"], pool["vms"]) == (3, "throwaway", 0), pool
+    members = api.call("POST", f"/api/v1/pools/{pool['id']}/members",
+                       {"add": "alice", "add_group": "designers"}, token=token).json()
+    assert [(row["login"], row["via"]) for row in members["rows"]] == [
+        (None, "group designers"), ("alice", "user")], members  # nobody of it logged in yet
+    assert api.call("PATCH", f"/api/v1/pools/{pool['id']}", {"max": 5}, token=token).status \
+        == 200
+    assert api.call("GET", f"/api/v1/pools/{pool['id']}", token=token).json()["max"] == 5
+    refused = api.call("PATCH", f"/api/v1/pools/{pool['id']}", {"max": 0}, token=token)
+    assert problem(refused, 422) == "max must be positive, got '0'"
+    assert api.call("DELETE", f"/api/v1/pools/{pool['id']}", token=token).status == 200
+    assert demo.sql("SELECT count(*) FROM pools") == [(0,)]
+    assert last_entry(demo, "pool")[:4] == (ROOT, "del", "ok", "api")
+
+
 def test_a_tenant_administrator_sees_and_touches_only_its_tenant(demo, api):
     demo.ok("tenant", "add", "name=beta")
     demo.ok("user", "add", "-t", "beta", "login=bob")
