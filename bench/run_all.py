@@ -23,7 +23,7 @@ import time
 import traceback
 
 from . import (api_bench, backend_bench, desktop_bench, failover_bench, hkd_bench, l7r_bench,
-               pool_bench, pool_storm, portal_bench, scale_bench, wat_bench)
+               netns_bench, pool_bench, pool_storm, portal_bench, scale_bench, wat_bench)
 from .common import Row, fmt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,6 +56,7 @@ def _benches(args) -> list[tuple[str, object, object]]:
                                                            2 if quick else 5)),
         ("scale", scale_bench, lambda: scale_bench.run(
             (1, 2) if quick else args.sizes, args.processes, 2 if quick else 10)),
+        ("cluster", netns_bench, lambda: netns_bench.run(3 if quick else 10)),
         ("pools", pool_bench, lambda: {  # first login, then the login storm (one result)
             **pool_bench.run(3 if quick else 10, 2),
             **pool_storm.run_storm(40 if quick else pool_storm.USERS,
