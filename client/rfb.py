@@ -35,7 +35,9 @@ class Stream:
         return bool(self.buffer)
 
 
-def _handshake(stream: Stream, sock: socket.socket) -> tuple[int, int]:
+def handshake(stream: Stream, sock: socket.socket) -> tuple[int, int]:
+    """Version, security None, shared ClientInit, our pixel format and Raw encoding; the
+    desktop's (width, height) from the ServerInit."""
     version = stream.read(12)
     if not version.startswith(b"RFB "):
         raise RfbError(f"not a VNC server (it said {version!r})")
@@ -93,7 +95,7 @@ def screenshot(sock: socket.socket, early: bytes = b"", settle: float = 1.0,
     """(width, height, RGB bytes) of the desktop behind sock."""
     stream = Stream(sock, early)
     sock.settimeout(timeout)
-    width, height = _handshake(stream, sock)
+    width, height = handshake(stream, sock)
     frame = bytearray(width * height * 4)
     _request(sock, width, height, incremental=False)
     got_full, until = False, None

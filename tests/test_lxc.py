@@ -13,7 +13,6 @@ from collections import Counter
 import pytest
 
 from test_pools import prepared_display
-from test_vma import size_after_banner
 from vma_agent import call_as_node
 from hkd_nodes import l7r_node, wait_for
 from qvd.client import rfb
@@ -204,7 +203,7 @@ class Viewer:
     def __init__(self, port: int):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.stream = rfb.Stream(self.sock)
-        self.width, self.height = rfb._handshake(self.stream, self.sock)
+        self.width, self.height = rfb.handshake(self.stream, self.sock)
         self.frame = bytearray(self.width * self.height * 4)
         self._update(incremental=False, wait=30)
 
@@ -515,7 +514,7 @@ def test_a_spare_containers_display_waits_ready_as_the_account_its_user_gets(lxc
     conn, reply, banner = open_desktop((lxc_node.port, lxc_node.cert), vm_id=-pool)
     with conn:
         assert (reply.status, banner) == (101, b"RFB 003.008\n"), (reply.status, reply.body)
-        assert size_after_banner(conn.sock) == (800, 600)  # the client's, not the default
+        assert rfb.handshake(rfb.Stream(conn.sock, banner), conn.sock) == (800, 600)  # not 1024x768
         assert call_as_node(demo, "x_state", vm_id=vm)[1] == {
             "x_state": "connected", "session": "vnc", "display": display}
         wait_for(lambda: sorted(attach(demo, vm, owners).stdout.split()) == [

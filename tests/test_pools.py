@@ -8,10 +8,10 @@ import signal
 import threading
 
 from hkd_nodes import HkdNode, PeakWatch, l7r_node, wait_for
+from qvd.client import rfb
 from qvd.db.passwords import hash_password
 from qvd.l7r.client import accepting
 from test_l7r import connect, open_desktop
-from test_vma import size_after_banner
 from vma_agent import call_as_node
 
 POOL_ADD = ["pool", "add", "-t", "acme", "name=lab", "osf=desktop"]
@@ -196,7 +196,8 @@ def test_pool_kept_on_two_nodes_through_a_node_loss_then_a_crowd_gets_at_most_ma
                     assert call_as_node(demo, "x_state", vm)[1] == {
                         "x_state": "connected", "session": "vnc", "display": display}
                 login = next(login for login, vm in given if vm in prepared)
-                assert size_after_banner(replies[login][0].sock) == (800, 600)
+                conn, _, banner = replies[login]
+                assert rfb.handshake(rfb.Stream(conn.sock, banner), conn.sock) == (800, 600)
             finally:
                 for conn, _, _ in replies.values():
                     conn.close()

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from hkd_nodes import wait_for
+from qvd.client import rfb
 from vma_agent import Agent
 from xserver import Xvfb
 
@@ -91,18 +92,9 @@ def test_viewers_that_leave_during_the_handshake_do_not_lock_the_desktop(agent):
 
 def framebuffer_size(viewer: socket.socket) -> tuple[int, int]:
     """The desktop's size in Xvnc's ServerInit, past the RFB handshake (security None)."""
-    assert viewer.recv(12) == b"RFB 003.008\n"
-    return size_after_banner(viewer)
-
-
-def size_after_banner(viewer: socket.socket) -> tuple[int, int]:
-    viewer.sendall(b"RFB 003.008\n")
-    assert viewer.recv(2) == b"\x01\x01"
-    viewer.sendall(b"\x01")
-    assert viewer.recv(4) == b"\0\0\0\0"
-    viewer.sendall(b"\x01")  # shared
-    init = viewer.recv(4)
-    return int.from_bytes(init[:2], "big"), int.from_bytes(init[2:4], "big")
+    banner = viewer.recv(12)
+    assert banner == b"RFB 003.008\n"
+    return rfb.handshake(rfb.Stream(viewer, banner), viewer)
 
 
 def test_a_prepared_display_is_taken_over_by_the_first_client_at_its_geometry(agent):

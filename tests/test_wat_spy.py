@@ -57,7 +57,7 @@ def refusal(ws: WebSocket) -> tuple[int, str]:
 
 def viewer(sock, early: bytes = b"") -> tuple[rfb.Stream, int, int]:
     stream = rfb.Stream(sock, early)
-    width, height = rfb._handshake(stream, sock)
+    width, height = rfb.handshake(stream, sock)
     return stream, width, height
 
 
