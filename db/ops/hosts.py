@@ -32,9 +32,11 @@ VIEW = ObjectView("host", {"id": Host.id, "name": Host.name, "address": Host.add
 
 def _vm_address(admin, s, value: str, host_id: int | None = None) -> str | None:
     """vm_address=: the node's own address on the VM network (none: the network's first
-    address, as with one node); refused when another node or a VM holds it."""
+    address, as with one node); refused when another node or a VM holds it. Taken under the
+    lock VM addresses are given under, so that none is given meanwhile."""
     if value.strip().lower() in ("", "none"):
         return None
+    s.execute(text(ADDRESS_LOCK))
     cfg = admin.settings(s)
     try:
         address = check_node_address(value, cfg.get("vm.network.ip.start"),
@@ -70,7 +72,6 @@ def add(admin, call):
                 backend=parse_bool(args.get("backend", "1"), "backend"))
     with admin.session() as s:
         if "vm_address" in args:
-            s.execute(text(ADDRESS_LOCK))  # as VM addresses are given: none is taken meanwhile
             host.vm_address = _vm_address(admin, s, args["vm_address"])
         s.add(host)
         s.flush()
@@ -93,7 +94,6 @@ def edit(admin, call):
             if len(ids) > 1:
                 raise DomainError(f"the filter matches {len(ids)} hosts; vm_address= changes "
                                   "one")
-            s.execute(text(ADDRESS_LOCK))  # as VM addresses are given: none is taken meanwhile
             values["vm_address"] = _vm_address(admin, s, args["vm_address"], ids[0])
         s.execute(update(Host).where(Host.id.in_(ids)).values(**values))
         admin.audit(s, "host", "edit", call, ids)
