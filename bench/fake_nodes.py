@@ -12,6 +12,24 @@ from qvd.hkd.backends.fake import FakeBackend
 from qvd.hkd.fake_node import FakeNode, fake_node_config
 
 
+# The first rows of every benchmark on simulated nodes: one OSF ('bench', id 1) with its DI
+# tagged default, and %(nodes)s nodes (node1..., at 127.1.0.n) with their runtimes.
+CLUSTER_SEED = """
+INSERT INTO osfs (tenant_id, name, memory) VALUES (1, 'bench', 1);
+INSERT INTO dis (osf_id, path, version) VALUES (1, 'bench.tar', 'v1');
+INSERT INTO di_tags (di_id, osf_id, tag) VALUES (1, 1, 'default');
+INSERT INTO hosts (name, address)
+  SELECT 'node' || n, '127.1.0.0'::inet + n FROM generate_series(1, %(nodes)s) n;
+INSERT INTO host_runtimes (host_id) SELECT id FROM hosts;
+"""
+
+
+def seed(db, statements: str, values: dict) -> None:
+    """Statements separated by ';\n', each run with these parameters."""
+    for statement in filter(str.strip, statements.split(";\n")):
+        db.execute(statement, values)
+
+
 class NoL7r:
     """Stands in for the node's L7rRunner. A real node keeps its qvd-l7r running and only
     reads its pid file each second; a simulated node has no certificate, and the real runner

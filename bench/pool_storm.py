@@ -41,7 +41,7 @@ from qvd.l7r.http import Request
 from qvd.l7r.slots import Slots
 
 from .common import Row, ms, private_database, summary
-from .fake_nodes import NodeProcesses
+from .fake_nodes import CLUSTER_SEED, NodeProcesses, seed
 from .node import wait
 
 # --- the login storm: the L7R side ----------------------------------------------------------
@@ -224,13 +224,7 @@ class PeakSampler(threading.Thread):
 
 
 # --- the login storm: the run ----------------------------------------------------------------
-SEED = """
-INSERT INTO osfs (tenant_id, name, memory) VALUES (1, 'desk', 1);
-INSERT INTO dis (osf_id, path, version) VALUES (1, 'bench.tar', 'v1');
-INSERT INTO di_tags (di_id, osf_id, tag) VALUES (1, 1, 'default');
-INSERT INTO hosts (name, address)
-  SELECT 'node' || n, '127.1.0.0'::inet + n FROM generate_series(1, %(nodes)s) n;
-INSERT INTO host_runtimes (host_id) SELECT id FROM hosts;
+SEED = CLUSTER_SEED + """
 INSERT INTO users (tenant_id, login) SELECT 1, 'u' || n FROM generate_series(0, %(users)s - 1) n;
 INSERT INTO users (tenant_id, login) VALUES (1, 'bare');
 INSERT INTO vms (name, user_id, osf_id, ip)
@@ -293,12 +287,11 @@ def _admin(env: dict, *args: str) -> None:
 def _setup(db, env: dict, users: int, spare: int) -> tuple[dict, dict]:
     """The seed rows; the pools made and given their members with qvd-admin (no spare yet:
     their first fill is timed). ({name: id}, {id: max})."""
-    for statement in filter(str.strip, SEED.split(";\n")):
-        db.execute(statement, {"nodes": NODES, "users": users})
+    seed(db, SEED, {"nodes": NODES, "users": users})
     per_pool = users // POOLS
     for index in range(POOLS):
         name = f"p{index + 1}"
-        _admin(env, "pool", "add", f"name={name}", "osf=desk", "min=0", "spare=0",
+        _admin(env, "pool", "add", f"name={name}", "osf=bench", "min=0", "spare=0",
                f"max={per_pool + spare}")
         members = ",".join(f"u{n}" for n in range(index * per_pool, (index + 1) * per_pool))
         _admin(env, "pool", "members", "-f", f"name={name}", f"add={members}")

@@ -27,7 +27,7 @@ from qvd.db.config import Config
 from qvd.db.placement import CANDIDATES, placement_params
 
 from .common import Row, private_database, table
-from .fake_nodes import NodeProcesses
+from .fake_nodes import CLUSTER_SEED, NodeProcesses, seed
 from .node import wait
 
 SIZES = (10, 25, 50)
@@ -37,14 +37,8 @@ CLIENTS = 4
 
 # VMs 1..running are running, VMS_PER_NODE per node (as a restarted node finds them and adopts
 # them); the STORM others are stopped.
-SEED = """
+SEED = CLUSTER_SEED + """
 INSERT INTO users (tenant_id, login) VALUES (1, 'bench');
-INSERT INTO osfs (tenant_id, name, memory) VALUES (1, 'bench', 1);
-INSERT INTO dis (osf_id, path, version) VALUES (1, 'bench.tar', 'v1');
-INSERT INTO di_tags (di_id, osf_id, tag) VALUES (1, 1, 'default');
-INSERT INTO hosts (name, address)
-  SELECT 'node' || n, '127.1.0.0'::inet + n FROM generate_series(1, %(nodes)s) n;
-INSERT INTO host_runtimes (host_id) SELECT id FROM hosts;
 INSERT INTO vms (name, user_id, osf_id, ip)
   SELECT 'vm' || n, 1, 1, '10.1.0.0'::inet + n FROM generate_series(1, %(vms)s) n;
 INSERT INTO vm_runtimes (vm_id) SELECT id FROM vms;
@@ -92,8 +86,7 @@ def measure_size(params: dict, root: str, nodes: int, processes: int, idle_secon
     with psycopg.connect(**params, autocommit=True) as db:
         values = {"nodes": nodes, "vms": running_vms + STORM, "per_node": VMS_PER_NODE,
                   "running": running_vms}
-        for statement in filter(str.strip, SEED.split(";\n")):
-            db.execute(statement, values)
+        seed(db, SEED, values)
         db.execute("VACUUM ANALYZE")  # as a database in service is: planner statistics known
         workers = NodeProcesses(params, root, [f"node{n}" for n in range(1, nodes + 1)],
                                 processes, running=VMS_PER_NODE)
