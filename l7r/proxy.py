@@ -1,9 +1,14 @@
 """The desktop stream: bytes both ways between the client's (TLS) socket and the VM's
-desktop port, with large buffers, until either side closes. The byte counts live in a
-Traffic the caller holds, so they survive a stream ended by a signal."""
+desktop port, until either side closes. The byte counts live in a Traffic the caller holds,
+so they survive a stream ended by a signal.
+
+Both sockets stay non-blocking for the whole stream and each direction has one buffer,
+allocated once: a read takes everything the socket has (many 16 KiB TLS records at a time)
+into it, one write passes it on. A write that would block waits for that socket only (the
+other direction waits meanwhile, as with any relay that does not buffer without bound)."""
 from __future__ import annotations
 
-import selectors
+import select
 import socket
 import ssl
 from dataclasses import dataclass
@@ -37,6 +42,58 @@ class Traffic:
     down: int = 0  # bytes to the client
 
 
+class _Closed(Exception):
+    """The source of a read closed (or failed)."""
+
+
+def _fill(source: socket.socket, view: memoryview) -> int:
+    """Read what source has now into view, up to its size; 0: nothing yet (a TLS record
+    not complete). Raises _Closed at its end."""
+    got, size = 0, len(view)
+    while got < size:
+        try:
+            count = source.recv_into(view[got:])
+        except (ssl.SSLWantReadError, BlockingIOError):
+            break
+        except (ConnectionError, OSError):
+            count = 0
+        if not count:
+            if got:
+                break  # what came before the end is passed on; the next read sees the end
+            raise _Closed
+        got += count
+    return got
+
+
+def _drain(target: socket.socket, view: memoryview) -> None:
+    """All of view to the non-blocking target, waiting while it cannot take more (TLS may
+    need to read, for a key update, before it writes again)."""
+    sent, size = 0, len(view)
+    while sent < size:
+        try:
+            sent += target.send(view[sent:])  # TLS: the same bytes again after a WantWrite
+        except (ssl.SSLWantWriteError, BlockingIOError):
+            select.select([], [target], [])
+        except ssl.SSLWantReadError:
+            select.select([target], [], [])
+
+
+def _relay(source: socket.socket, target: socket.socket, buffer: memoryview) -> int | None:
+    """Pass on what source has: the bytes passed, None when source has ended."""
+    passed = 0
+    while True:
+        try:
+            count = _fill(source, buffer)
+        except _Closed:
+            return passed or None  # the end is seen again at the next read
+        if count:
+            _drain(target, buffer[:count])
+            passed += count
+        # A full buffer may leave decrypted bytes in TLS that no poll would report.
+        if count < len(buffer) or not (isinstance(source, ssl.SSLSocket) and source.pending()):
+            return passed
+
+
 def splice(client: socket.socket, vm: socket.socket, traffic: Traffic,
            first: bytes = b"") -> str:
     """Carry the stream until it ends; returns why it ended."""
@@ -44,30 +101,26 @@ def splice(client: socket.socket, vm: socket.socket, traffic: Traffic,
     vm.setblocking(False)
     for sock in (client, vm):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if first:
-        vm.sendall(first)
-        traffic.up += len(first)
-    selector = selectors.DefaultSelector()
-    selector.register(client, selectors.EVENT_READ, vm)
-    selector.register(vm, selectors.EVENT_READ, client)
+    up, down = memoryview(bytearray(BUFFER)), memoryview(bytearray(BUFFER))
+    poller = select.epoll()
     try:
+        if first:
+            _drain(vm, memoryview(first))
+            traffic.up += len(first)
+        poller.register(client.fileno(), select.EPOLLIN)
+        poller.register(vm.fileno(), select.EPOLLIN)
+        from_client = client.fileno()
         while True:
-            for key, _ in selector.select():
-                source, target = key.fileobj, key.data
-                while True:  # TLS may hold decrypted bytes the selector cannot see
-                    data = read_some(source)
-                    if data is WAIT:
-                        break
-                    if not data:
-                        return "client closed" if source is client else "desktop closed"
-                    send_all(target, data)
-                    if source is client:
-                        traffic.up += len(data)
-                    else:
-                        traffic.down += len(data)
-                    if not (isinstance(source, ssl.SSLSocket) and source.pending()):
-                        break
+            for fd, _ in poller.poll():
+                if fd == from_client:
+                    if (passed := _relay(client, vm, up)) is None:
+                        return "client closed"
+                    traffic.up += passed
+                elif (passed := _relay(vm, client, down)) is None:
+                    return "desktop closed"
+                else:
+                    traffic.down += passed
     except (ConnectionError, OSError) as exc:
         return f"connection error: {exc}"
     finally:
-        selector.close()
+        poller.close()
