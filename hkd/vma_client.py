@@ -1,5 +1,5 @@
 """Calling the agent inside a VM: `GET /vma/<method>?k=v` over plain HTTP with the node's
-secret for this run of the VM, JSON back.
+secret for this run of the VM, JSON back (the wire form: vma_wire.py).
 
 A failed ping counts (qvd_vma_ping_failures_total) once the agent has answered in this run
 of the VM (`answered`, on its address, which is new at every start): the pings of a VM
@@ -7,17 +7,10 @@ still booting fail until its agent listens, and are no failure."""
 from __future__ import annotations
 
 import asyncio
-import json
-from urllib.parse import urlencode
-
-from qvd.vma import secret
 
 from . import metrics
 from .backends.base import VmAddress
-
-
-class VmaError(Exception):
-    """The VMA did not answer, or answered an error."""
+from .vma_wire import MAX_ANSWER, Call, VmaError
 
 
 async def call(target: VmAddress, method: str, timeout: float = 3.0, **params) -> dict:
@@ -32,32 +25,17 @@ async def call(target: VmAddress, method: str, timeout: float = 3.0, **params) -
 
 
 async def _call(target: VmAddress, method: str, timeout: float, params: dict) -> dict:
-    address, port = target.address, target.vma_port
-    query = f"?{urlencode(params)}" if params else ""
-    auth = "".join(f"{k}: {v}\r\n" for k, v in secret.bearer(target.secret).items())
-    request = (f"GET /vma/{method}{query} HTTP/1.1\r\nHost: {address}\r\n{auth}"
-               "Connection: close\r\n\r\n").encode()
+    call = Call(target.address, target.vma_port, target.secret, method, params)
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(address, port)
+            reader, writer = await asyncio.open_connection(target.address, target.vma_port)
             try:
-                writer.write(request)
+                writer.write(call.request)
                 await writer.drain()
-                raw = await reader.read()
+                while (answer := call.feed(await reader.read(MAX_ANSWER))) is None:
+                    pass
+                return answer
             finally:
                 writer.close()
     except (OSError, TimeoutError) as exc:
-        raise VmaError(f"VMA at {address}:{port} unreachable: {exc or 'timeout'}") from None
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b" ", 2)[1:2]
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        answer = None
-    if status != [b"200"]:  # the agent's error says why (400: bad parameters)
-        why = answer.get("error") if isinstance(answer, dict) else None
-        raise VmaError(f"VMA {method}: " + (why or (head.splitlines()[0].decode(
-            errors="replace") if head else "no answer")))
-    if answer is None:
-        raise VmaError(f"VMA {method}: answer is not JSON")
-    return answer
+        raise call.unreachable(exc) from None

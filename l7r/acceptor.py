@@ -18,6 +18,7 @@ import argparse
 import gc
 import logging
 import os
+import select
 import signal
 import socket
 import ssl
@@ -36,6 +37,10 @@ log = logging.getLogger("qvd.l7r")
 
 REFUSERS = 32  # refusing children (handshake + 503) alive at once, at most
 ACCEPT_PAUSE = 0.1  # seconds after a failed accept (EMFILE): not a busy loop
+# Seconds after a hand-over before the ready child it used is forked again, while others are
+# left: a new ready child's fork, PostgreSQL login and warm-up would otherwise take the CPU
+# from the client just handed over, in the very milliseconds of its connect.
+REFILL_PAUSE = 0.2
 
 
 class Acceptor:
@@ -50,6 +55,7 @@ class Acceptor:
         self.refusers: set[int] = set()
         self.ready: dict[int, socket.socket] = {}  # pid -> channel of the ready children
         self.prefork = cfg.get_int("l7r.prefork")
+        self.refill_at = 0.0  # time.monotonic() from which missing ready children are forked
         self.max_children = cfg.get_int("l7r.max_connections")
         self.max_per_address = cfg.get_int("l7r.max_connections.per_address")
 
@@ -128,12 +134,17 @@ class Acceptor:
         signal.signal(signal.SIGCHLD, self.reap)
         set_title(f"qvd-l7r acceptor {self.cfg.get('nodename')} "
                   f"{self.cfg.get('l7r.address')}:{self.cfg.get('l7r.port')}")
+        # The resolver's modules (NSS), which libpq's connects load at their first lookup:
+        # loaded once here rather than in each child.
+        socket.getaddrinfo("localhost", None)
         # What the acceptor built so far (modules, TLS context) is shared by every child:
         # keep the collector's bookkeeping from writing to (and so copying) those pages.
         gc.collect()
         gc.freeze()
         while True:
-            self.refill(listener)
+            if not self.wait_for_client(listener):
+                self.refill(listener)
+                continue
             try:
                 conn, address = listener.accept()
             except (InterruptedError, ConnectionAbortedError):
@@ -190,12 +201,24 @@ class Acceptor:
             finally:
                 channel.close()
             self._serving(pid, peer)
+            self.refill_at = time.monotonic() + (REFILL_PAUSE if self.ready else 0.0)
             return True
         return False
 
+    def wait_for_client(self, listener) -> bool:
+        """Whether a client waits on the listener, once it does or ready children are due
+        to be forked again (refill_at)."""
+        timeout = None
+        if len(self.ready) < self.prefork:
+            timeout = max(0.0, self.refill_at - time.monotonic())
+            if timeout == 0.0:
+                return False
+        readable, _, _ = select.select([listener], [], [], timeout)
+        return bool(readable)
+
     def refill(self, listener) -> None:
-        """Fork ready children up to l7r.prefork (after a client was handed over, while it is
-        being served; a fork that fails leaves fewer: clients then get a fork of their own)."""
+        """Fork ready children up to l7r.prefork (a fork that fails leaves fewer, for a
+        moment: clients then get a fork of their own)."""
         while len(self.ready) < self.prefork:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
@@ -205,6 +228,7 @@ class Acceptor:
                 except OSError as exc:
                     log.error("cannot fork a ready child: %s", exc)
                     ours.close()
+                    self.refill_at = time.monotonic() + ACCEPT_PAUSE  # not a busy loop
                     return
                 if pid == 0:
                     ours.close()

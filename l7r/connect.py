@@ -7,17 +7,14 @@ ways; the `sessions` row records who, where, how many bytes and why it ended.
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
 import time
-import urllib.error
-import urllib.request
-from urllib.parse import urlencode
 
 from qvd.db.notify import vm_state_channel
 from qvd.db.runtime import vm_commands
+from qvd.hkd import vma_wire
 from qvd.vma import secret
 
 from . import pools
@@ -121,18 +118,14 @@ class Connect:
         return vm
 
     def _vma(self, vm: dict, method: str, params=()) -> dict:
-        url = f"http://{vm['address']}:{vm['vm_vma_port']}/vma/{method}?{urlencode(params)}"
-        request = urllib.request.Request(url, headers=secret.bearer(vm["vma_secret"] or ""))
+        """The agent's answer; its refusal as {"error": why}."""
         try:
-            with urllib.request.urlopen(request, timeout=self.cfg.get_float(
-                    "internal.l7r.timeout.x_start")) as reply:
-                return json.load(reply)
-        except urllib.error.HTTPError as exc:  # the agent says why in JSON
-            try:
-                return {"error": json.load(exc).get("error") or str(exc)}
-            except ValueError:
-                return {"error": str(exc)}
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return vma_wire.blocking_call(vm["address"], vm["vm_vma_port"],
+                                          vm["vma_secret"] or "", method, params,
+                                          self.cfg.get_float("internal.l7r.timeout.x_start"))
+        except vma_wire.VmaError as exc:
+            if exc.refusal is not None:
+                return {"error": exc.refusal}
             raise unavailable(f"the desktop session could not start ({exc})") from None
 
     def start_desktop(self, vm: dict) -> socket.socket:
@@ -152,11 +145,15 @@ class Connect:
             answer = self._vma(vm, "x_start", params) if ready_for_start else \
                 self._vma(vm, "x_state")
         self.progress("Connecting X session")
+        address = vm["address"]  # numeric (the VM's row): no name lookup
+        desktop = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
         try:
-            desktop = socket.create_connection((vm["address"], vm["vm_x_port"]), timeout=10)
+            desktop.settimeout(10)
+            desktop.connect((address, vm["vm_x_port"]))
             desktop.sendall(secret.relay_greeting(vm["vma_secret"] or ""))
             return desktop
         except OSError as exc:
+            desktop.close()
             raise unavailable(f"the desktop session does not answer ({exc})") from None
 
     def desktop_params(self) -> dict:

@@ -19,30 +19,45 @@ import time
 
 import psycopg
 
+from . import connect, endpoints, pools, session_params
+from .auth import backoff, database, token
+
 log = logging.getLogger(__name__)
 
 READY_TITLE = "qvd-l7r ready"
 MESSAGE_SIZE = 512  # the client's address, utf-8
 RECONNECT_PAUSE = 1.0  # seconds between attempts to open the warm connection again
 # What requests read and write: a new backend's first statement on a table loads its catalog
-# entries and those of its indexes (0.2-1 ms a table at parse and plan time). Lookups by the
-# keys the L7R uses, that find nothing (a constant-false condition would skip the indexes).
+# entries, those of its indexes and of the functions and operators it calls (0.2-1 ms a
+# table at parse and plan time). The requests' own statements, with values that find (and
+# so write) nothing.
+NOTHING = {"keys": [], "max": 0, "window": 1e9, "hash": "", "login": "", "tenant": "",
+           "fold": True, "user": -1, "vm": -1, "name": ""}
 WARM_UP = (
     "SELECT key, value FROM configs WHERE tenant_id = -2 AND key = ''",
     "SELECT 1 FROM hosts h JOIN host_runtimes r ON r.host_id = h.id "
     "JOIN host_counters c ON c.host_id = h.id WHERE h.id = -1",
-    "SELECT 1 FROM user_tokens t JOIN users u ON u.id = t.user_id "
-    "JOIN tenants n ON n.id = u.tenant_id WHERE t.token_hash = '' OR u.login = ''",
-    "SELECT 1 FROM auth_failures WHERE key = ''",
+    endpoints.NODE, backoff.BLOCKED, backoff.COUNT, token.USE, database.FIND,
+    endpoints.USER_VMS, pools.ENTRIES, endpoints.OWNED_VM, connect.STATE,
+    session_params.MERGED_PROPERTIES,
     "SELECT 1 FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id JOIN osfs o ON o.id = v.osf_id "
     "JOIN vm_counters c ON c.vm_id = v.id LEFT JOIN di_tags t ON t.osf_id = v.osf_id "
     "WHERE v.id = -1 OR v.user_id = -1 OR v.pool_id = -1",
     "SELECT 1 FROM pools p JOIN pool_members m ON m.pool_id = p.id "
     "JOIN pool_groups g ON g.pool_id = p.id WHERE p.id = -1 OR m.user_id = -1",
-    "SELECT 1 FROM sessions WHERE id = -1 OR (vm_id = -1 AND ended_at IS NULL)",
-    "SELECT 1 FROM vm_properties WHERE owner_id = -1 UNION ALL "
-    "SELECT 1 FROM user_properties WHERE owner_id = -1 UNION ALL "
-    "SELECT 1 FROM osf_properties WHERE owner_id = -1")
+    "SELECT 1 FROM sessions WHERE id = -1 OR (vm_id = -1 AND ended_at IS NULL)")
+
+# What a desktop's connect fires: the triggers of vm_runtimes and sessions. PL/pgSQL compiles
+# a function at its first call in each backend (2-3 ms, on the connect's path otherwise).
+# Fired on rows the warm-up rolls back: one VM's row that no one holds (blocked flipped: no
+# one sees or is notified of it), and a session row of this backend's own (id -pid: no
+# sequence value is used up).
+WARM_TRIGGERS = (
+    "UPDATE vm_runtimes SET blocked = NOT blocked WHERE vm_id = "
+    "(SELECT vm_id FROM vm_runtimes LIMIT 1 FOR UPDATE SKIP LOCKED)",
+    "INSERT INTO sessions (id, login, vm_name, host_name) "
+    "VALUES (-pg_backend_pid(), '', '', '')",
+    "UPDATE sessions SET ended_at = now(), end_reason = '' WHERE id = -pg_backend_pid()")
 
 
 def is_ready(pid: int | str) -> bool:
@@ -59,13 +74,22 @@ def warm(db) -> None:
     database is away: the first request opens one as without a ready child."""
     for statement in WARM_UP:
         try:  # a database slot free at once, or no warm connection
-            db.execute_unless_busy(statement)
+            db.execute_unless_busy(statement, NOTHING)
         except psycopg.OperationalError as exc:
             log.debug("no warm database connection: %s", exc)
             db.release()
             return
         except psycopg.Error as exc:  # a statement this schema refuses: warm the others
             log.warning("warm-up statement refused: %s", str(exc).strip().splitlines()[0])
+    try:
+        with db.conn.transaction(force_rollback=True):
+            for statement in WARM_TRIGGERS:
+                db.conn.execute(statement)
+    except psycopg.OperationalError as exc:
+        log.debug("no warm database connection: %s", exc)
+        db.release()
+    except psycopg.Error as exc:
+        log.warning("trigger warm-up refused: %s", str(exc).strip().splitlines()[0])
 
 
 def wait_for_client(channel: socket.socket, db) -> tuple[socket.socket, str] | None:
