@@ -10,7 +10,7 @@ Tunnel throughput, both ways: bytes through the L7R (TLS, then the proxy) to or 
 stand-in desktop port, against the same bytes over a direct TCP connection and through a
 TLS proxy peer (socat, Debian's package: OPENSSL-LISTEN to TCP, the L7R's 256 KiB buffer),
 from and to the same Python ssl client. kTLS: not in Python 3.11's ssl (OP_ENABLE_KTLS comes
-with 3.12), so the row says so.
+with 3.12) and it needs the kernel's tls ULP; the row says which is missing.
 Memory: USS (private pages) of each L7R process serving a connected desktop, against a bare
 forked Python process; database connections the L7R holds meanwhile. Rate: desktop connects
 per second (token auth) one node sustains with concurrent clients, against TLS + /qvd/ping
@@ -290,6 +290,20 @@ def measure_throughput(node: BenchNode, certs: str, total: int = 256 << 20) -> d
     return found
 
 
+def ktls_missing() -> str:
+    """Why kTLS is not measured: what this Python and this kernel lack."""
+    missing = []
+    if not hasattr(ssl, "OP_ENABLE_KTLS"):
+        missing.append("this Python's ssl has no OP_ENABLE_KTLS (3.12 has)")
+    try:
+        with open("/proc/sys/net/ipv4/tcp_available_ulp", encoding="ascii") as handle:
+            if "tls" not in handle.read().split():
+                missing.append("this kernel offers no tls ULP (tcp_available_ulp)")
+    except OSError:
+        missing.append("this kernel does not say whether it has a tls ULP")
+    return "; ".join(missing) or "kTLS is available but the L7R does not use it yet"
+
+
 def rows(result: dict) -> list[Row]:
     floor, mib = result["floor"], result["tunnel_bytes"] >> 20
     floor_label = "new TLS connection + one round trip, bare Python TLS server"
@@ -316,7 +330,7 @@ def rows(result: dict) -> list[Row]:
             peer.value, peer.note = None, "socat is not installed (make bench installs it)"
         found.append(peer)
     found.append(Row("tunnel_ktls", "tunnel throughput with kTLS + os.splice", None, "MB/s",
-                     note="Python 3.11's ssl has no OP_ENABLE_KTLS (3.12 has)"))
+                     note=ktls_missing()))
     found.append(Row("session_uss", f"memory per connected session, USS (median of "
                      f"{result['sessions']} sessions)", result["uss_kib"] / 1024, "MiB",
                      result["bare_kib"] / 1024, "a bare forked Python"))
