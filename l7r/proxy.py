@@ -42,13 +42,9 @@ class Traffic:
     down: int = 0  # bytes to the client
 
 
-class _Closed(Exception):
-    """The source of a read closed (or failed)."""
-
-
-def _fill(source: socket.socket, view: memoryview) -> int:
-    """Read what source has now into view, up to its size; 0: nothing yet (a TLS record
-    not complete). Raises _Closed at its end."""
+def _fill(source: socket.socket, view: memoryview) -> tuple[int, bool]:
+    """Read what source has now into view, up to its size: (bytes read, whether source
+    ended); 0 bytes and not ended: nothing yet (a TLS record not complete)."""
     got, size = 0, len(view)
     while got < size:
         try:
@@ -58,11 +54,9 @@ def _fill(source: socket.socket, view: memoryview) -> int:
         except (ConnectionError, OSError):
             count = 0
         if not count:
-            if got:
-                break  # what came before the end is passed on; the next read sees the end
-            raise _Closed
+            return got, True
         got += count
-    return got
+    return got, False
 
 
 def _drain(target: socket.socket, view: memoryview) -> None:
@@ -78,20 +72,19 @@ def _drain(target: socket.socket, view: memoryview) -> None:
             select.select([target], [], [])
 
 
-def _relay(source: socket.socket, target: socket.socket, buffer: memoryview) -> int | None:
-    """Pass on what source has: the bytes passed, None when source has ended."""
+def _relay(source: socket.socket, target: socket.socket,
+           buffer: memoryview) -> tuple[int, bool]:
+    """Pass on what source has: (bytes passed, whether source ended)."""
     passed = 0
     while True:
-        try:
-            count = _fill(source, buffer)
-        except _Closed:
-            return passed or None  # the end is seen again at the next read
+        count, ended = _fill(source, buffer)
         if count:
             _drain(target, buffer[:count])
             passed += count
         # A full buffer may leave decrypted bytes in TLS that no poll would report.
-        if count < len(buffer) or not (isinstance(source, ssl.SSLSocket) and source.pending()):
-            return passed
+        if ended or count < len(buffer) or \
+                not (isinstance(source, ssl.SSLSocket) and source.pending()):
+            return passed, ended
 
 
 def splice(client: socket.socket, vm: socket.socket, traffic: Traffic,
@@ -113,13 +106,15 @@ def splice(client: socket.socket, vm: socket.socket, traffic: Traffic,
         while True:
             for fd, _ in poller.poll():
                 if fd == from_client:
-                    if (passed := _relay(client, vm, up)) is None:
-                        return "client closed"
+                    passed, ended = _relay(client, vm, up)
                     traffic.up += passed
-                elif (passed := _relay(vm, client, down)) is None:
-                    return "desktop closed"
+                    if ended:
+                        return "client closed"
                 else:
+                    passed, ended = _relay(vm, client, down)
                     traffic.down += passed
+                    if ended:
+                        return "desktop closed"
     except (ConnectionError, OSError) as exc:
         return f"connection error: {exc}"
     finally:
