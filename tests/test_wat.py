@@ -287,17 +287,19 @@ def test_detail_pages_properties_settings_and_roles(demo, api, page):
     # A role made of a role and a denial; the administrator's effective ACLs follow it.
     page.get(url(api, "/wat/roles/new"))
     page.find_element(By.ID, "field-name").send_keys("auditors")
-    page.find_element(By.ID, "submit").click()
-    page.find_element(By.XPATH, "//tr[td[normalize-space()='auditors']]//a").click()
-    page.find_element(By.ID, "form-acl").click()
-    page.find_element(By.ID, "field-grant_role").send_keys("Operator L1")
+    page.find_element(By.ID, "submit").click()  # each click below loads another page
+    shown(page, EC.element_to_be_clickable(
+        (By.XPATH, "//tr[td[normalize-space()='auditors']]//a"))).click()
+    shown(page, EC.element_to_be_clickable((By.ID, "form-acl"))).click()
+    shown(page, EC.presence_of_element_located((By.ID, "field-grant_role"))).send_keys(
+        "Operator L1")
     page.find_element(By.ID, "field-deny").send_keys("log.see-main.")
     page.find_element(By.ID, "submit").click()
     shown(page, EC.presence_of_element_located((By.ID, "done")))
     (ops,), = demo.sql("SELECT id FROM administrators WHERE name = 'ops'")
     page.get(url(api, f"/wat/admins/{ops}"))
     page.find_element(By.ID, "form-role").click()
-    page.find_element(By.ID, "field-grant").send_keys("auditors")
+    shown(page, EC.presence_of_element_located((By.ID, "field-grant"))).send_keys("auditors")
     page.find_element(By.ID, "submit").click()
     effective = shown(page, EC.presence_of_element_located((By.ID, "related-acls"))).text
     assert "vm.see-main." in effective and "log.see-main." not in effective
