@@ -79,18 +79,27 @@ class Call:
         return answer
 
 
+def connect_numeric(address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to a VM's port: its address is numeric (the VM's row), so it is
+    connected to without a name lookup (a resolver's first use costs a child 1 ms)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def blocking_call(address: str, port: int, vma_secret: str, method: str, params=(),
                   timeout: float = 3.0) -> dict:
-    """The call from a blocking caller (the L7R), within `timeout` in all. The address is
-    numeric (the VM's row): connected to without a name lookup."""
+    """The call from a blocking caller (the L7R), within `timeout` in all."""
     call = Call(address, port, vma_secret, method, params)
     deadline = time.monotonic() + timeout
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
+        with connect_numeric(address, port, timeout) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(timeout)
-            sock.connect((address, port))
             sock.sendall(call.request)
             while True:
                 left = deadline - time.monotonic()

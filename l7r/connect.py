@@ -145,15 +145,14 @@ class Connect:
             answer = self._vma(vm, "x_start", params) if ready_for_start else \
                 self._vma(vm, "x_state")
         self.progress("Connecting X session")
-        address = vm["address"]  # numeric (the VM's row): no name lookup
-        desktop = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+        desktop = None
         try:
-            desktop.settimeout(10)
-            desktop.connect((address, vm["vm_x_port"]))
+            desktop = vma_wire.connect_numeric(vm["address"], vm["vm_x_port"], 10)
             desktop.sendall(secret.relay_greeting(vm["vma_secret"] or ""))
             return desktop
         except OSError as exc:
-            desktop.close()
+            if desktop is not None:
+                desktop.close()
             raise unavailable(f"the desktop session does not answer ({exc})") from None
 
     def desktop_params(self) -> dict:

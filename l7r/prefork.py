@@ -72,16 +72,14 @@ def is_ready(pid: int | str) -> bool:
 def warm(db) -> None:
     """Open db's connection (if a slot is free at once) and warm it; nothing when the
     database is away: the first request opens one as without a ready child."""
-    for statement in WARM_UP:
-        try:  # a database slot free at once, or no warm connection
-            db.execute_unless_busy(statement, NOTHING)
-        except psycopg.OperationalError as exc:
-            log.debug("no warm database connection: %s", exc)
-            db.release()
-            return
-        except psycopg.Error as exc:  # a statement this schema refuses: warm the others
-            log.warning("warm-up statement refused: %s", str(exc).strip().splitlines()[0])
     try:
+        for statement in WARM_UP:
+            try:  # a database slot free at once, or no warm connection
+                db.execute_unless_busy(statement, NOTHING)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:  # a statement this schema refuses: warm the others
+                log.warning("warm-up statement refused: %s", str(exc).strip().splitlines()[0])
         with db.conn.transaction(force_rollback=True):
             for statement in WARM_TRIGGERS:
                 db.conn.execute(statement)
