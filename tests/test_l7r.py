@@ -205,6 +205,9 @@ def test_counters_count_requests_and_logins(l7r, demo):
         conn.list_of_vm()
     with connect(l7r, "alice@acme", "bad") as conn:
         conn.list_of_vm()
+    # A request's counters are written just after its answer: wait for the second one's.
+    wait_for(lambda: demo.sql("SELECT http_requests FROM host_counters") == [(2,)], 10,
+             "both requests counted")
     (row,) = demo.sql("SELECT http_requests, auth_attempts, auth_ok, auth_failed "
                       "FROM host_counters")
     assert tuple(row) == (2, 2, 1, 1)
@@ -346,6 +349,9 @@ def test_failed_logins_back_off_per_login_and_per_address(l7r, demo):
         assert reply.status == 401 and b"Too many failed attempts" in reply.body
     with connect(l7r, "bob@acme", "bobpw") as conn:  # same client address: held back too
         assert conn.list_of_vm().status == 401
+    # Counters are written just after each answer: wait for the last request's.
+    wait_for(lambda: demo.sql("SELECT http_requests FROM host_counters") == [(5,)], 10,
+             "every request counted")
     assert demo.sql("SELECT auth_failed, auth_throttled FROM host_counters") == [(3, 2)]
     # Once the window has passed, the right password works and clears the login's count.
     demo.sql("UPDATE auth_failures SET last_at = now() - interval '61 seconds'")
